@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian package dais needs to build, run and test.
+# Idempotent: packages already present are skipped. Needs root (or sudo).
+set -euo pipefail
+
+PKGS=(
+    build-essential cmake pkg-config git clang clang-format clang-tidy
+    libevent-dev libjansson-dev libcurl4-openssl-dev libssl-dev libpcre2-dev
+    libcmocka-dev python3 python3-pytest curl
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test dais has, on a fresh Debian 12 machine: installs the packages it needs,
+# builds the release and the address+undefined-sanitizer presets, runs the unit tests and
+# fuzz-corpus replays (CTest) in both, then the system tests (pytest, real processes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+for preset in release asan; do
+    echo "== build: $preset"
+    cmake --preset "$preset" >/dev/null
+    cmake --build --preset "$preset"
+    echo "== unit tests: $preset"
+    ctest --preset "$preset" -j2
+done
+
+if ls tests/system/test_*.py >/dev/null 2>&1; then
+    echo "== system tests"
+    DAIS_BIN="$PWD/build/release/dais" python3 -m pytest -q tests/system
+fi

@@ -1,0 +1,108 @@
+/*
+ * The Llama-family model and its forward pass.
+ *
+ * dais_model: the hyper-parameters read from GGUF metadata, the weight tensors (borrowed
+ * from the memory-mapped file), and the tokenizer. Immutable once loaded; shared by threads.
+ *
+ * dais_kv: one sequence's KV cache for a layer range.
+ *
+ * dais_ctx: the buffers of one forward pass (activations for up to max_batch tokens, scratch
+ * for the kernels, the thread pool). Sized once; the token loop never allocates.
+ * One thread drives a ctx at a time.
+ *
+ * dais_forward runs a batch of tokens that may belong to several sequences (a prefill is one
+ * sequence's prompt in one batch; a decode step is one token of each of several sequences)
+ * through layers [layer_first, layer_last). When layer_first == 0 the input is the tokens'
+ * embeddings, else `act_in`; when layer_last == n_layers it ends with the output norm and the
+ * output matrix and writes logits for the tokens that asked for them, else it writes the
+ * hidden state to `act_out`. That is how a model is split across workers (pipeline shards).
+ */
+#ifndef DAIS_ENGINE_MODEL_H
+#define DAIS_ENGINE_MODEL_H
+
+#include "common/error.h"
+#include "engine/gguf.h"
+#include "engine/kernels.h"
+#include "engine/threadpool.h"
+#include "engine/tokenizer.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct dais_hparams {
+    char arch[32];        /* general.architecture ("llama") */
+    char name[128];       /* general.name, may be empty */
+    int32_t n_vocab;
+    int32_t dim;          /* embedding_length */
+    int32_t n_layers;     /* block_count */
+    int32_t n_heads;      /* attention.head_count */
+    int32_t n_kv_heads;   /* attention.head_count_kv (defaults to n_heads) */
+    int32_t head_dim;     /* dim / n_heads (or attention.key_length) */
+    int32_t ffn_dim;      /* feed_forward_length */
+    int32_t n_ctx_train;  /* context_length */
+    int32_t rope_dim;     /* rope.dimension_count (defaults to head_dim) */
+    float rms_eps;        /* attention.layer_norm_rms_epsilon */
+    float rope_base;      /* rope.freq_base, default 10000 */
+    /* Llama-3 style rope scaling (rope.scaling.type == "llama3"); factor 0 = off */
+    float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int32_t rope_orig_ctx;
+    bool tied_output;     /* output.weight absent: the embedding is reused */
+} dais_hparams;
+
+typedef struct dais_model dais_model;
+
+/* Opens and validates a GGUF model: architecture, hyper-parameters, every tensor's presence,
+ * shape and type, and the tokenizer. NULL with `err` naming the problem. */
+dais_model *dais_model_load(const char *path, dais_err *err);
+void dais_model_free(dais_model *m); /* accepts NULL */
+
+const dais_hparams *dais_model_hparams(const dais_model *m);
+const dais_tokenizer *dais_model_tokenizer(const dais_model *m);
+const dais_gguf *dais_model_gguf(const dais_model *m);
+/* Hex SHA-256 of the file's bytes, computed at load (65 bytes incl. NUL). */
+const char *dais_model_hash(const dais_model *m);
+/* Bytes of weights one forward pass over all layers reads (for bandwidth figures). */
+uint64_t dais_model_weight_bytes(const dais_model *m);
+
+/* ---- KV cache ---------------------------------------------------------------------------- */
+
+typedef struct dais_kv dais_kv;
+
+/* A cache for one sequence of up to n_ctx positions over layers [layer_first, layer_last).
+ * K and V are stored as f32: (n_layers_in_range, n_ctx, n_kv_heads * head_dim) each. */
+dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, int32_t layer_last);
+void dais_kv_free(dais_kv *kv);
+int32_t dais_kv_n_ctx(const dais_kv *kv);
+int32_t dais_kv_len(const dais_kv *kv);          /* positions filled so far */
+void dais_kv_truncate(dais_kv *kv, int32_t len);   /* forget positions >= len (len <= current) */
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+typedef struct dais_ctx dais_ctx;
+
+/* n_threads >= 1; max_batch = most tokens one dais_forward call may carry. */
+dais_ctx *dais_ctx_new(const dais_model *m, int n_threads, int32_t max_batch, dais_err *err);
+void dais_ctx_free(dais_ctx *c);
+dais_pool *dais_ctx_pool(dais_ctx *c);
+
+typedef struct dais_batch {
+    int32_t n_tokens;
+    const int32_t *token;   /* (n_tokens) ids; used only when layer_first == 0 */
+    const int32_t *pos;     /* (n_tokens) position of each token in its sequence */
+    const int32_t *seq;     /* (n_tokens) index into the kv array passed to dais_forward */
+    const bool *logits;     /* (n_tokens) which tokens want logits; NULL = only the last */
+    int32_t layer_first;    /* run layers [layer_first, layer_last) */
+    int32_t layer_last;
+    const float *act_in;    /* (n_tokens, dim) when layer_first > 0 */
+    float *act_out;         /* (n_tokens, dim) when layer_last < n_layers */
+} dais_batch;
+
+/* Runs the batch. Positions of one sequence must be consecutive and start at that sequence's
+ * current dais_kv_len (a sequence's tokens appear in order); each kv covers the batch's layer
+ * range. Logits go to `logits`: (number of tokens that asked, n_vocab), in batch order.
+ * Returns 0, DAIS_ECTXFULL when a position is past a cache's n_ctx, DAIS_EINVAL for a bad
+ * batch (token id out of range, positions out of order, wrong layer range). On error no
+ * cache is changed. */
+int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, float *logits);
+
+#endif
