@@ -43,7 +43,7 @@ typedef struct dais_backoff {
     dais_backoff_config cfg;
     uint64_t start_ns; /* the time given to _init / _reset */
     uint64_t prev_ns;  /* previous delay (DECORRELATED) */
-    uint32_t attempts; /* attempts made so far (the first one counts once _next is called) */
+    uint32_t attempts; /* attempts started so far: 1 after _init, +1 per granted retry */
     uint64_t rng;      /* splitmix64 state */
 } dais_backoff;
 
@@ -70,8 +70,8 @@ int dais_backoff_next(dais_backoff *b, uint64_t now_ns, uint64_t *delay_ns);
  * deadline). Use it to cap the timeout of the attempt itself. */
 uint64_t dais_backoff_remaining_ns(const dais_backoff *b, uint64_t now_ns);
 
-/* Attempts recorded so far by dais_backoff_next() plus the one in progress: 1 before the first
- * _next call, 2 after one failure, ... (what a response reports as "attempts"). */
+/* Attempts started so far: 1 after _init/_reset, +1 each time dais_backoff_next() granted a
+ * retry (not when it gave up). What a response reports as "attempts". */
 uint32_t dais_backoff_attempts(const dais_backoff *b);
 
 /* Starts over after a success: attempt count, delay growth and deadline restart at `now_ns`.
