@@ -23,8 +23,9 @@
 
 #define GGUF_MAGIC "GGUF"
 /* Smallest encodings, used to bound declared counts by the bytes that remain. */
-#define MIN_KV_BYTES 14     /* key length (8) + 1 key byte + type (4) + 1 value byte */
-#define MIN_TENSOR_BYTES 33 /* name length (8) + 1 name byte + n_dims (4) + ne (8) + type (4) + offset (8) */
+#define MIN_KV_BYTES 14 /* key length (8) + 1 key byte + type (4) + 1 value byte */
+#define MIN_TENSOR_BYTES                                                                           \
+    33 /* name length (8) + 1 name byte + n_dims (4) + ne (8) + type (4) + offset (8) */
 
 struct dais_gguf {
     const uint8_t *buf;
@@ -35,8 +36,9 @@ struct dais_gguf {
     uint32_t alignment;
     size_t data_offset;
     uint64_t n_kv;
-    dais_gguf_kv *kvs;      /* (n_kv) */
-    uint64_t **str_index;   /* (n_kv); for string arrays, (arr_n) file offsets of each length prefix */
+    dais_gguf_kv *kvs; /* (n_kv) */
+    uint64_t *
+        *str_index; /* (n_kv); for string arrays, (arr_n) file offsets of each length prefix */
     uint64_t n_tensors;
     dais_gguf_tensor *tensors; /* (n_tensors) */
     uint32_t *kv_hash;         /* (kv_cap) index + 1 into kvs, 0 = empty; open addressing */
@@ -130,8 +132,7 @@ static int need(parser *p, uint64_t n, const char *what)
 static int rd_u32(parser *p, uint32_t *out, const char *what)
 {
     int rc = need(p, 4, what);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *out = ld32(p->buf + p->pos);
     p->pos += 4;
     return 0;
@@ -140,8 +141,7 @@ static int rd_u32(parser *p, uint32_t *out, const char *what)
 static int rd_u64(parser *p, uint64_t *out, const char *what)
 {
     int rc = need(p, 8, what);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *out = ld64(p->buf + p->pos);
     p->pos += 8;
     return 0;
@@ -153,8 +153,7 @@ static int rd_str(parser *p, dais_gguf_str *out, uint64_t max, const char *what)
     size_t at = p->pos;
     uint64_t n;
     int rc = rd_u64(p, &n, what);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (n > max)
         return perr(p, DAIS_EFORMAT, "%s at offset %zu has length %" PRIu64 " (limit %" PRIu64 ")",
                     what, at, n, max);
@@ -195,7 +194,7 @@ static size_t scalar_size(uint32_t t)
 
 const char *dais_gguf_vtype_name(uint32_t type)
 {
-    static const char *const names[] = {"u8",  "i8",   "u16", "i16", "u32", "i32", "f32",
+    static const char *const names[] = {"u8",   "i8",  "u16", "i16", "u32", "i32", "f32",
                                         "bool", "str", "arr", "u64", "i64", "f64"};
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : "unknown";
 }
@@ -206,15 +205,33 @@ static void decode_scalar(uint32_t t, const uint8_t *q, dais_gguf_kv *kv)
     float f;
     double d;
     switch (t) {
-    case DAIS_GGUF_U8: kv->v.u = q[0]; break;
-    case DAIS_GGUF_I8: kv->v.i = (int8_t)q[0]; break;
-    case DAIS_GGUF_U16: kv->v.u = ld16(q); break;
-    case DAIS_GGUF_I16: kv->v.i = (int16_t)ld16(q); break;
-    case DAIS_GGUF_U32: kv->v.u = ld32(q); break;
-    case DAIS_GGUF_I32: kv->v.i = (int32_t)ld32(q); break;
-    case DAIS_GGUF_U64: kv->v.u = ld64(q); break;
-    case DAIS_GGUF_I64: kv->v.i = (int64_t)ld64(q); break;
-    case DAIS_GGUF_BOOL: kv->v.b = q[0] != 0; break;
+    case DAIS_GGUF_U8:
+        kv->v.u = q[0];
+        break;
+    case DAIS_GGUF_I8:
+        kv->v.i = (int8_t)q[0];
+        break;
+    case DAIS_GGUF_U16:
+        kv->v.u = ld16(q);
+        break;
+    case DAIS_GGUF_I16:
+        kv->v.i = (int16_t)ld16(q);
+        break;
+    case DAIS_GGUF_U32:
+        kv->v.u = ld32(q);
+        break;
+    case DAIS_GGUF_I32:
+        kv->v.i = (int32_t)ld32(q);
+        break;
+    case DAIS_GGUF_U64:
+        kv->v.u = ld64(q);
+        break;
+    case DAIS_GGUF_I64:
+        kv->v.i = (int64_t)ld64(q);
+        break;
+    case DAIS_GGUF_BOOL:
+        kv->v.b = q[0] != 0;
+        break;
     case DAIS_GGUF_F32: {
         uint32_t b = ld32(q);
         memcpy(&f, &b, sizeof(f));
@@ -227,7 +244,8 @@ static void decode_scalar(uint32_t t, const uint8_t *q, dais_gguf_kv *kv)
         kv->v.f = d;
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -235,8 +253,7 @@ static int parse_array(parser *p, dais_gguf_kv *kv, uint64_t **index_out)
 {
     size_t at = p->pos;
     int rc = rd_u32(p, &kv->arr_type, "array element type");
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (kv->arr_type == DAIS_GGUF_ARRAY)
         return perr(p, DAIS_EUNSUPPORTED, "arrays of arrays are not supported (offset %zu)", at);
     if (kv->arr_type > DAIS_GGUF_F64)
@@ -244,8 +261,7 @@ static int parse_array(parser *p, dais_gguf_kv *kv, uint64_t **index_out)
                     kv->arr_type, at);
     size_t count_at = p->pos;
     rc = rd_u64(p, &kv->arr_n, "array length");
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     kv->arr_data = p->buf + p->pos;
     size_t remain = p->len - p->pos;
 
@@ -284,8 +300,7 @@ static int parse_array(parser *p, dais_gguf_kv *kv, uint64_t **index_out)
             /* Add the element number: the cursor message says where, this says which. */
             char msg[sizeof(p->err->msg)];
             snprintf(msg, sizeof(msg), "%s", p->err != NULL ? p->err->msg : "");
-            if (p->err != NULL)
-                dais_err_set(p->err, rc, "%s [element %" PRIu64 "]", msg, i);
+            if (p->err != NULL) dais_err_set(p->err, rc, "%s [element %" PRIu64 "]", msg, i);
             free(index);
             return rc;
         }
@@ -317,10 +332,8 @@ static int parse_kvs(parser *p, dais_gguf *g)
         size_t at = p->pos;
         snprintf(p->ctx, sizeof(p->ctx), "key #%" PRIu64, i);
         int rc = rd_str(p, &kv->key, DAIS_GGUF_MAX_KEY, "key");
-        if (rc < 0)
-            return rc;
-        if (kv->key.len == 0)
-            return perr(p, DAIS_EFORMAT, "empty key at offset %zu", at);
+        if (rc < 0) return rc;
+        if (kv->key.len == 0) return perr(p, DAIS_EFORMAT, "empty key at offset %zu", at);
         if (memchr(kv->key.ptr, '\0', (size_t)kv->key.len) != NULL) {
             set_ctx(p, "key", kv->key.ptr, kv->key.len);
             return perr(p, DAIS_EFORMAT, "key at offset %zu contains a NUL byte", at);
@@ -332,8 +345,7 @@ static int parse_kvs(parser *p, dais_gguf *g)
                         at, dup - 1);
         size_t type_at = p->pos;
         rc = rd_u32(p, &kv->type, "value type");
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         if (kv->type == DAIS_GGUF_STRING) {
             rc = rd_str(p, &kv->v.s, DAIS_GGUF_MAX_STRING, "string value");
         } else if (kv->type == DAIS_GGUF_ARRAY) {
@@ -352,8 +364,7 @@ static int parse_kvs(parser *p, dais_gguf *g)
             rc = perr(p, DAIS_EFORMAT, "unknown value type %" PRIu32 " at offset %zu", kv->type,
                       type_at);
         }
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     return 0;
 }
@@ -363,8 +374,7 @@ static int apply_alignment(parser *p, dais_gguf *g)
 {
     g->alignment = DAIS_GGUF_DEFAULT_ALIGNMENT;
     const dais_gguf_kv *kv = dais_gguf_find(g, "general.alignment");
-    if (kv == NULL)
-        return 0;
+    if (kv == NULL) return 0;
     snprintf(p->ctx, sizeof(p->ctx), "key 'general.alignment'");
     /* The format says u32; other unsigned widths would be a harmless tool quirk, accept them. */
     if (kv->type != DAIS_GGUF_U32 && kv->type != DAIS_GGUF_U16 && kv->type != DAIS_GGUF_U8 &&
@@ -387,8 +397,7 @@ static int tensor_insert(dais_gguf *g, uint64_t idx)
             g->t_hash[h] = (uint32_t)idx + 1;
             return 0;
         }
-        if (strcmp(g->tensors[e - 1].name, name) == 0)
-            return (int)e;
+        if (strcmp(g->tensors[e - 1].name, name) == 0) return (int)e;
     }
 }
 
@@ -398,12 +407,10 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
         dais_gguf_tensor *t = &g->tensors[i];
         size_t at = p->pos;
         snprintf(p->ctx, sizeof(p->ctx), "tensor #%" PRIu64, i);
-        dais_gguf_str name;
+        dais_gguf_str name = {NULL, 0};
         int rc = rd_str(p, &name, UINT64_MAX, "name");
-        if (rc < 0)
-            return rc;
-        if (name.len == 0)
-            return perr(p, DAIS_EFORMAT, "empty name at offset %zu", at);
+        if (rc < 0) return rc;
+        if (name.len == 0) return perr(p, DAIS_EFORMAT, "empty name at offset %zu", at);
         set_ctx(p, "tensor", name.ptr, name.len);
         if (name.len > DAIS_GGUF_MAX_NAME)
             return perr(p, DAIS_EFORMAT, "name at offset %zu is %" PRIu64 " bytes (limit %d)", at,
@@ -414,13 +421,12 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
         t->name[name.len] = '\0';
         int dup = tensor_insert(g, i);
         if (dup > 0)
-            return perr(p, DAIS_EFORMAT, "duplicate tensor name at offset %zu (first is tensor #%d)",
-                        at, dup - 1);
+            return perr(p, DAIS_EFORMAT,
+                        "duplicate tensor name at offset %zu (first is tensor #%d)", at, dup - 1);
 
         size_t dims_at = p->pos;
         rc = rd_u32(p, &t->n_dims, "n_dims");
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         if (t->n_dims < 1 || t->n_dims > DAIS_GGUF_MAX_DIMS)
             return perr(p, DAIS_EFORMAT, "n_dims %" PRIu32 " at offset %zu is not in 1..%d",
                         t->n_dims, dims_at, DAIS_GGUF_MAX_DIMS);
@@ -430,8 +436,7 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
         for (uint32_t d = 0; d < t->n_dims; d++) {
             size_t ne_at = p->pos;
             rc = rd_u64(p, &t->ne[d], "dimension");
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             /* An empty tensor holds no weights and has no data address: reject it. */
             if (t->ne[d] == 0)
                 return perr(p, DAIS_EFORMAT, "dimension %" PRIu32 " is 0 (offset %zu)", d, ne_at);
@@ -444,8 +449,7 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
         }
         size_t type_at = p->pos;
         rc = rd_u32(p, &t->type, "type");
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         const dais_dtype_info *ti = dais_dtype_get(t->type);
         if (ti == NULL)
             return perr(p, DAIS_EFORMAT, "unknown tensor type %" PRIu32 " at offset %zu", t->type,
@@ -467,8 +471,7 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
                         ti->name);
         t->nbytes = (size_t)bytes;
         rc = rd_u64(p, &t->offset, "data offset");
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     return 0;
 }
@@ -483,8 +486,7 @@ static int cmp_by_offset(const void *a, const void *b, void *arg)
 /* Checks every tensor's extent against the data section, alignment and the other tensors. */
 static int check_extents(parser *p, dais_gguf *g)
 {
-    if (g->n_tensors == 0)
-        return 0;
+    if (g->n_tensors == 0) return 0;
     size_t data_len = g->data_offset <= p->len ? p->len - g->data_offset : 0;
     if (g->data_offset > p->len) {
         snprintf(p->ctx, sizeof(p->ctx), "data section");
@@ -497,7 +499,8 @@ static int check_extents(parser *p, dais_gguf *g)
         dais_gguf_tensor *t = &g->tensors[i];
         set_ctx(p, "tensor", t->name, strlen(t->name));
         if (t->offset % g->alignment != 0)
-            return perr(p, DAIS_EFORMAT, "data offset %" PRIu64 " is not a multiple of the alignment %" PRIu32,
+            return perr(p, DAIS_EFORMAT,
+                        "data offset %" PRIu64 " is not a multiple of the alignment %" PRIu32,
                         t->offset, g->alignment);
         if (t->offset > data_len || t->nbytes > data_len - t->offset)
             return perr(p, DAIS_EFORMAT,
@@ -544,16 +547,14 @@ dais_gguf *dais_gguf_parse(const uint8_t *buf, size_t len, dais_err *err)
         dais_err_set(err, DAIS_EINVAL, "NULL buffer");
         goto fail;
     }
-    if (need(&p, 4, "magic") < 0)
-        goto fail;
+    if (need(&p, 4, "magic") < 0) goto fail;
     if (memcmp(buf, GGUF_MAGIC, 4) != 0) {
         perr(&p, DAIS_EFORMAT, "bad magic %02x %02x %02x %02x (expected \"GGUF\"): not a GGUF file",
              buf[0], buf[1], buf[2], buf[3]);
         goto fail;
     }
     p.pos = 4;
-    if (rd_u32(&p, &g->version, "version") < 0)
-        goto fail;
+    if (rd_u32(&p, &g->version, "version") < 0) goto fail;
     if (g->version == 1) {
         perr(&p, DAIS_EUNSUPPORTED,
              "GGUF version 1 is not supported (32-bit counts); convert the file with a newer tool");
@@ -611,8 +612,7 @@ dais_gguf *dais_gguf_parse(const uint8_t *buf, size_t len, dais_err *err)
         goto fail;
     }
     g->data_offset = p.pos + pad;
-    if (check_extents(&p, g) < 0)
-        goto fail;
+    if (check_extents(&p, g) < 0) goto fail;
     return g;
 fail:
     dais_gguf_free(g);
@@ -654,8 +654,7 @@ dais_gguf *dais_gguf_open(const char *path, dais_err *err)
     int map_errno = errno;
     close(fd);
     if (map == MAP_FAILED) {
-        dais_err_set(err, DAIS_EIO, "%s: cannot map %zu bytes: %s", path, len,
-                     strerror(map_errno));
+        dais_err_set(err, DAIS_EIO, "%s: cannot map %zu bytes: %s", path, len, strerror(map_errno));
         return NULL;
     }
     dais_err perr_local;
@@ -676,8 +675,7 @@ dais_gguf *dais_gguf_open(const char *path, dais_err *err)
 
 void dais_gguf_free(dais_gguf *g)
 {
-    if (g == NULL)
-        return;
+    if (g == NULL) return;
     if (g->str_index != NULL)
         for (uint64_t i = 0; i < g->n_kv; i++)
             free(g->str_index[i]);
@@ -686,8 +684,7 @@ void dais_gguf_free(dais_gguf *g)
     free(g->kv_hash);
     free(g->tensors);
     free(g->t_hash);
-    if (g->map != NULL)
-        munmap(g->map, g->map_len);
+    if (g->map != NULL) munmap(g->map, g->map_len);
     free(g);
 }
 
@@ -729,11 +726,9 @@ const dais_gguf_kv *dais_gguf_find(const dais_gguf *g, const char *key)
     size_t mask = g->kv_cap - 1;
     for (size_t h = hash_bytes(key, n) & mask;; h = (h + 1) & mask) {
         uint32_t e = g->kv_hash[h];
-        if (e == 0)
-            return NULL;
+        if (e == 0) return NULL;
         const dais_gguf_kv *kv = &g->kvs[e - 1];
-        if (kv->key.len == n && memcmp(kv->key.ptr, key, n) == 0)
-            return kv;
+        if (kv->key.len == n && memcmp(kv->key.ptr, key, n) == 0) return kv;
     }
 }
 
@@ -752,10 +747,8 @@ const dais_gguf_tensor *dais_gguf_find_tensor(const dais_gguf *g, const char *na
     size_t mask = g->t_cap - 1;
     for (size_t h = hash_bytes(name, strlen(name)) & mask;; h = (h + 1) & mask) {
         uint32_t e = g->t_hash[h];
-        if (e == 0)
-            return NULL;
-        if (strcmp(g->tensors[e - 1].name, name) == 0)
-            return &g->tensors[e - 1];
+        if (e == 0) return NULL;
+        if (strcmp(g->tensors[e - 1].name, name) == 0) return &g->tensors[e - 1];
     }
 }
 
@@ -867,8 +860,7 @@ static bool num_to_u64(const num *n, uint64_t *out)
 static bool num_to_f32(const num *n, float *out)
 {
     if (n->kind == NUM_FLOAT) {
-        if (isfinite(n->f) && fabs(n->f) > (double)FLT_MAX)
-            return false;
+        if (isfinite(n->f) && fabs(n->f) > (double)FLT_MAX) return false;
         *out = (float)n->f;
         return true;
     }
@@ -882,8 +874,7 @@ static bool num_to_f32(const num *n, float *out)
         return true;
     }
     float f = (float)n->u;
-    if (f >= 18446744073709551616.0f || (uint64_t)f != n->u)
-        return false;
+    if (f >= 18446744073709551616.0f || (uint64_t)f != n->u) return false;
     *out = f;
     return true;
 }
@@ -917,14 +908,11 @@ static int bad_type(const dais_gguf_kv *kv, const char *want, dais_err *err)
 int dais_gguf_get_u32(const dais_gguf *g, const char *key, uint32_t *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
+    if (kv == NULL) return DAIS_ENOTFOUND;
     num n;
     uint64_t u;
-    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT)
-        return bad_type(kv, "an integer", err);
-    if (!num_to_u64(&n, &u) || u > UINT32_MAX)
-        return bad_value(kv, &n, "u32", err);
+    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT) return bad_type(kv, "an integer", err);
+    if (!num_to_u64(&n, &u) || u > UINT32_MAX) return bad_value(kv, &n, "u32", err);
     *out = (uint32_t)u;
     return 0;
 }
@@ -932,53 +920,41 @@ int dais_gguf_get_u32(const dais_gguf *g, const char *key, uint32_t *out, dais_e
 int dais_gguf_get_u64(const dais_gguf *g, const char *key, uint64_t *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
+    if (kv == NULL) return DAIS_ENOTFOUND;
     num n;
-    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT)
-        return bad_type(kv, "an integer", err);
-    if (!num_to_u64(&n, out))
-        return bad_value(kv, &n, "u64", err);
+    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT) return bad_type(kv, "an integer", err);
+    if (!num_to_u64(&n, out)) return bad_value(kv, &n, "u64", err);
     return 0;
 }
 
 int dais_gguf_get_i64(const dais_gguf *g, const char *key, int64_t *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
+    if (kv == NULL) return DAIS_ENOTFOUND;
     num n;
-    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT)
-        return bad_type(kv, "an integer", err);
-    if (!num_to_i64(&n, out))
-        return bad_value(kv, &n, "i64", err);
+    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT) return bad_type(kv, "an integer", err);
+    if (!num_to_i64(&n, out)) return bad_value(kv, &n, "i64", err);
     return 0;
 }
 
 int dais_gguf_get_f32(const dais_gguf *g, const char *key, float *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
+    if (kv == NULL) return DAIS_ENOTFOUND;
     num n;
-    if (!kv_num(kv, &n) || kv->type == DAIS_GGUF_BOOL)
-        return bad_type(kv, "a number", err);
-    if (!num_to_f32(&n, out))
-        return bad_value(kv, &n, "f32", err);
+    if (!kv_num(kv, &n) || kv->type == DAIS_GGUF_BOOL) return bad_type(kv, "a number", err);
+    if (!num_to_f32(&n, out)) return bad_value(kv, &n, "f32", err);
     return 0;
 }
 
 int dais_gguf_get_bool(const dais_gguf *g, const char *key, bool *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
+    if (kv == NULL) return DAIS_ENOTFOUND;
     num n;
     uint64_t u;
-    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT)
-        return bad_type(kv, "bool", err);
-    if (!num_to_u64(&n, &u) || u > 1)
-        return bad_value(kv, &n, "bool", err);
+    if (!kv_num(kv, &n) || n.kind == NUM_FLOAT) return bad_type(kv, "bool", err);
+    if (!num_to_u64(&n, &u) || u > 1) return bad_value(kv, &n, "bool", err);
     *out = u != 0;
     return 0;
 }
@@ -986,21 +962,17 @@ int dais_gguf_get_bool(const dais_gguf *g, const char *key, bool *out, dais_err 
 int dais_gguf_get_str(const dais_gguf *g, const char *key, dais_gguf_str *out, dais_err *err)
 {
     const dais_gguf_kv *kv = dais_gguf_find(g, key);
-    if (kv == NULL)
-        return DAIS_ENOTFOUND;
-    if (kv->type != DAIS_GGUF_STRING)
-        return bad_type(kv, "str", err);
+    if (kv == NULL) return DAIS_ENOTFOUND;
+    if (kv->type != DAIS_GGUF_STRING) return bad_type(kv, "str", err);
     *out = kv->v.s;
     return 0;
 }
 
 static int arr_elem(const dais_gguf_kv *kv, uint64_t i, num *n)
 {
-    if (kv == NULL || kv->type != DAIS_GGUF_ARRAY || i >= kv->arr_n)
-        return DAIS_EINVAL;
+    if (kv == NULL || kv->type != DAIS_GGUF_ARRAY || i >= kv->arr_n) return DAIS_EINVAL;
     size_t es = scalar_size(kv->arr_type);
-    if (es == 0 || !load_num(kv->arr_type, kv->arr_data + (size_t)i * es, n))
-        return DAIS_EFORMAT;
+    if (es == 0 || !load_num(kv->arr_type, kv->arr_data + (size_t)i * es, n)) return DAIS_EFORMAT;
     return 0;
 }
 
@@ -1008,8 +980,7 @@ int dais_gguf_arr_i64(const dais_gguf_kv *kv, uint64_t i, int64_t *out)
 {
     num n;
     int rc = arr_elem(kv, i, &n);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     return num_to_i64(&n, out) ? 0 : DAIS_EFORMAT;
 }
 
@@ -1017,17 +988,14 @@ int dais_gguf_arr_f32(const dais_gguf_kv *kv, uint64_t i, float *out)
 {
     num n;
     int rc = arr_elem(kv, i, &n);
-    if (rc < 0)
-        return rc;
-    if (kv->arr_type == DAIS_GGUF_BOOL)
-        return DAIS_EFORMAT;
+    if (rc < 0) return rc;
+    if (kv->arr_type == DAIS_GGUF_BOOL) return DAIS_EFORMAT;
     return num_to_f32(&n, out) ? 0 : DAIS_EFORMAT;
 }
 
 int dais_gguf_arr_str(const dais_gguf *g, const dais_gguf_kv *kv, uint64_t i, dais_gguf_str *out)
 {
-    if (g == NULL || kv == NULL || kv < g->kvs || kv >= g->kvs + g->n_kv)
-        return DAIS_EINVAL;
+    if (g == NULL || kv == NULL || kv < g->kvs || kv >= g->kvs + g->n_kv) return DAIS_EINVAL;
     const uint64_t *index = g->str_index[kv - g->kvs];
     if (kv->type != DAIS_GGUF_ARRAY || kv->arr_type != DAIS_GGUF_STRING || index == NULL ||
         i >= kv->arr_n)

@@ -45,13 +45,13 @@ enum dais_gguf_vtype {
     DAIS_GGUF_F64 = 12,
 };
 
-#define DAIS_GGUF_MAX_DIMS 4
+#define DAIS_GGUF_MAX_DIMS          4
 #define DAIS_GGUF_DEFAULT_ALIGNMENT 32
-#define DAIS_GGUF_MAX_NAME 95              /* longest tensor name, bytes */
-#define DAIS_GGUF_MAX_KEY 65535            /* longest metadata key, bytes (the format's limit) */
-#define DAIS_GGUF_MAX_STRING (64u << 20)   /* longest string value or array element, bytes */
-#define DAIS_GGUF_MAX_TENSORS (1u << 20)   /* most tensors a file may declare */
-#define DAIS_GGUF_MAX_KV (1u << 20)        /* most metadata keys a file may declare */
+#define DAIS_GGUF_MAX_NAME          95    /* longest tensor name, bytes */
+#define DAIS_GGUF_MAX_KEY           65535 /* longest metadata key, bytes (the format's limit) */
+#define DAIS_GGUF_MAX_STRING        (64u << 20) /* longest string value or array element, bytes */
+#define DAIS_GGUF_MAX_TENSORS       (1u << 20)  /* most tensors a file may declare */
+#define DAIS_GGUF_MAX_KV            (1u << 20)  /* most metadata keys a file may declare */
 
 /* A string inside the file: not NUL-terminated. */
 typedef struct dais_gguf_str {
@@ -64,9 +64,9 @@ typedef struct dais_gguf_str {
  * length prefix; use dais_gguf_arr_str for O(1) access to element i). */
 typedef struct dais_gguf_kv {
     dais_gguf_str key;
-    uint32_t type;      /* enum dais_gguf_vtype */
-    uint32_t arr_type;  /* element type when type == ARRAY */
-    uint64_t arr_n;     /* element count when type == ARRAY */
+    uint32_t type;     /* enum dais_gguf_vtype */
+    uint32_t arr_type; /* element type when type == ARRAY */
+    uint64_t arr_n;    /* element count when type == ARRAY */
     const uint8_t *arr_data;
     union {
         uint64_t u;

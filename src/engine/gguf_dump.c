@@ -19,8 +19,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     unsigned char c = s[0];
     size_t len;
     uint32_t cp;
-    if (c < 0x80)
-        return 1;
+    if (c < 0x80) return 1;
     if (c >= 0xc2 && c <= 0xdf) {
         len = 2;
         cp = c & 0x1f;
@@ -33,11 +32,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     } else {
         return 0;
     }
-    if (len > n)
-        return 0;
+    if (len > n) return 0;
     for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
+        if ((s[i] & 0xc0) != 0x80) return 0;
         cp = cp << 6 | (s[i] & 0x3f);
     }
     if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
@@ -73,8 +70,7 @@ static void put_str(FILE *out, const char *p, uint64_t len, uint64_t max)
         i++;
     }
     fputc('"', out);
-    if (n < len)
-        fprintf(out, "...(%" PRIu64 " bytes)", len);
+    if (n < len) fprintf(out, "...(%" PRIu64 " bytes)", len);
 }
 
 static void put_scalar(FILE *out, const dais_gguf_kv *kv)
@@ -140,11 +136,21 @@ static void put_elem(FILE *out, uint32_t t, const uint8_t *q)
     for (size_t k = n; k-- > 0;)
         raw = raw << 8 | q[k];
     switch (t) {
-    case DAIS_GGUF_I8: e.v.i = (int8_t)raw; break;
-    case DAIS_GGUF_I16: e.v.i = (int16_t)raw; break;
-    case DAIS_GGUF_I32: e.v.i = (int32_t)raw; break;
-    case DAIS_GGUF_I64: e.v.i = (int64_t)raw; break;
-    case DAIS_GGUF_BOOL: e.v.b = raw != 0; break;
+    case DAIS_GGUF_I8:
+        e.v.i = (int8_t)raw;
+        break;
+    case DAIS_GGUF_I16:
+        e.v.i = (int16_t)raw;
+        break;
+    case DAIS_GGUF_I32:
+        e.v.i = (int32_t)raw;
+        break;
+    case DAIS_GGUF_I64:
+        e.v.i = (int64_t)raw;
+        break;
+    case DAIS_GGUF_BOOL:
+        e.v.b = raw != 0;
+        break;
     case DAIS_GGUF_F32: {
         uint32_t b = (uint32_t)raw;
         float f;
@@ -152,8 +158,12 @@ static void put_elem(FILE *out, uint32_t t, const uint8_t *q)
         e.v.f = f;
         break;
     }
-    case DAIS_GGUF_F64: memcpy(&e.v.f, &raw, sizeof(e.v.f)); break;
-    default: e.v.u = raw; break;
+    case DAIS_GGUF_F64:
+        memcpy(&e.v.f, &raw, sizeof(e.v.f));
+        break;
+    default:
+        e.v.u = raw;
+        break;
     }
     put_scalar(out, &e);
 }
@@ -161,16 +171,13 @@ static void put_elem(FILE *out, uint32_t t, const uint8_t *q)
 static void put_array(FILE *out, const dais_gguf *g, const dais_gguf_kv *kv, int max_items)
 {
     uint64_t show = kv->arr_n;
-    if (max_items >= 0 && show > (uint64_t)max_items)
-        show = (uint64_t)max_items;
+    if (max_items >= 0 && show > (uint64_t)max_items) show = (uint64_t)max_items;
     fputc('[', out);
     for (uint64_t i = 0; i < show; i++) {
-        if (i > 0)
-            fputs(", ", out);
+        if (i > 0) fputs(", ", out);
         if (kv->arr_type == DAIS_GGUF_STRING) {
             dais_gguf_str s;
-            if (dais_gguf_arr_str(g, kv, i, &s) == 0)
-                put_str(out, s.ptr, s.len, ELEM_STR_MAX);
+            if (dais_gguf_arr_str(g, kv, i, &s) == 0) put_str(out, s.ptr, s.len, ELEM_STR_MAX);
             continue;
         }
         put_elem(out, kv->arr_type, kv->arr_data + i * elem_size(kv->arr_type));
@@ -182,8 +189,9 @@ static void put_array(FILE *out, const dais_gguf *g, const dais_gguf_kv *kv, int
 
 int dais_gguf_dump(const dais_gguf *g, FILE *out, int max_array_items)
 {
-    fprintf(out, "GGUF version %" PRIu32 ", %zu bytes, alignment %" PRIu32
-                 ", tensor data at offset %zu\n",
+    fprintf(out,
+            "GGUF version %" PRIu32 ", %zu bytes, alignment %" PRIu32
+            ", tensor data at offset %zu\n",
             dais_gguf_version(g), dais_gguf_file_size(g), dais_gguf_alignment(g),
             dais_gguf_data_offset(g));
 
@@ -218,29 +226,25 @@ int dais_gguf_dump(const dais_gguf *g, FILE *out, int max_array_items)
         shape[k++] = '[';
         for (uint32_t d = 0; d < t->n_dims; d++) {
             int w = snprintf(shape + k, sizeof(shape) - k, "%s%" PRIu64, d ? ", " : "", t->ne[d]);
-            if (w > 0 && (size_t)w < sizeof(shape) - k)
-                k += (size_t)w;
+            if (w > 0 && (size_t)w < sizeof(shape) - k) k += (size_t)w;
             elems *= t->ne[d]; /* the parser bounded the product by INT64_MAX */
         }
-        if (k < sizeof(shape) - 1)
-            shape[k++] = ']';
+        if (k < sizeof(shape) - 1) shape[k++] = ']';
         shape[k] = '\0';
         fprintf(out, "  %5" PRIu64 "  %-40s %-8s %-28s %14" PRIu64 " %14zu\n", i, t->name,
                 dais_dtype_name(t->type), shape, t->offset, t->nbytes);
         total_bytes += t->nbytes;
         total_elems += elems;
-        if (t->type < DAIS_DTYPE_MAX)
-            per_type[t->type]++;
+        if (t->type < DAIS_DTYPE_MAX) per_type[t->type]++;
     }
     if (n_t > 0) {
-        fprintf(out, "  total: %" PRIu64 " elements, %" PRIu64 " bytes (%.2f MiB); types:",
-                total_elems, total_bytes, (double)total_bytes / (1024.0 * 1024.0));
+        fprintf(out,
+                "  total: %" PRIu64 " elements, %" PRIu64 " bytes (%.2f MiB); types:", total_elems,
+                total_bytes, (double)total_bytes / (1024.0 * 1024.0));
         for (uint32_t ty = 0; ty < DAIS_DTYPE_MAX; ty++)
-            if (per_type[ty] > 0)
-                fprintf(out, " %s x%" PRIu64, dais_dtype_name(ty), per_type[ty]);
+            if (per_type[ty] > 0) fprintf(out, " %s x%" PRIu64, dais_dtype_name(ty), per_type[ty]);
         fputc('\n', out);
     }
-    if (fflush(out) != 0 || ferror(out))
-        return DAIS_EIO;
+    if (fflush(out) != 0 || ferror(out)) return DAIS_EIO;
     return 0;
 }

@@ -20,8 +20,9 @@
 
 typedef struct wkv {
     char *key;
-    uint32_t type;    /* enum dais_gguf_vtype */
-    uint8_t *payload; /* encoded value: scalar bytes, or length + bytes, or array header + elements */
+    uint32_t type; /* enum dais_gguf_vtype */
+    uint8_t
+        *payload; /* encoded value: scalar bytes, or length + bytes, or array header + elements */
     size_t payload_len;
 } wkv;
 
@@ -85,8 +86,7 @@ dais_gguf_writer *dais_gguf_writer_new(void)
 
 void dais_gguf_writer_free(dais_gguf_writer *w)
 {
-    if (w == NULL)
-        return;
+    if (w == NULL) return;
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kvs[i].key);
         free(w->kvs[i].payload);
@@ -136,18 +136,17 @@ static int put_kv(dais_gguf_writer *w, const char *key, uint32_t type, uint8_t *
         free(payload);
         return wfail(w, DAIS_ENOMEM, "out of memory adding key '%.64s'", key);
     }
-    w->kvs[w->n_kv++] = (wkv){.key = k, .type = type, .payload = payload, .payload_len = payload_len};
+    w->kvs[w->n_kv++] =
+        (wkv){.key = k, .type = type, .payload = payload, .payload_len = payload_len};
     return 0;
 }
 
 static int put_scalar(dais_gguf_writer *w, const char *key, uint32_t type, uint64_t bits,
                       size_t size)
 {
-    if (w == NULL)
-        return DAIS_EINVAL;
+    if (w == NULL) return DAIS_EINVAL;
     uint8_t *p = malloc(size);
-    if (p == NULL)
-        return wfail(w, DAIS_ENOMEM, "out of memory");
+    if (p == NULL) return wfail(w, DAIS_ENOMEM, "out of memory");
     if (size == 1)
         p[0] = (uint8_t)bits;
     else if (size == 2)
@@ -220,17 +219,14 @@ int dais_gguf_writer_set_bool(dais_gguf_writer *w, const char *key, bool v)
 
 int dais_gguf_writer_set_str(dais_gguf_writer *w, const char *key, const char *v)
 {
-    if (w == NULL)
-        return DAIS_EINVAL;
-    if (v == NULL)
-        return wfail(w, DAIS_EINVAL, "key '%.64s': NULL string", key ? key : "(null)");
+    if (w == NULL) return DAIS_EINVAL;
+    if (v == NULL) return wfail(w, DAIS_EINVAL, "key '%.64s': NULL string", key ? key : "(null)");
     size_t n = strlen(v);
     if (n > DAIS_GGUF_MAX_STRING)
         return wfail(w, DAIS_ETOOBIG, "key '%.64s': string of %zu bytes (limit %u)",
                      key ? key : "(null)", n, DAIS_GGUF_MAX_STRING);
     uint8_t *p = malloc(8 + n);
-    if (p == NULL)
-        return wfail(w, DAIS_ENOMEM, "out of memory");
+    if (p == NULL) return wfail(w, DAIS_ENOMEM, "out of memory");
     st64(p, n);
     memcpy(p + 8, v, n);
     return put_kv(w, key, DAIS_GGUF_STRING, p, 8 + n);
@@ -262,18 +258,17 @@ static size_t scalar_bytes(uint32_t t)
 int dais_gguf_writer_set_arr(dais_gguf_writer *w, const char *key, uint32_t elem_type,
                              const void *data, uint64_t n)
 {
-    if (w == NULL)
-        return DAIS_EINVAL;
+    if (w == NULL) return DAIS_EINVAL;
     const char *k = key ? key : "(null)";
     size_t es = scalar_bytes(elem_type);
     if (es == 0)
-        return wfail(w, DAIS_EINVAL, "key '%.64s': array element type %" PRIu32
-                                     " is not a numeric or bool type", k, elem_type);
-    if (n > 0 && data == NULL)
-        return wfail(w, DAIS_EINVAL, "key '%.64s': NULL array data", k);
+        return wfail(w, DAIS_EINVAL,
+                     "key '%.64s': array element type %" PRIu32 " is not a numeric or bool type", k,
+                     elem_type);
+    if (n > 0 && data == NULL) return wfail(w, DAIS_EINVAL, "key '%.64s': NULL array data", k);
     if (n > (SIZE_MAX - 12) / es)
-        return wfail(w, DAIS_ETOOBIG, "key '%.64s': array of %" PRIu64 " elements is too large",
-                     k, n);
+        return wfail(w, DAIS_ETOOBIG, "key '%.64s': array of %" PRIu64 " elements is too large", k,
+                     n);
     size_t bytes = (size_t)n * es;
     if (elem_type == DAIS_GGUF_BOOL)
         for (size_t i = 0; i < bytes; i++)
@@ -284,19 +279,16 @@ int dais_gguf_writer_set_arr(dais_gguf_writer *w, const char *key, uint32_t elem
         return wfail(w, DAIS_ENOMEM, "key '%.64s': out of memory for %zu bytes", k, bytes);
     st32(p, elem_type);
     st64(p + 4, n);
-    if (bytes > 0)
-        memcpy(p + 12, data, bytes);
+    if (bytes > 0) memcpy(p + 12, data, bytes);
     return put_kv(w, key, DAIS_GGUF_ARRAY, p, 12 + bytes);
 }
 
 int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const char *const *strs,
                                  const uint64_t *lens, uint64_t n)
 {
-    if (w == NULL)
-        return DAIS_EINVAL;
+    if (w == NULL) return DAIS_EINVAL;
     const char *k = key ? key : "(null)";
-    if (n > 0 && strs == NULL)
-        return wfail(w, DAIS_EINVAL, "key '%.64s': NULL string array", k);
+    if (n > 0 && strs == NULL) return wfail(w, DAIS_EINVAL, "key '%.64s': NULL string array", k);
     if (n > (SIZE_MAX - 12) / 8)
         return wfail(w, DAIS_ETOOBIG, "key '%.64s': array of %" PRIu64 " strings is too large", k,
                      n);
@@ -306,8 +298,9 @@ int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const cha
         if (strs[i] == NULL && len > 0)
             return wfail(w, DAIS_EINVAL, "key '%.64s': string %" PRIu64 " is NULL", k, i);
         if (len > DAIS_GGUF_MAX_STRING || len > SIZE_MAX - total)
-            return wfail(w, DAIS_ETOOBIG, "key '%.64s': string %" PRIu64 " of %" PRIu64
-                                          " bytes is too large (limit %u)",
+            return wfail(w, DAIS_ETOOBIG,
+                         "key '%.64s': string %" PRIu64 " of %" PRIu64
+                         " bytes is too large (limit %u)",
                          k, i, len, DAIS_GGUF_MAX_STRING);
         total += (size_t)len;
     }
@@ -320,8 +313,7 @@ int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const cha
     for (uint64_t i = 0; i < n; i++) {
         size_t len = lens != NULL ? (size_t)lens[i] : (strs[i] != NULL ? strlen(strs[i]) : 0);
         st64(p + off, len);
-        if (len > 0)
-            memcpy(p + off + 8, strs[i], len);
+        if (len > 0) memcpy(p + off + 8, strs[i], len);
         off += 8 + len;
     }
     return put_kv(w, key, DAIS_GGUF_ARRAY, p, total);
@@ -330,10 +322,8 @@ int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const cha
 static int add_tensor(dais_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                       const uint64_t *ne, const void *data, bool copy)
 {
-    if (w == NULL)
-        return DAIS_EINVAL;
-    if (name == NULL)
-        return wfail(w, DAIS_EINVAL, "tensor with NULL name");
+    if (w == NULL) return DAIS_EINVAL;
+    if (name == NULL) return wfail(w, DAIS_EINVAL, "tensor with NULL name");
     size_t nlen = strlen(name);
     if (nlen == 0 || nlen > DAIS_GGUF_MAX_NAME)
         return wfail(w, DAIS_EINVAL, "tensor '%.64s': name of %zu bytes (must be 1..%d)", name,
@@ -342,8 +332,7 @@ static int add_tensor(dais_gguf_writer *w, const char *name, uint32_t type, uint
         if (strcmp(w->tensors[i].name, name) == 0)
             return wfail(w, DAIS_EINVAL, "tensor '%s': added twice", name);
     const dais_dtype_info *ti = dais_dtype_get(type);
-    if (ti == NULL)
-        return wfail(w, DAIS_EINVAL, "tensor '%s': unknown type %" PRIu32, name, type);
+    if (ti == NULL) return wfail(w, DAIS_EINVAL, "tensor '%s': unknown type %" PRIu32, name, type);
     if (n_dims < 1 || n_dims > DAIS_GGUF_MAX_DIMS || ne == NULL)
         return wfail(w, DAIS_EINVAL, "tensor '%s': n_dims %" PRIu32 " is not in 1..%d", name,
                      n_dims, DAIS_GGUF_MAX_DIMS);
@@ -352,7 +341,8 @@ static int add_tensor(dais_gguf_writer *w, const char *name, uint32_t type, uint
             return wfail(w, DAIS_EINVAL, "tensor '%s': dimension %" PRIu32 " is 0", name, d);
     if (ne[0] % ti->block != 0)
         return wfail(w, DAIS_EINVAL,
-                     "tensor '%s': row length %" PRIu64 " is not a multiple of the %s block size %" PRIu32,
+                     "tensor '%s': row length %" PRIu64
+                     " is not a multiple of the %s block size %" PRIu32,
                      name, ne[0], ti->name, ti->block);
     bool ovf = false;
     size_t bytes = dais_dtype_row_bytes(type, ne[0], &ovf);
@@ -365,15 +355,12 @@ static int add_tensor(dais_gguf_writer *w, const char *name, uint32_t type, uint
             nelem *= ne[d];
         }
     }
-    if (ovf)
-        return wfail(w, DAIS_ETOOBIG, "tensor '%s': size overflows", name);
-    if (data == NULL)
-        return wfail(w, DAIS_EINVAL, "tensor '%s': NULL data", name);
+    if (ovf) return wfail(w, DAIS_ETOOBIG, "tensor '%s': size overflows", name);
+    if (data == NULL) return wfail(w, DAIS_EINVAL, "tensor '%s': NULL data", name);
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? w->cap_t * 2 : 64;
         wtensor *nt = realloc(w->tensors, cap * sizeof(*nt));
-        if (nt == NULL)
-            return wfail(w, DAIS_ENOMEM, "tensor '%s': out of memory", name);
+        if (nt == NULL) return wfail(w, DAIS_ENOMEM, "tensor '%s': out of memory", name);
         w->tensors = nt;
         w->cap_t = cap;
     }
@@ -417,8 +404,7 @@ static int writer_alignment(const dais_gguf_writer *w, uint32_t *out, dais_err *
 {
     *out = DAIS_GGUF_DEFAULT_ALIGNMENT;
     for (size_t i = 0; i < w->n_kv; i++) {
-        if (strcmp(w->kvs[i].key, "general.alignment") != 0)
-            continue;
+        if (strcmp(w->kvs[i].key, "general.alignment") != 0) continue;
         if (w->kvs[i].type != DAIS_GGUF_U32)
             return dais_err_set(err, DAIS_EINVAL, "general.alignment must be a u32");
         uint32_t a = (uint32_t)w->kvs[i].payload[0] | (uint32_t)w->kvs[i].payload[1] << 8 |
@@ -438,8 +424,7 @@ static size_t pad_to(uint64_t pos, uint32_t align)
 
 static int put(FILE *f, const void *p, size_t n, uint64_t *pos)
 {
-    if (n > 0 && fwrite(p, 1, n, f) != n)
-        return DAIS_EIO;
+    if (n > 0 && fwrite(p, 1, n, f) != n) return DAIS_EIO;
     *pos += n;
     return 0;
 }
@@ -449,8 +434,7 @@ static int put_zeros(FILE *f, size_t n, uint64_t *pos)
     static const uint8_t zeros[64];
     while (n > 0) {
         size_t k = n < sizeof(zeros) ? n : sizeof(zeros);
-        if (put(f, zeros, k, pos) < 0)
-            return DAIS_EIO;
+        if (put(f, zeros, k, pos) < 0) return DAIS_EIO;
         n -= k;
     }
     return 0;
@@ -458,14 +442,11 @@ static int put_zeros(FILE *f, size_t n, uint64_t *pos)
 
 int dais_gguf_writer_write_file(dais_gguf_writer *w, FILE *f, dais_err *err)
 {
-    if (w == NULL || f == NULL)
-        return dais_err_set(err, DAIS_EINVAL, "NULL writer or stream");
-    if (w->err.code != 0)
-        return dais_err_set(err, w->err.code, "%s", w->err.msg);
+    if (w == NULL || f == NULL) return dais_err_set(err, DAIS_EINVAL, "NULL writer or stream");
+    if (w->err.code != 0) return dais_err_set(err, w->err.code, "%s", w->err.msg);
     uint32_t align;
     int rc = writer_alignment(w, &align, err);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
 
     uint64_t pos = 0;
     uint8_t hdr[24];
@@ -480,13 +461,10 @@ int dais_gguf_writer_write_file(dais_gguf_writer *w, FILE *f, dais_err *err)
         size_t klen = strlen(kv->key);
         st64(b, klen);
         rc = put(f, b, 8, &pos);
-        if (rc == 0)
-            rc = put(f, kv->key, klen, &pos);
+        if (rc == 0) rc = put(f, kv->key, klen, &pos);
         st32(b, kv->type);
-        if (rc == 0)
-            rc = put(f, b, 4, &pos);
-        if (rc == 0)
-            rc = put(f, kv->payload, kv->payload_len, &pos);
+        if (rc == 0) rc = put(f, b, 4, &pos);
+        if (rc == 0) rc = put(f, kv->payload, kv->payload_len, &pos);
     }
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t && rc == 0; i++) {
@@ -495,34 +473,27 @@ int dais_gguf_writer_write_file(dais_gguf_writer *w, FILE *f, dais_err *err)
         size_t nlen = strlen(t->name);
         st64(b, nlen);
         rc = put(f, b, 8, &pos);
-        if (rc == 0)
-            rc = put(f, t->name, nlen, &pos);
+        if (rc == 0) rc = put(f, t->name, nlen, &pos);
         st32(b, t->n_dims);
-        if (rc == 0)
-            rc = put(f, b, 4, &pos);
+        if (rc == 0) rc = put(f, b, 4, &pos);
         for (uint32_t d = 0; d < t->n_dims && rc == 0; d++) {
             st64(b, t->ne[d]);
             rc = put(f, b, 8, &pos);
         }
         st32(b, t->type);
-        if (rc == 0)
-            rc = put(f, b, 4, &pos);
+        if (rc == 0) rc = put(f, b, 4, &pos);
         st64(b, off);
-        if (rc == 0)
-            rc = put(f, b, 8, &pos);
+        if (rc == 0) rc = put(f, b, 8, &pos);
         off += t->nbytes;
         off += pad_to(off, align);
     }
-    if (rc == 0 && w->n_t > 0)
-        rc = put_zeros(f, pad_to(pos, align), &pos);
+    if (rc == 0 && w->n_t > 0) rc = put_zeros(f, pad_to(pos, align), &pos);
     for (size_t i = 0; i < w->n_t && rc == 0; i++) {
         const wtensor *t = &w->tensors[i];
         rc = put(f, t->data, t->nbytes, &pos);
-        if (rc == 0)
-            rc = put_zeros(f, pad_to(pos, align), &pos);
+        if (rc == 0) rc = put_zeros(f, pad_to(pos, align), &pos);
     }
-    if (rc == 0 && fflush(f) != 0)
-        rc = DAIS_EIO;
+    if (rc == 0 && fflush(f) != 0) rc = DAIS_EIO;
     if (rc < 0)
         return dais_err_set(err, DAIS_EIO, "writing GGUF failed at byte %" PRIu64 ": %s", pos,
                             strerror(errno));
@@ -531,18 +502,14 @@ int dais_gguf_writer_write_file(dais_gguf_writer *w, FILE *f, dais_err *err)
 
 int dais_gguf_writer_write(dais_gguf_writer *w, const char *path, dais_err *err)
 {
-    if (w == NULL || path == NULL)
-        return dais_err_set(err, DAIS_EINVAL, "NULL writer or path");
-    if (w->err.code != 0)
-        return dais_err_set(err, w->err.code, "%s", w->err.msg);
+    if (w == NULL || path == NULL) return dais_err_set(err, DAIS_EINVAL, "NULL writer or path");
+    if (w->err.code != 0) return dais_err_set(err, w->err.code, "%s", w->err.msg);
     uint32_t align;
     int arc = writer_alignment(w, &align, err); /* before creating anything */
-    if (arc < 0)
-        return arc;
+    if (arc < 0) return arc;
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 64);
-    if (tmp == NULL)
-        return dais_err_set(err, DAIS_ENOMEM, "out of memory");
+    if (tmp == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
     /* Unique per process and writer; O_EXCL never clobbers another writer's file. */
     snprintf(tmp, plen + 64, "%s.%ld.%" PRIxPTR ".tmp", path, (long)getpid(), (uintptr_t)w);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -564,10 +531,8 @@ int dais_gguf_writer_write(dais_gguf_writer *w, const char *path, dais_err *err)
     if (fclose(f) != 0 && rc == 0)
         rc = dais_err_set(err, DAIS_EIO, "%s: close failed: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, path) != 0)
-        rc = dais_err_set(err, DAIS_EIO, "%s: cannot rename to %s: %s", tmp, path,
-                          strerror(errno));
-    if (rc < 0)
-        unlink(tmp);
+        rc = dais_err_set(err, DAIS_EIO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    if (rc < 0) unlink(tmp);
     free(tmp);
     return rc;
 }

@@ -46,8 +46,7 @@ static void bb_raw(bb *b, const void *src, size_t n)
         assert_non_null(b->p);
         b->cap = cap;
     }
-    if (n > 0)
-        memcpy(b->p + b->n, src, n);
+    if (n > 0) memcpy(b->p + b->n, src, n);
     b->n += n;
 }
 
@@ -117,8 +116,7 @@ static dais_gguf *parse_copy(const uint8_t *p, size_t n, uint8_t **copy, dais_er
 {
     *copy = malloc(n > 0 ? n : 1);
     assert_non_null(*copy);
-    if (n > 0)
-        memcpy(*copy, p, n);
+    if (n > 0) memcpy(*copy, p, n);
     return dais_gguf_parse(*copy, n, err);
 }
 
@@ -129,8 +127,7 @@ static void expect_fail(bb *b, int code, ...)
     dais_err err;
     dais_err_clear(&err);
     dais_gguf *g = parse_copy(b->p, b->n, &copy, &err);
-    if (g != NULL)
-        fail_msg("parse unexpectedly succeeded");
+    if (g != NULL) fail_msg("parse unexpectedly succeeded");
     if (err.code != code)
         fail_msg("code %d (%s), expected %d; message: %s", err.code, dais_errname(err.code), code,
                  err.msg);
@@ -138,8 +135,7 @@ static void expect_fail(bb *b, int code, ...)
     va_start(ap, code);
     const char *sub;
     while ((sub = va_arg(ap, const char *)) != NULL)
-        if (strstr(err.msg, sub) == NULL)
-            fail_msg("message \"%s\" lacks \"%s\"", err.msg, sub);
+        if (strstr(err.msg, sub) == NULL) fail_msg("message \"%s\" lacks \"%s\"", err.msg, sub);
     va_end(ap);
     free(copy);
     free(b->p);
@@ -155,8 +151,7 @@ static uint8_t *write_mem(dais_gguf_writer *w, size_t *len)
     assert_non_null(f);
     dais_err err;
     int rc = dais_gguf_writer_write_file(w, f, &err);
-    if (rc != 0)
-        fail_msg("write failed: %s", err.msg);
+    if (rc != 0) fail_msg("write failed: %s", err.msg);
     assert_int_equal(fclose(f), 0);
     *len = n;
     return (uint8_t *)buf;
@@ -217,8 +212,7 @@ static void test_stories260k(void **state)
     snprintf(path, sizeof(path), "%s/models/stories260K.gguf", shared_dir());
     dais_err err;
     dais_gguf *g = dais_gguf_open(path, &err);
-    if (g == NULL)
-        fail_msg("%s", err.msg);
+    if (g == NULL) fail_msg("%s", err.msg);
     assert_int_equal(dais_gguf_version(g), 3);
     assert_int_equal(dais_gguf_n_tensors(g), 48);
     assert_int_equal(dais_gguf_n_kv(g), 19);
@@ -399,13 +393,11 @@ static void test_roundtrip_all_types(void **state)
     close(fd);
     dais_err err;
     int rc = dais_gguf_writer_write(w, path, &err);
-    if (rc != 0)
-        fail_msg("%s", err.msg);
+    if (rc != 0) fail_msg("%s", err.msg);
     dais_gguf_writer_free(w);
 
     dais_gguf *g = dais_gguf_open(path, &err);
-    if (g == NULL)
-        fail_msg("%s", err.msg);
+    if (g == NULL) fail_msg("%s", err.msg);
     unlink(path);
     assert_int_equal(dais_gguf_version(g), 3);
     assert_int_equal(dais_gguf_alignment(g), 32);
@@ -617,7 +609,8 @@ static void test_roundtrip_all_types(void **state)
     assert_non_null(strstr(out, "\"t.bool\" bool = true"));
     assert_non_null(strstr(out, "\"t.f64\" f64 = 1.0000000000000001e-05"));
     assert_non_null(strstr(out, "\"a.u64\" arr[u64,2] = [1, 18446744073709551615]"));
-    assert_non_null(strstr(out, "\"a.str\" arr[str,4] = [\"<unk>\", \"\", \"\xe2\x96\x81the\", \"a\\x00b\"]"));
+    assert_non_null(
+        strstr(out, "\"a.str\" arr[str,4] = [\"<unk>\", \"\", \"\xe2\x96\x81the\", \"a\\x00b\"]"));
     assert_non_null(strstr(out, "\"a.bool\" arr[bool,3] = [false, true, true]"));
     assert_non_null(strstr(out, "[256, 2, 1, 1]"));
     free(out);
@@ -641,8 +634,7 @@ static void test_writer_rules(void **state)
     size_t len;
     uint8_t *buf = write_mem(w, &len);
     dais_gguf *g = dais_gguf_parse(buf, len, &err);
-    if (g == NULL)
-        fail_msg("%s", err.msg);
+    if (g == NULL) fail_msg("%s", err.msg);
     assert_int_equal(dais_gguf_n_kv(g), 2);
     assert_int_equal(dais_gguf_find(g, "k")->type, DAIS_GGUF_STRING);
     assert_int_equal(dais_gguf_alignment(g), 64);
@@ -680,7 +672,8 @@ static void test_writer_rules(void **state)
     assert_int_equal(dais_gguf_writer_set_arr(w, "b", DAIS_GGUF_BOOL, bad_bool, 2), DAIS_EINVAL);
     assert_int_equal(dais_gguf_writer_set_u32(w, "", 1), DAIS_EINVAL);
     assert_int_equal(dais_gguf_writer_write(w, "/tmp/dais_gguf_never", &err), DAIS_EINVAL);
-    assert_non_null(strstr(err.msg, "tensor 'q': row length 33 is not a multiple of the q4_0 block size 32"));
+    assert_non_null(
+        strstr(err.msg, "tensor 'q': row length 33 is not a multiple of the q4_0 block size 32"));
     dais_gguf_writer_free(w);
 
     w = dais_gguf_writer_new();
@@ -760,8 +753,7 @@ static void test_truncation_every_offset(void **state)
         dais_err_clear(&err);
         g = parse_copy(full, n, &copy, &err);
         if (n < need) {
-            if (g != NULL)
-                fail_msg("prefix of %zu bytes (of %zu) parsed", n, len);
+            if (g != NULL) fail_msg("prefix of %zu bytes (of %zu) parsed", n, len);
             assert_true(err.code == DAIS_EFORMAT);
             assert_true(strlen(err.msg) > 10);
             /* Every truncation message says what was cut or what extends past the end. */
@@ -1047,8 +1039,7 @@ static void test_bad_tensors(void **state)
              DAIS_F32, 0);
     bb_pad(&b, 32);
     bb_zeros(&b, 64);
-    expect_fail(&b, DAIS_EFORMAT, "tensor 'blk.0.ffn_up.weight'", "element count overflow",
-                NULL);
+    expect_fail(&b, DAIS_EFORMAT, "tensor 'blk.0.ffn_up.weight'", "element count overflow", NULL);
     /* Element count fits in int64 but the byte size does not fit in size_t. */
     tensor_file(&b, 1, 32);
     bb_tinfo(&b, "w", 2, (const uint64_t[]){1ull << 31, 1ull << 31}, DAIS_F64, 0);
@@ -1076,8 +1067,8 @@ static void test_bad_tensors(void **state)
     bb_tinfo(&b, "w", 1, ne, DAIS_F32, 4);
     bb_pad(&b, 32);
     bb_zeros(&b, 64);
-    expect_fail(&b, DAIS_EFORMAT, "tensor 'w'", "data offset 4 is not a multiple of the alignment 32",
-                NULL);
+    expect_fail(&b, DAIS_EFORMAT, "tensor 'w'",
+                "data offset 4 is not a multiple of the alignment 32", NULL);
     tensor_file(&b, 1, 64);
     bb_tinfo(&b, "w", 1, ne, DAIS_F32, 32);
     bb_pad(&b, 64);
@@ -1126,8 +1117,7 @@ static void test_bad_tensors(void **state)
     uint8_t *copy;
     dais_err err;
     dais_gguf *g = parse_copy(b.p, b.n, &copy, &err);
-    if (g == NULL)
-        fail_msg("%s", err.msg);
+    if (g == NULL) fail_msg("%s", err.msg);
     assert_int_equal(dais_gguf_find_tensor(g, "second")->nbytes, 32);
     dais_gguf_free(g);
     free(copy);
@@ -1177,7 +1167,8 @@ static void test_dump_escapes_and_limits(void **state)
     FILE *m = open_memstream(&out, &out_len);
     assert_int_equal(dais_gguf_dump(g, m, 2), 0);
     fclose(m);
-    assert_non_null(strstr(out, "\"toks\" arr[str,3] = [\"\\x1b[31m\", \"\\xff\\xfe\", ... (3 total)]"));
+    assert_non_null(
+        strstr(out, "\"toks\" arr[str,3] = [\"\\x1b[31m\", \"\\xff\\xfe\", ... (3 total)]"));
     assert_non_null(strstr(out, "\"ids\" arr[i32,3] = [5, -6, ... (3 total)]"));
     assert_null(strchr(out, '\x1b'));
     assert_non_null(strstr(out, "tensors: 0"));
@@ -1206,17 +1197,20 @@ static void test_large_vocab(void **state)
         snprintf(s, 24, "\xc4\xa0tok%d", i);
         strs[i] = s;
     }
-    assert_int_equal(dais_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, NULL, N_TOK), 0);
+    assert_int_equal(dais_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, NULL, N_TOK),
+                     0);
     for (int i = 0; i < N_MERGES; i++) {
         char *s = pool + (size_t)i * 24;
         snprintf(s, 24, "m%d x%d", i % 5000, i);
         strs[i] = s;
     }
-    assert_int_equal(dais_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", strs, NULL, N_MERGES), 0);
+    assert_int_equal(dais_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", strs, NULL, N_MERGES),
+                     0);
     int32_t *types = malloc(sizeof(int32_t) * N_TOK);
     for (int i = 0; i < N_TOK; i++)
         types[i] = 1;
-    assert_int_equal(dais_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", DAIS_GGUF_I32, types, N_TOK), 0);
+    assert_int_equal(
+        dais_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", DAIS_GGUF_I32, types, N_TOK), 0);
     size_t len;
     uint8_t *buf = write_mem(w, &len);
     dais_gguf_writer_free(w);
@@ -1243,8 +1237,9 @@ static void test_large_vocab(void **state)
         assert_memory_equal(s.ptr, "m3457 x123457", s.len);
         dais_gguf_free(g);
     }
-    printf("large vocab: %zu-byte file (128256 tokens, 280000 merges) parsed in %.2f ms (best of 3)\n",
-           len, best);
+    printf(
+        "large vocab: %zu-byte file (128256 tokens, 280000 merges) parsed in %.2f ms (best of 3)\n",
+        len, best);
     /* Generous bound (sanitizer builds are slow): a quadratic walk would take far longer. */
     assert_true(best < 2000.0);
     free(types);
@@ -1274,7 +1269,7 @@ static void test_seed_corpus(void **state)
         const char *name;
         uint8_t *p;
         size_t n;
-    } seeds[4];
+    } seeds[5];
     seeds[0].name = "small_llama";
     seeds[0].p = small_file(&seeds[0].n);
     dais_gguf_writer *w = make_all_types();
@@ -1297,16 +1292,24 @@ static void test_seed_corpus(void **state)
     seeds[3].name = "align64";
     seeds[3].p = write_mem(w, &seeds[3].n);
     dais_gguf_writer_free(w);
-    for (int i = 0; i < 4; i++) {
+    /* Version 2 (same layout), written by hand: one key, one tensor. */
+    bb b = {0};
+    bb_hdr(&b, 2, 1, 1);
+    bb_kv_u32(&b, "general.alignment", 16);
+    bb_tinfo(&b, "v", 1, (const uint64_t[]){4}, DAIS_F32, 0);
+    bb_pad(&b, 16);
+    bb_raw(&b, (const float[]){1, 2, 3, 4}, 16);
+    seeds[4].name = "v2_align16";
+    seeds[4].p = b.p;
+    seeds[4].n = b.n;
+    for (int i = 0; i < 5; i++) {
         dais_err err;
         dais_gguf *g = dais_gguf_parse(seeds[i].p, seeds[i].n, &err);
-        if (g == NULL)
-            fail_msg("seed %s: %s", seeds[i].name, err.msg);
+        if (g == NULL) fail_msg("seed %s: %s", seeds[i].name, err.msg);
         assert_true(touch_all(g) > 0 || dais_gguf_n_kv(g) == 0);
         dais_gguf_free(g);
         assert_true(seeds[i].n < 4096);
-        if (dir != NULL)
-            write_seed(dir, seeds[i].name, seeds[i].p, seeds[i].n);
+        if (dir != NULL) write_seed(dir, seeds[i].name, seeds[i].p, seeds[i].n);
         free(seeds[i].p);
     }
 }
@@ -1314,18 +1317,12 @@ static void test_seed_corpus(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories260k),
-        cmocka_unit_test(test_roundtrip_all_types),
-        cmocka_unit_test(test_writer_rules),
-        cmocka_unit_test(test_truncation_every_offset),
-        cmocka_unit_test(test_random_flips),
-        cmocka_unit_test(test_bad_header),
-        cmocka_unit_test(test_bad_keys),
-        cmocka_unit_test(test_bad_tensors),
-        cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_dump_escapes_and_limits),
-        cmocka_unit_test(test_large_vocab),
-        cmocka_unit_test(test_seed_corpus),
+        cmocka_unit_test(test_stories260k),  cmocka_unit_test(test_roundtrip_all_types),
+        cmocka_unit_test(test_writer_rules), cmocka_unit_test(test_truncation_every_offset),
+        cmocka_unit_test(test_random_flips), cmocka_unit_test(test_bad_header),
+        cmocka_unit_test(test_bad_keys),     cmocka_unit_test(test_bad_tensors),
+        cmocka_unit_test(test_open_errors),  cmocka_unit_test(test_dump_escapes_and_limits),
+        cmocka_unit_test(test_large_vocab),  cmocka_unit_test(test_seed_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
