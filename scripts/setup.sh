@@ -7,6 +7,7 @@ PKGS=(
     build-essential cmake pkg-config git clang clang-format clang-tidy
     libevent-dev libjansson-dev libcurl4-openssl-dev libssl-dev libpcre2-dev
     libcmocka-dev python3 python3-pytest curl
+    libclang-rt-dev  # libFuzzer runtime for the fuzz preset (only a Recommends of clang)
 )
 
 missing=()
