@@ -43,6 +43,8 @@ enum dais_breaker_state {
 
 /* Buckets of the sliding failure-rate window (each covers window_ns / DAIS_BREAKER_BUCKETS). */
 #define DAIS_BREAKER_BUCKETS 10
+/* Most probes a HALF_OPEN breaker admits at once. */
+#define DAIS_BREAKER_MAX_PROBES 8
 
 typedef struct dais_breaker_config {
     uint32_t consecutive_failures; /* open after this many failures in a row; 0 = rule off */
@@ -51,7 +53,7 @@ typedef struct dais_breaker_config {
     uint32_t min_requests;         /* the rate rule needs at least this many outcomes; >= 1 */
     uint64_t open_ns;              /* first cool-down before HALF_OPEN; > 0 */
     uint64_t open_max_ns;          /* cap of the doubled cool-down; >= open_ns */
-    uint32_t half_open_probes;     /* requests admitted at once in HALF_OPEN; >= 1 */
+    uint32_t half_open_probes;     /* requests admitted at once in HALF_OPEN; 1..MAX_PROBES */
     uint32_t half_open_successes;  /* probe successes that close it; in [1, half_open_probes] */
     uint64_t probe_timeout_ns;     /* a probe without outcome this long counts as failed; > 0 */
 } dais_breaker_config;
@@ -72,7 +74,10 @@ typedef struct dais_breaker {
     uint64_t changed_at_ns;    /* time of the last state change */
     uint32_t probes_in_flight; /* HALF_OPEN */
     uint32_t probe_successes;  /* HALF_OPEN */
-    uint64_t oldest_probe_ns;  /* HALF_OPEN: admission time of the oldest unanswered probe */
+    uint32_t probe_used;       /* HALF_OPEN: bit i set = probe slot i is in flight */
+    uint64_t probe_at_ns[DAIS_BREAKER_MAX_PROBES]; /* admission time per slot */
+    uint32_t probe_seq[DAIS_BREAKER_MAX_PROBES];   /* admission number per slot (in tickets) */
+    uint32_t next_seq;
     uint64_t opens_total;      /* times it went to OPEN (for metrics) */
     dais_breaker_bucket window[DAIS_BREAKER_BUCKETS];
 } dais_breaker;
@@ -88,7 +93,8 @@ typedef struct dais_breaker_info {
 } dais_breaker_info;
 
 /* Defaults: 5 consecutive failures; or >= 50 % failures over 30 s with at least 10 outcomes;
- * cool-down 5 s doubling up to 60 s; 1 probe, 1 success closes; probe timeout 30 s. */
+ * cool-down 5 s doubling up to 60 s; 1 probe, 1 success closes; probe timeout 30 s.
+ * At least one of the two opening rules must be on. */
 void dais_breaker_config_default(dais_breaker_config *cfg);
 
 /* Returns 0 or DAIS_EINVAL with a message in `err` (may be NULL). */
