@@ -41,10 +41,10 @@ struct dais_gguf {
         *str_index; /* (n_kv); for string arrays, (arr_n) file offsets of each length prefix */
     uint64_t n_tensors;
     dais_gguf_tensor *tensors; /* (n_tensors) */
-    uint32_t *kv_hash;         /* (kv_cap) index + 1 into kvs, 0 = empty; open addressing */
-    size_t kv_cap;
-    uint32_t *t_hash; /* (t_cap) index + 1 into tensors */
-    size_t t_cap;
+    /* Indices sorted by key / tensor name, for binary search. Sorting rather than hashing keeps
+     * parsing O(n log n) whatever names a crafted file uses (no collision flooding). */
+    uint32_t *kv_sorted; /* (n_kv) */
+    uint32_t *t_sorted;  /* (n_tensors) */
 };
 
 /* ---- little-endian loads ------------------------------------------------------------------ */
@@ -64,24 +64,32 @@ static uint64_t ld64(const uint8_t *p)
     return (uint64_t)ld32(p) | (uint64_t)ld32(p + 4) << 32;
 }
 
-/* ---- hashing: FNV-1a over bytes, open addressing with linear probing ------------------------ */
+/* ---- sorted name indices ------------------------------------------------------------------ */
 
-static uint64_t hash_bytes(const char *s, size_t n)
+/* Orders byte strings as memcmp does, shorter first on a common prefix. */
+static int cmp_bytes(const char *a, size_t na, const char *b, size_t nb)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    int c = memcmp(a, b, na < nb ? na : nb);
+    if (c != 0) return c;
+    return na < nb ? -1 : na > nb;
 }
 
-static size_t hash_cap_for(uint64_t n)
+/* Ties (duplicates) are ordered by index, so the first occurrence sorts first. */
+static int cmp_kv_idx(const void *a, const void *b, void *arg)
 {
-    size_t cap = 16;
-    while (cap < n * 2)
-        cap *= 2;
-    return cap;
+    const dais_gguf_kv *kvs = arg;
+    uint32_t ia = *(const uint32_t *)a, ib = *(const uint32_t *)b;
+    int c = cmp_bytes(kvs[ia].key.ptr, (size_t)kvs[ia].key.len, kvs[ib].key.ptr,
+                      (size_t)kvs[ib].key.len);
+    return c != 0 ? c : (ia < ib ? -1 : ia > ib);
+}
+
+static int cmp_tensor_idx(const void *a, const void *b, void *arg)
+{
+    const dais_gguf_tensor *t = arg;
+    uint32_t ia = *(const uint32_t *)a, ib = *(const uint32_t *)b;
+    int c = strcmp(t[ia].name, t[ib].name);
+    return c != 0 ? c : (ia < ib ? -1 : ia > ib);
 }
 
 /* ---- parsing ------------------------------------------------------------------------------- */
@@ -309,22 +317,6 @@ static int parse_array(parser *p, dais_gguf_kv *kv, uint64_t **index_out)
     return 0;
 }
 
-static int kv_insert(dais_gguf *g, uint64_t idx)
-{
-    const dais_gguf_kv *kv = &g->kvs[idx];
-    size_t mask = g->kv_cap - 1;
-    for (size_t h = hash_bytes(kv->key.ptr, (size_t)kv->key.len) & mask;; h = (h + 1) & mask) {
-        uint32_t e = g->kv_hash[h];
-        if (e == 0) {
-            g->kv_hash[h] = (uint32_t)idx + 1;
-            return 0;
-        }
-        const dais_gguf_kv *o = &g->kvs[e - 1];
-        if (o->key.len == kv->key.len && memcmp(o->key.ptr, kv->key.ptr, (size_t)kv->key.len) == 0)
-            return (int)(e - 1) + 1; /* duplicate: returns 1 + index of the first */
-    }
-}
-
 static int parse_kvs(parser *p, dais_gguf *g)
 {
     for (uint64_t i = 0; i < g->n_kv; i++) {
@@ -339,10 +331,6 @@ static int parse_kvs(parser *p, dais_gguf *g)
             return perr(p, DAIS_EFORMAT, "key at offset %zu contains a NUL byte", at);
         }
         set_ctx(p, "key", kv->key.ptr, kv->key.len);
-        int dup = kv_insert(g, i);
-        if (dup > 0)
-            return perr(p, DAIS_EFORMAT, "duplicate key at offset %zu (first defined as key #%d)",
-                        at, dup - 1);
         size_t type_at = p->pos;
         rc = rd_u32(p, &kv->type, "value type");
         if (rc < 0) return rc;
@@ -369,6 +357,45 @@ static int parse_kvs(parser *p, dais_gguf *g)
     return 0;
 }
 
+/* Sorts the key index and rejects duplicate keys, naming the key and both occurrences. */
+static int index_kvs(parser *p, dais_gguf *g)
+{
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        g->kv_sorted[i] = (uint32_t)i;
+    qsort_r(g->kv_sorted, (size_t)g->n_kv, sizeof(uint32_t), cmp_kv_idx, g->kvs);
+    for (uint64_t i = 1; i < g->n_kv; i++) {
+        const dais_gguf_kv *a = &g->kvs[g->kv_sorted[i - 1]], *b = &g->kvs[g->kv_sorted[i]];
+        if (cmp_bytes(a->key.ptr, (size_t)a->key.len, b->key.ptr, (size_t)b->key.len) == 0) {
+            set_ctx(p, "key", b->key.ptr, b->key.len);
+            return perr(p, DAIS_EFORMAT,
+                        "duplicate key at offset %zu (key #%" PRIu32
+                        "; first defined as key #%" PRIu32 " at offset %zu)",
+                        (size_t)((const uint8_t *)b->key.ptr - p->buf) - 8, g->kv_sorted[i],
+                        g->kv_sorted[i - 1], (size_t)((const uint8_t *)a->key.ptr - p->buf) - 8);
+        }
+    }
+    return 0;
+}
+
+/* Sorts the tensor index and rejects duplicate names. */
+static int index_tensors(parser *p, dais_gguf *g)
+{
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        g->t_sorted[i] = (uint32_t)i;
+    qsort_r(g->t_sorted, (size_t)g->n_tensors, sizeof(uint32_t), cmp_tensor_idx, g->tensors);
+    for (uint64_t i = 1; i < g->n_tensors; i++) {
+        const dais_gguf_tensor *a = &g->tensors[g->t_sorted[i - 1]];
+        const dais_gguf_tensor *b = &g->tensors[g->t_sorted[i]];
+        if (strcmp(a->name, b->name) == 0) {
+            set_ctx(p, "tensor", b->name, strlen(b->name));
+            return perr(p, DAIS_EFORMAT,
+                        "duplicate tensor name (tensor #%" PRIu32 "; first is tensor #%" PRIu32 ")",
+                        g->t_sorted[i], g->t_sorted[i - 1]);
+        }
+    }
+    return 0;
+}
+
 /* Sets g->alignment from general.alignment, if present. */
 static int apply_alignment(parser *p, dais_gguf *g)
 {
@@ -385,20 +412,6 @@ static int apply_alignment(parser *p, dais_gguf *g)
                     kv->v.u);
     g->alignment = (uint32_t)kv->v.u;
     return 0;
-}
-
-static int tensor_insert(dais_gguf *g, uint64_t idx)
-{
-    const char *name = g->tensors[idx].name;
-    size_t mask = g->t_cap - 1;
-    for (size_t h = hash_bytes(name, strlen(name)) & mask;; h = (h + 1) & mask) {
-        uint32_t e = g->t_hash[h];
-        if (e == 0) {
-            g->t_hash[h] = (uint32_t)idx + 1;
-            return 0;
-        }
-        if (strcmp(g->tensors[e - 1].name, name) == 0) return (int)e;
-    }
 }
 
 static int parse_tensor_infos(parser *p, dais_gguf *g)
@@ -419,11 +432,6 @@ static int parse_tensor_infos(parser *p, dais_gguf *g)
             return perr(p, DAIS_EFORMAT, "name at offset %zu contains a NUL byte", at);
         memcpy(t->name, name.ptr, (size_t)name.len);
         t->name[name.len] = '\0';
-        int dup = tensor_insert(g, i);
-        if (dup > 0)
-            return perr(p, DAIS_EFORMAT,
-                        "duplicate tensor name at offset %zu (first is tensor #%d)", at, dup - 1);
-
         size_t dims_at = p->pos;
         rc = rd_u32(p, &t->n_dims, "n_dims");
         if (rc < 0) return rc;
@@ -592,18 +600,17 @@ dais_gguf *dais_gguf_parse(const uint8_t *buf, size_t len, dais_err *err)
     }
     g->kvs = calloc(g->n_kv ? (size_t)g->n_kv : 1, sizeof(*g->kvs));
     g->str_index = calloc(g->n_kv ? (size_t)g->n_kv : 1, sizeof(*g->str_index));
-    g->kv_cap = hash_cap_for(g->n_kv);
-    g->kv_hash = calloc(g->kv_cap, sizeof(*g->kv_hash));
+    g->kv_sorted = calloc(g->n_kv ? (size_t)g->n_kv : 1, sizeof(*g->kv_sorted));
     g->tensors = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*g->tensors));
-    g->t_cap = hash_cap_for(g->n_tensors);
-    g->t_hash = calloc(g->t_cap, sizeof(*g->t_hash));
-    if (g->kvs == NULL || g->str_index == NULL || g->kv_hash == NULL || g->tensors == NULL ||
-        g->t_hash == NULL) {
+    g->t_sorted = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*g->t_sorted));
+    if (g->kvs == NULL || g->str_index == NULL || g->kv_sorted == NULL || g->tensors == NULL ||
+        g->t_sorted == NULL) {
         dais_err_set(err, DAIS_ENOMEM, "out of memory for %" PRIu64 " keys and %" PRIu64 " tensors",
                      g->n_kv, g->n_tensors);
         goto fail;
     }
-    if (parse_kvs(&p, g) < 0 || apply_alignment(&p, g) < 0 || parse_tensor_infos(&p, g) < 0)
+    if (parse_kvs(&p, g) < 0 || index_kvs(&p, g) < 0 || apply_alignment(&p, g) < 0 ||
+        parse_tensor_infos(&p, g) < 0 || index_tensors(&p, g) < 0)
         goto fail;
     size_t pad = (g->alignment - p.pos % g->alignment) % g->alignment;
     if (pad > SIZE_MAX - p.pos) {
@@ -681,9 +688,9 @@ void dais_gguf_free(dais_gguf *g)
             free(g->str_index[i]);
     free(g->str_index);
     free(g->kvs);
-    free(g->kv_hash);
+    free(g->kv_sorted);
     free(g->tensors);
-    free(g->t_hash);
+    free(g->t_sorted);
     if (g->map != NULL) munmap(g->map, g->map_len);
     free(g);
 }
@@ -723,13 +730,18 @@ const dais_gguf_kv *dais_gguf_kv_at(const dais_gguf *g, uint64_t i)
 const dais_gguf_kv *dais_gguf_find(const dais_gguf *g, const char *key)
 {
     size_t n = strlen(key);
-    size_t mask = g->kv_cap - 1;
-    for (size_t h = hash_bytes(key, n) & mask;; h = (h + 1) & mask) {
-        uint32_t e = g->kv_hash[h];
-        if (e == 0) return NULL;
-        const dais_gguf_kv *kv = &g->kvs[e - 1];
-        if (kv->key.len == n && memcmp(kv->key.ptr, key, n) == 0) return kv;
+    size_t lo = 0, hi = (size_t)g->n_kv;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const dais_gguf_kv *kv = &g->kvs[g->kv_sorted[mid]];
+        int c = cmp_bytes(kv->key.ptr, (size_t)kv->key.len, key, n);
+        if (c == 0) return kv;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    return NULL;
 }
 
 uint64_t dais_gguf_n_tensors(const dais_gguf *g)
@@ -744,12 +756,18 @@ const dais_gguf_tensor *dais_gguf_tensor_at(const dais_gguf *g, uint64_t i)
 
 const dais_gguf_tensor *dais_gguf_find_tensor(const dais_gguf *g, const char *name)
 {
-    size_t mask = g->t_cap - 1;
-    for (size_t h = hash_bytes(name, strlen(name)) & mask;; h = (h + 1) & mask) {
-        uint32_t e = g->t_hash[h];
-        if (e == 0) return NULL;
-        if (strcmp(g->tensors[e - 1].name, name) == 0) return &g->tensors[e - 1];
+    size_t lo = 0, hi = (size_t)g->n_tensors;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const dais_gguf_tensor *t = &g->tensors[g->t_sorted[mid]];
+        int c = strcmp(t->name, name);
+        if (c == 0) return t;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    return NULL;
 }
 
 /* ---- value conversion ---------------------------------------------------------------------- */

@@ -13,7 +13,8 @@
  *
  * The parsed object is immutable: everything (including the per-element index of every
  * string array) is built during parsing, so any number of threads may read one object at
- * once without locking. Key and tensor lookups are hashed (O(1)).
+ * once without locking. Key and tensor lookups are binary searches over indices sorted at
+ * parse time (O(log n) whatever the names; parsing stays O(n log n) for any input).
  *
  * Writer: builds a GGUF v3 file from metadata and tensors (used by `dais model synth`, tests
  * and benchmarks) and writes it with buffered stdio, tensor by tensor.

@@ -959,8 +959,8 @@ static void test_bad_keys(void **state)
     bb_kv_u32(&b, "x", 1);
     bb_kv_u32(&b, "general.name", 2);
     bb_kv_u32(&b, "general.name", 3);
-    expect_fail(&b, DAIS_EFORMAT, "key 'general.name'", "duplicate key at offset 69", "key #1",
-                NULL);
+    expect_fail(&b, DAIS_EFORMAT, "key 'general.name'",
+                "duplicate key at offset 69 (key #2; first defined as key #1 at offset 41)", NULL);
     /* general.alignment: type and value. */
     bb_hdr(&b, 3, 0, 1);
     bb_kv_u32(&b, "general.alignment", 0);
@@ -1248,6 +1248,65 @@ static void test_large_vocab(void **state)
     free(pool);
 }
 
+/* Many keys and tensors, added in a scrambled order: every one is found, absent ones are not,
+ * and a duplicate far from its first occurrence is caught. */
+static void test_many_names(void **state)
+{
+    (void)state;
+    enum { NK = 5000, NT = 1500 };
+    dais_gguf_writer *w = dais_gguf_writer_new();
+    char name[64];
+    for (int i = 0; i < NK; i++) {
+        int k = (i * 7919) % NK; /* 7919 is prime: a permutation */
+        snprintf(name, sizeof(name), "key.%d", k);
+        assert_int_equal(dais_gguf_writer_set_i32(w, name, -k), 0);
+    }
+    float x = 1;
+    uint64_t ne[] = {1};
+    for (int i = 0; i < NT; i++) {
+        snprintf(name, sizeof(name), "blk.%d.w", (i * 977) % NT);
+        assert_int_equal(dais_gguf_writer_add_tensor(w, name, DAIS_F32, 1, ne, &x), 0);
+    }
+    size_t len;
+    uint8_t *buf = write_mem(w, &len);
+    dais_gguf_writer_free(w);
+    dais_err err;
+    dais_gguf *g = dais_gguf_parse(buf, len, &err);
+    if (g == NULL) fail_msg("%s", err.msg);
+    for (int k = 0; k < NK; k++) {
+        snprintf(name, sizeof(name), "key.%d", k);
+        int64_t v = 1;
+        assert_int_equal(dais_gguf_get_i64(g, name, &v, &err), 0);
+        assert_int_equal(v, -k);
+    }
+    for (int i = 0; i < NT; i++) {
+        snprintf(name, sizeof(name), "blk.%d.w", i);
+        const dais_gguf_tensor *t = dais_gguf_find_tensor(g, name);
+        assert_non_null(t);
+        assert_string_equal(t->name, name);
+    }
+    assert_null(dais_gguf_find(g, "key."));
+    assert_null(dais_gguf_find(g, "key.5000"));
+    assert_null(dais_gguf_find(g, ""));
+    assert_null(dais_gguf_find_tensor(g, "blk.1500.w"));
+    assert_null(dais_gguf_find_tensor(g, "blk.0.w2"));
+    dais_gguf_free(g);
+
+    /* Rename key #4999 in place to the name of key #0 ("key.0", 5 bytes both). */
+    const char *last = "key.2081"; /* (4999 * 7919) % 5000 */
+    uint8_t *at = memmem(buf, len, last, strlen(last));
+    assert_non_null(at);
+    memcpy(at, "key.0", 5);
+    uint8_t *len_at = at - 8;
+    len_at[0] = 5; /* shorten the key and shift the rest of the file left by 3 bytes */
+    memmove(at + 5, at + 8, len - (size_t)(at + 8 - buf));
+    len -= 3;
+    /* Tensor infos are now misplaced too, but duplicate keys are reported before they are read. */
+    bb b = {.p = buf, .n = len, .cap = len + 3};
+    expect_fail(&b, DAIS_EFORMAT, "key 'key.0'", "duplicate key", "key #4999",
+                "first defined as key #0", NULL);
+}
+
 /* ---- fuzz seed corpus ------------------------------------------------------------------------ */
 
 static void write_seed(const char *dir, const char *name, const uint8_t *p, size_t n)
@@ -1322,7 +1381,8 @@ int main(void)
         cmocka_unit_test(test_random_flips), cmocka_unit_test(test_bad_header),
         cmocka_unit_test(test_bad_keys),     cmocka_unit_test(test_bad_tensors),
         cmocka_unit_test(test_open_errors),  cmocka_unit_test(test_dump_escapes_and_limits),
-        cmocka_unit_test(test_large_vocab),  cmocka_unit_test(test_seed_corpus),
+        cmocka_unit_test(test_large_vocab),  cmocka_unit_test(test_many_names),
+        cmocka_unit_test(test_seed_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
