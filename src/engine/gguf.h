@@ -91,8 +91,10 @@ typedef struct dais_gguf_tensor {
 
 typedef struct dais_gguf dais_gguf;
 
-/* Maps and parses `path`. Returns an owned object (free with dais_gguf_free) or NULL with
- * `err` filled. Any thread. */
+/* Maps (read-only, MAP_PRIVATE) and parses `path`. Returns an owned object (free with
+ * dais_gguf_free) or NULL with `err` filled (the message starts with the path when it fits).
+ * Any thread. The file must not be truncated by another process while it is mapped: reading
+ * a page past the new end raises SIGBUS, which no parser can guard against. */
 dais_gguf *dais_gguf_open(const char *path, dais_err *err);
 
 /* Parses a GGUF image in memory; borrows `buf`, which must outlive the result. */
