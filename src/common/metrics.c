@@ -458,9 +458,11 @@ int dais_metrics_collector_remove(dais_metrics_registry *r, dais_metric_family *
     for (dais_metric_family *p = r->first; p != NULL; p = p->next) {
         if (p != f)
             continue;
-        if (p->fn == NULL) {
+        if (p->removed) {
+            rc = DAIS_ENOTFOUND;
+        } else if (p->fn == NULL) {
             rc = DAIS_EINVAL;
-        } else if (!p->removed) {
+        } else {
             p->removed = true;
             p->fn = NULL;
             p->arg = NULL;

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,7 +31,7 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     struct evbuffer *body = evbuffer_new();
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-    if (body != NULL)
+    if (body != NULL && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
         evbuffer_add(body, text, strlen(text));
     evhttp_send_reply(req, code, reason, body);
     if (body != NULL)
@@ -69,8 +70,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_text(req, HTTP_INTERNAL, "Internal Server Error", dais_strerror(rc));
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      DAIS_METRICS_CONTENT_TYPE);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Content-Type", DAIS_METRICS_CONTENT_TYPE);
+    if (cmd == EVHTTP_REQ_HEAD) {
+        /* evhttp would send the body even for HEAD: announce its length, send none */
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        evhttp_add_header(out, "Content-Length", len);
+        evbuffer_drain(body, evbuffer_get_length(body));
+    }
     evhttp_send_reply(req, HTTP_OK, "OK", body);
     evbuffer_free(body);
 }
