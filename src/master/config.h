@@ -1,0 +1,99 @@
+/*
+ * The master's configuration: every setting has a command-line flag and a DAIS_* environment
+ * variable (the flag wins), a default, and a line of help. One table in config.c drives the
+ * parser, `dais master --help` and the list in docs/operations.md, so they cannot drift apart.
+ *
+ * Values are validated here (ports, ranges, sizes, durations, model names), so the rest of
+ * the master can trust them. Pure apart from reading the environment and a token file;
+ * call it from the main thread before the loop starts.
+ */
+#ifndef DAIS_MASTER_CONFIG_H
+#define DAIS_MASTER_CONFIG_H
+
+#include "common/error.h"
+#include "common/log.h"
+#include "proto/envelope.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define DAIS_MASTER_MAX_MODELS 16
+#define DAIS_MODEL_NAME_MAX 128
+#define DAIS_ADDR_MAX 255
+#define DAIS_TOKEN_MAX 1024
+
+/* One model the cluster serves: a name, optionally pinned to a GGUF file hash. */
+typedef struct dais_master_model {
+    char name[DAIS_MODEL_NAME_MAX + 1];
+    char hash[65]; /* lowercase hex SHA-256, "" = any file */
+} dais_master_model;
+
+typedef struct dais_master_config {
+    char node_id[DAIS_NODE_ID_MAX + 1]; /* the master's node id in envelopes */
+
+    char http_addr[DAIS_ADDR_MAX + 1];
+    uint16_t http_port; /* 0 = any free port (logged) */
+    char cluster_addr[DAIS_ADDR_MAX + 1];
+    uint16_t cluster_port;
+    char heartbeat_addr[DAIS_ADDR_MAX + 1];
+    uint16_t heartbeat_port;
+    char metrics_addr[DAIS_ADDR_MAX + 1];
+    uint16_t metrics_port;
+    bool metrics_enabled;
+
+    char token[DAIS_TOKEN_MAX + 1]; /* the cluster token (secret) */
+    size_t token_len;
+
+    dais_master_model models[DAIS_MASTER_MAX_MODELS]; /* n_models == 0: any model is served */
+    size_t n_models;
+
+    uint32_t heartbeat_interval_ms; /* master → worker HEARTBEAT period */
+    uint32_t heartbeat_misses;      /* answers missed in a row before a worker is dead */
+    uint32_t auth_window_ms;        /* registration replay/skew window */
+
+    size_t body_limit;         /* largest accepted request body, bytes */
+    uint32_t max_connections;  /* HTTP connections served at once */
+    uint32_t idle_timeout_ms;  /* keep-alive connection idle limit */
+    uint32_t default_max_tokens; /* when a request does not say */
+    uint32_t max_tokens_limit;   /* largest max_tokens a request may ask for */
+    uint32_t request_timeout_ms; /* a request's whole time budget at the master; 0 = none */
+
+    char trace_endpoint[DAIS_ADDR_MAX + 1]; /* OTLP/HTTP base URL, "" = tracing off */
+
+    enum dais_log_level log_level;
+    enum dais_log_format log_format;
+} dais_master_config;
+
+/* Fills `c` with the defaults (no token, no models). */
+void dais_master_config_default(dais_master_config *c);
+
+/* Reads DAIS_* environment variables, then the flags argv[1..argc) (argv[0] is the command
+ * name). Returns 0, 1 when --help was given (the caller prints dais_master_config_usage and
+ * exits 0), or DAIS_EINVAL with err naming the flag or variable and the problem. Checks that a
+ * cluster token is set. */
+int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_err *err);
+
+/* Writes the option list (flags, variables, defaults, help) to `out`. */
+void dais_master_config_usage(FILE *out);
+
+/* True when `name` is a served model (always true when no models are configured); `hash`
+ * may be NULL (not checked). */
+bool dais_master_config_serves(const dais_master_config *c, const char *name, const char *hash);
+
+/* ---- parsers shared with `dais run` and tests ------------------------------------------- */
+
+/* "5s", "200ms", "1.5s", "2m", or a bare number of seconds → milliseconds (1 .. 1 day). */
+int dais_parse_duration_ms(const char *s, uint32_t *out);
+/* "1048576", "64k", "64KiB", "1m", "1MiB" (binary units) → bytes (1 .. 1 GiB). */
+int dais_parse_size(const char *s, size_t *out);
+/* Decimal integer in [lo, hi], nothing else. */
+int dais_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
+/* A TCP/UDP port: 0 .. 65535. */
+int dais_parse_port(const char *s, uint16_t *out);
+/* Model name: 1..128 bytes, no control characters, no leading or trailing space (also used
+ * to validate requests; names come from GGUF metadata and may hold spaces or UTF-8). */
+bool dais_model_name_valid(const char *s, size_t len);
+
+#endif
