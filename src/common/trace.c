@@ -8,6 +8,7 @@
  */
 #include "common/trace.h"
 #include "common/clock.h"
+#include "common/metric_names.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -769,16 +770,16 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     static const char *const reason[] = {"reason"};
     static const char *const result[] = {"result"};
     dais_metric_family *drop = dais_metrics_family_new(
-        reg, DAIS_METRIC_COUNTER, "dais_trace_spans_dropped_total",
+        reg, DAIS_METRIC_COUNTER, DAIS_M_TRACE_DROPPED,
         "Spans dropped instead of exported (queue full, export failed).", 1, reason, 0, NULL);
     dais_metric_family *batches = dais_metrics_family_new(
-        reg, DAIS_METRIC_COUNTER, "dais_trace_export_batches_total",
+        reg, DAIS_METRIC_COUNTER, DAIS_M_TRACE_BATCHES,
         "OTLP export requests by result.", 1, result, 0, NULL);
     t->m_drop_queue = dais_counter_child(drop, (const char *[]){"queue_full"});
     t->m_drop_export = dais_counter_child(drop, (const char *[]){"export_failed"});
     t->m_batch_ok = dais_counter_child(batches, (const char *[]){"ok"});
     t->m_batch_err = dais_counter_child(batches, (const char *[]){"error"});
-    t->m_exported = dais_counter_new(reg, "dais_trace_spans_exported_total",
+    t->m_exported = dais_counter_new(reg, DAIS_M_TRACE_EXPORTED,
                                      "Spans accepted by the OTLP collector.");
 
     pthread_once(&g_curl_once, curl_init_once);

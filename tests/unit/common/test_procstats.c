@@ -35,8 +35,8 @@ static void test_parse_stat(void **state)
         "4242 no parens S 1 2 3",
         "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 150", /* truncated */
         "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 abc 50 0 0 20 0 3 0 1 2 3",
-        "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 99999999999999999999 50 0 0 20 0 3 0 "
-        "1 2 3",
+        ("4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 99999999999999999999 50 0 0 20 0 3 0 "
+         "1 2 3"),
         "4242 (x)",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -120,7 +120,8 @@ static void test_live(void **state)
     /* burn a little CPU, then sample again */
     volatile double x = 0;
     for (int i = 0; i < 5000000; i++)
-        x += i * 0.5;
+        x = x + i * 0.5;
+    assert_true(x > 0);
     assert_int_equal(dais_sysstats_read(&prev, &s), 0);
     assert_true(s.cpu_percent >= 0 && s.cpu_percent <= 100);
 }
