@@ -1,0 +1,78 @@
+/*
+ * The "llama" (SentencePiece-style) encoder. The text becomes one symbol per character:
+ * a space (and a literal ▁) becomes the "▁" piece, a leading "▁" is added when
+ * add_space_prefix is on (SentencePiece's add_dummy_prefix), every other character becomes
+ * its one-character piece. A character without a piece, or a byte that is not valid UTF-8,
+ * becomes its <0xXX> byte tokens (byte fallback; the unknown token when the vocabulary lacks
+ * them); those never merge. The symbols are then merged by the rank table tokenizer.c built
+ * from the scores, through the shared O(n log n) merge engine.
+ */
+#include "engine/tokenizer_impl.h"
+
+static int32_t fallback(const dais_tokenizer *t, unsigned char b)
+{
+    return t->byte_tok[b] >= 0 ? t->byte_tok[b] : t->unk;
+}
+
+int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *text, size_t len,
+                        bool add_prefix, tok_out *o)
+{
+    static const unsigned char marker[3] = {0xE2, 0x96, 0x81}; /* ▁ */
+    const unsigned char *u = (const unsigned char *)text;
+    int rc = dais_tok_scratch_syms(s, len + 3);
+    if (rc != 0)
+        return rc;
+    tok_sym *syms = s->syms;
+    int32_t n = 0;
+#define PUSH(tokid) (syms[n].id = (tokid), syms[n].prev = n - 1, syms[n].next = n + 1, n++)
+    if (add_prefix) {
+        if (t->space_tok >= 0) {
+            PUSH(t->space_tok);
+        } else {
+            for (int k = 0; k < 3; k++)
+                PUSH(fallback(t, marker[k]));
+        }
+    }
+    for (size_t i = 0; i < len;) {
+        unsigned char b = u[i];
+        if (b == ' ') {
+            if (t->space_tok >= 0) {
+                PUSH(t->space_tok);
+            } else {
+                /* No "▁" piece: the escaped space falls back to its three bytes, which the
+                 * reserve of 3 symbols covers only once, so grow for each one. */
+                if ((rc = dais_tok_scratch_syms(s, (size_t)n + 3 + (len - i))) != 0)
+                    return rc;
+                syms = s->syms;
+                for (int k = 0; k < 3; k++)
+                    PUSH(fallback(t, marker[k]));
+            }
+            i++;
+            continue;
+        }
+        if (b < 0x80) {
+            PUSH(t->ascii_tok[b] >= 0 ? t->ascii_tok[b] : fallback(t, b));
+            i++;
+            continue;
+        }
+        int cl = dais_tok_utf8_len(u + i, len - i);
+        if (cl == 0) {
+            PUSH(fallback(t, b));
+            i++;
+            continue;
+        }
+        int32_t id = dais_tok_piece_find(t, text + i, (size_t)cl);
+        if (id >= 0) {
+            PUSH(id);
+        } else {
+            for (int k = 0; k < cl; k++)
+                PUSH(fallback(t, u[i + (size_t)k]));
+        }
+        i += (size_t)cl;
+    }
+#undef PUSH
+    if (n == 0)
+        return 0;
+    syms[n - 1].next = -1;
+    return dais_tok_bpe_run(t, s, n, o);
+}
