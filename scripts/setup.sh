@@ -8,6 +8,7 @@ PKGS=(
     libevent-dev libjansson-dev libcurl4-openssl-dev libssl-dev libpcre2-dev
     libcmocka-dev python3 python3-pytest curl
     libclang-rt-dev  # libFuzzer runtime for the fuzz preset (only a Recommends of clang)
+    prometheus       # system tests: a real server scrapes the nodes; promtool checks /metrics
 )
 
 missing=()
