@@ -24,3 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Debian's prometheus package starts a system service on port 9090 where systemd runs; that is
+# every dais node's metrics port, and the tests start their own Prometheus. Stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: stopping the prometheus system service (it holds port 9090)"
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
