@@ -2,7 +2,8 @@
  * The /metrics endpoint: an evhttp server on a node's existing event loop that answers
  * GET (and HEAD) /metrics with the text exposition of one or more registries, 404 for any
  * other path and 405 for any other method. Scrapes render on the loop thread, so collector
- * callbacks may read state that the loop owns.
+ * callbacks may read state that the loop owns. Like every socket server on libevent, it
+ * needs the process to ignore SIGPIPE (a scraper that hangs up mid-reply must not kill it).
  */
 #ifndef DAIS_COMMON_METRICS_HTTP_H
 #define DAIS_COMMON_METRICS_HTTP_H

@@ -8,6 +8,7 @@
  */
 #include "common/trace.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/metric_names.h"
 
 #include <curl/curl.h>
@@ -119,6 +120,17 @@ void dais_trace_ctx_child(const dais_trace_ctx *parent, dais_trace_ctx *out)
     }
     new_id(out->span_id, sizeof(out->span_id));
     out->valid = true;
+}
+
+void dais_trace_log_bind(const dais_trace_ctx *ctx)
+{
+    if (ctx == NULL || !ctx->valid) {
+        dais_log_set_trace(NULL);
+        return;
+    }
+    char hex[33];
+    hex_encode(ctx->trace_id, 16, hex);
+    dais_log_set_trace(hex);
 }
 
 /* ---- traceparent / tracestate ---------------------------------------------------------- */

@@ -67,6 +67,11 @@ void dais_span_id_hex(const uint8_t id[8], char out[17]);
  * come from getrandom(2) through a small per-thread buffer and are never all zero. */
 void dais_trace_ctx_child(const dais_trace_ctx *parent, dais_trace_ctx *out);
 
+/* Tags this thread's log lines with the trace id of `ctx` (dais_log_set_trace); NULL or an
+ * invalid context clears it. For a loop thread: bind while handling one request's event,
+ * clear when done. */
+void dais_trace_log_bind(const dais_trace_ctx *ctx);
+
 /* ---- tracer ---------------------------------------------------------------------------- */
 
 typedef struct dais_tracer dais_tracer;

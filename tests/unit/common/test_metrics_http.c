@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,61 @@ static void test_serves_metrics(void **state)
     dais_metrics_registry_free(b);
 }
 
+static void test_pipelined_and_hangups(void **state)
+{
+    (void)state;
+    /* a registry big enough that a reply does not fit in the socket buffers (~2 MB) */
+    dais_metrics_registry *r = dais_metrics_registry_new();
+    static const char *const lbl[] = {"worker"};
+    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_big_seconds",
+                                                    "big", 1, lbl, dais_buckets_latency_n,
+                                                    dais_buckets_latency);
+    for (int i = 0; i < 2000; i++) {
+        char v[32];
+        snprintf(v, sizeof(v), "worker-%d", i);
+        dais_histogram_observe(dais_histogram_child(f, (const char *[]){v}), i * 0.01);
+    }
+    dais_metrics_registry *regs[] = {r};
+    server s;
+    server_start(&s, regs, 1);
+    uint16_t port = dais_metrics_http_port(s.http);
+
+    /* two pipelined requests in one write: two complete answers */
+    static const char two[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *resp = roundtrip(port, two, sizeof(two) - 1);
+    char *first = strstr(resp, "HTTP/1.1 200 OK\r\n");
+    assert_non_null(first);
+    assert_non_null(strstr(first, "dais_big_seconds_count{worker=\"worker-1999\"} 1\n"));
+    assert_non_null(strstr(first, "HTTP/1.1 404 "));
+    free(resp);
+
+    /* scrapers that hang up mid-reply, or keep sending while the reply is pending */
+    for (int i = 0; i < 20; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons(port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
+        if (i % 2 == 1) {
+            for (int k = 0; k < 50; k++)
+                if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0)
+                    break;
+        }
+        char buf[100];
+        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        assert_true(got > 0);
+        close(fd);
+    }
+    resp = get(port, "GET", "/metrics");
+    assert_non_null(strstr(resp, "HTTP/1.1 200 OK\r\n"));
+    free(resp);
+    server_stop(&s);
+    dais_metrics_registry_free(r);
+}
+
 static void test_default_registry_and_errors(void **state)
 {
     (void)state;
@@ -225,8 +281,10 @@ static void test_default_registry_and_errors(void **state)
 int main(void)
 {
     evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN); /* as every dais node does */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serves_metrics),
+        cmocka_unit_test(test_pipelined_and_hangups),
         cmocka_unit_test(test_default_registry_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

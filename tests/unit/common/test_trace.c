@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/trace.h"
 
 #include <jansson.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -198,6 +200,39 @@ static void test_ids(void **state)
         for (int k = 0; k < i; k += 37)
             assert_true(seen[k] != seen[i]);
     }
+}
+
+static void test_log_bind(void **state)
+{
+    (void)state;
+    /* capture stderr in a file while logging */
+    char path[] = "/tmp/dais_test_trace_log_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    dais_trace_ctx c;
+    assert_int_equal(parse(TP_OK, &c), 0);
+    dais_log_init("node-7", DAIS_LOG_INFO, DAIS_LOG_TEXT);
+    dais_trace_log_bind(&c);
+    dais_log(DAIS_LOG_INFO, "with trace");
+    dais_trace_log_bind(NULL);
+    dais_log(DAIS_LOG_INFO, "without trace");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[1024] = {0};
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    char *l1 = strstr(buf, "with trace");
+    char *l2 = strstr(buf, "without trace");
+    assert_non_null(l1);
+    assert_non_null(l2);
+    char *tr = strstr(buf, "trace=4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_non_null(tr);
+    assert_true(tr < l1);
+    assert_null(strstr(l1, "trace="));
 }
 
 static void test_disabled(void **state)
@@ -693,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_traceparent_invalid),
         cmocka_unit_test(test_tracestate),
         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_log_bind),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_export_to_receiver),
         cmocka_unit_test(test_unsampled_and_encode),
