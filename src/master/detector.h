@@ -15,8 +15,8 @@
  *
  * Why both conditions: counting probes makes the verdict depend on evidence actually sent,
  * so a master that stalled (and sent nothing) cannot declare everyone dead; the time floor
- * means a loss burst or link flap shorter than dead_after_ns never kills a worker, however
- * fast the probes go. With independent loss q per probe round trip, a healthy worker is
+ * means a loss burst or link flap shorter than dead_after_ns - interval_ns (10 s) never kills
+ * a worker, however fast the probes go. With independent loss q per probe round trip, a healthy worker is
  * declared dead only after `dead_missed` misses in a row: probability q^k per run of misses.
  * Defaults (5 s / 0.5 s / 1 s / k = 20 / 15 s): q = 0.3 → 3.5e-11 per run; even 30 % loss in
  * both directions (q = 0.51) → 1.4e-6 per run, about 1e-3 false removals per worker-hour;
