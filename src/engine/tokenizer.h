@@ -9,12 +9,12 @@
  * stream of pieces never emits broken UTF-8.
  * A tokenizer is immutable after loading and may be shared by any number of threads.
  *
- * Merge order (docs/tokenizer.md has the details): both kinds merge the adjacent pair with the
- * best rank first, the leftmost pair among equal ranks. For "gpt2" the rank is the position in
- * tokenizer.ggml.merges. For "llama" the rank orders pairs by the score of the merged piece
- * (higher first), then by the ids of the left and right pieces — the order of the Hugging Face
- * merges list for SentencePiece vocabularies, which matches SentencePiece except where
- * several pieces share a score (Llama 2's runs of spaces).
+ * Merge order (tests/tokenizer/README.md has the details): both kinds merge the adjacent
+ * pair with the best rank first, the leftmost pair among equal ranks. For "gpt2" the rank is
+ * the position in tokenizer.ggml.merges. For "llama" the rank orders pairs by the score of
+ * the merged piece (higher first), then by the ids of the left and right pieces: the order of
+ * the Hugging Face merges list for SentencePiece vocabularies, which matches SentencePiece
+ * except where several pieces share a score (Llama 2's runs of spaces).
  */
 #ifndef DAIS_ENGINE_TOKENIZER_H
 #define DAIS_ENGINE_TOKENIZER_H
