@@ -7,8 +7,18 @@
 #include <stdio.h>
 #include <string.h>
 
+int dais_cmd_generate(int argc, char **argv);
+int dais_cmd_model(int argc, char **argv);
+
+int dais_cmd_master(int argc, char **argv);
+int dais_cmd_run(int argc, char **argv);
+
 /* Add one line here (and the prototype above it) per subcommand. */
 static const dais_command commands[] = {
+    {"generate", dais_cmd_generate, "generate text from a prompt with a local GGUF model"},
+    {"model", dais_cmd_model, "inspect a GGUF model (info) or write a synthetic one (synth)"},
+    {"master", dais_cmd_master, "run the master: HTTP API, worker registry, heartbeats, routing"},
+    {"run", dais_cmd_run, "start a master and N workers on this machine (one command demo)"},
     {NULL, NULL, NULL},
 };
 

@@ -29,6 +29,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Limits on hyper-parameters read from a file (anything larger is rejected as malformed). */
+#define DAIS_MODEL_MAX_DIM 65536
+#define DAIS_MODEL_MAX_LAYERS 1024
+#define DAIS_MODEL_MAX_HEADS 1024
+#define DAIS_MODEL_MAX_HEAD_DIM 1024
+#define DAIS_MODEL_MAX_FFN (1 << 20)
+#define DAIS_MODEL_MAX_CTX (1 << 24)
+
+enum dais_rope_scaling {
+    DAIS_ROPE_SCALING_NONE = 0,
+    DAIS_ROPE_SCALING_LINEAR = 1, /* positions divided by rope_scale_factor */
+    DAIS_ROPE_SCALING_LLAMA3 = 2, /* per-frequency factors (Llama 3.1 "llama3" rope_type) */
+};
+
 typedef struct dais_hparams {
     char arch[32];        /* general.architecture ("llama") */
     char name[128];       /* general.name, may be empty */
@@ -41,27 +55,35 @@ typedef struct dais_hparams {
     int32_t ffn_dim;      /* feed_forward_length */
     int32_t n_ctx_train;  /* context_length */
     int32_t rope_dim;     /* rope.dimension_count (defaults to head_dim) */
-    float rms_eps;        /* attention.layer_norm_rms_epsilon */
+    float rms_eps;        /* attention.layer_norm_rms_epsilon, default 1e-5 */
     float rope_base;      /* rope.freq_base, default 10000 */
-    /* Llama-3 style rope scaling (rope.scaling.type == "llama3"); factor 0 = off */
+    /* rope.scaling.type: "none" / "linear" / "llama3"; for llama3 also rope.scaling.factor,
+     * .low_freq_factor (default 1), .high_freq_factor (default 4), .original_context_length */
+    int32_t rope_scaling; /* enum dais_rope_scaling */
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int32_t rope_orig_ctx;
+    bool rope_freqs_tensor; /* rope_freqs.weight present: its factors divide the frequencies */
     bool tied_output;     /* output.weight absent: the embedding is reused */
 } dais_hparams;
 
 typedef struct dais_model dais_model;
 
 /* Opens and validates a GGUF model: architecture, hyper-parameters, every tensor's presence,
- * shape and type, and the tokenizer. NULL with `err` naming the problem. */
+ * shape and type, and the tokenizer. Returns an owned model (free with dais_model_free) or
+ * NULL with `err` naming the problem (the key, or the tensor with expected and found shape).
+ * Any thread. */
 dais_model *dais_model_load(const char *path, dais_err *err);
 void dais_model_free(dais_model *m); /* accepts NULL */
 
 const dais_hparams *dais_model_hparams(const dais_model *m);
 const dais_tokenizer *dais_model_tokenizer(const dais_model *m);
 const dais_gguf *dais_model_gguf(const dais_model *m);
-/* Hex SHA-256 of the file's bytes, computed at load (65 bytes incl. NUL). */
+/* Hex SHA-256 of the file's bytes (64 hex digits + NUL). Computed on the first call, by
+ * streaming the mapped file through OpenSSL (about 0.6 s per GB here), then cached; any
+ * thread (a mutex serialises the first computation). Returns NULL only if OpenSSL fails. */
 const char *dais_model_hash(const dais_model *m);
-/* Bytes of weights one forward pass over all layers reads (for bandwidth figures). */
+/* Bytes of weights one forward pass over all layers reads for one token (every layer matrix
+ * and norm, the output norm and matrix, one embedding row), for bandwidth figures. */
 uint64_t dais_model_weight_bytes(const dais_model *m);
 
 /* ---- KV cache ---------------------------------------------------------------------------- */
@@ -69,21 +91,27 @@ uint64_t dais_model_weight_bytes(const dais_model *m);
 typedef struct dais_kv dais_kv;
 
 /* A cache for one sequence of up to n_ctx positions over layers [layer_first, layer_last).
- * K and V are stored as f32: (n_layers_in_range, n_ctx, n_kv_heads * head_dim) each. */
+ * K and V are stored as f32: (n_layers_in_range, n_ctx, n_kv_heads * head_dim) each.
+ * 1 <= n_ctx <= DAIS_MODEL_MAX_CTX; 0 <= layer_first < layer_last <= n_layers. Returns an
+ * owned cache (free with dais_kv_free) or NULL on bad arguments or out of memory. */
 dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, int32_t layer_last);
-void dais_kv_free(dais_kv *kv);
+void dais_kv_free(dais_kv *kv);                   /* accepts NULL */
 int32_t dais_kv_n_ctx(const dais_kv *kv);
-int32_t dais_kv_len(const dais_kv *kv);          /* positions filled so far */
-void dais_kv_truncate(dais_kv *kv, int32_t len);   /* forget positions >= len (len <= current) */
+int32_t dais_kv_len(const dais_kv *kv);           /* positions filled so far */
+void dais_kv_truncate(dais_kv *kv, int32_t len);  /* forget positions >= len (no-op if len >= current) */
+uint64_t dais_kv_bytes(const dais_kv *kv);        /* memory the cache holds */
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
 typedef struct dais_ctx dais_ctx;
 
-/* n_threads >= 1; max_batch = most tokens one dais_forward call may carry. */
+/* n_threads >= 1; max_batch >= 1 = most tokens one dais_forward call may carry. Borrows `m`,
+ * which must outlive the ctx. Returns an owned ctx or NULL with `err` filled. */
 dais_ctx *dais_ctx_new(const dais_model *m, int n_threads, int32_t max_batch, dais_err *err);
-void dais_ctx_free(dais_ctx *c);
+void dais_ctx_free(dais_ctx *c); /* accepts NULL */
 dais_pool *dais_ctx_pool(dais_ctx *c);
+int32_t dais_ctx_max_batch(const dais_ctx *c);
+const dais_model *dais_ctx_model(const dais_ctx *c);
 
 typedef struct dais_batch {
     int32_t n_tokens;
@@ -97,12 +125,17 @@ typedef struct dais_batch {
     float *act_out;         /* (n_tokens, dim) when layer_last < n_layers */
 } dais_batch;
 
-/* Runs the batch. Positions of one sequence must be consecutive and start at that sequence's
- * current dais_kv_len (a sequence's tokens appear in order); each kv covers the batch's layer
- * range. Logits go to `logits`: (number of tokens that asked, n_vocab), in batch order.
- * Returns 0, DAIS_ECTXFULL when a position is past a cache's n_ctx, DAIS_EINVAL for a bad
- * batch (token id out of range, positions out of order, wrong layer range). On error no
- * cache is changed. */
-int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, float *logits);
+/* Runs the batch. `kvs` holds n_kv caches; b->seq[i] indexes it. Positions of one sequence
+ * must be consecutive and start at that sequence's current dais_kv_len (a sequence's tokens
+ * appear in order); each cache used must cover exactly the batch's layer range, and no cache
+ * may appear under two sequence indices. When layer_last == n_layers, `logits` receives
+ * (number of tokens that asked, n_vocab) floats in batch order; otherwise it is unused.
+ * On success each used cache's length grows by its number of tokens.
+ * Returns 0, DAIS_ECTXFULL when a position is at or past a cache's n_ctx, DAIS_EINVAL for a
+ * bad batch (size 0 or over max_batch, token id out of range, positions out of order, bad
+ * sequence index, wrong layer range, missing buffer). On error no cache is changed.
+ * The thread that owns `c`. */
+int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t n_kv,
+                 float *logits);
 
 #endif
