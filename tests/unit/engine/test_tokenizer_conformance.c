@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -371,6 +372,67 @@ static void test_roundtrip_and_streaming(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* 100,000-character prompts of every awkward shape tokenize in well under a second each: the
+ * merges are O(n log n) and the regex never stalls (a quadratic merge loop would take minutes
+ * on the single-word cases). The bound is loose enough for a loaded sanitizer build. Every
+ * byte must come back from the token texts. */
+static void test_long_inputs(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    char *s = malloc(4 * N + 8);
+    int32_t *out_ids = malloc((4 * N + 8) * sizeof(int32_t));
+    char *raw = malloc(4 * N + 8);
+    assert_non_null(s);
+    assert_non_null(out_ids);
+    assert_non_null(raw);
+    const char *names[] = {"prose", "one word", "spaces", "CJK", "digits", "random bytes",
+                           "emoji", "newlines+tabs"};
+    uint64_t r = 88172645463325252ull;
+    for (int kind = 0; kind < 8; kind++) {
+        size_t n = 0;
+        for (size_t i = 0; i < N; i++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            switch (kind) {
+            case 0: s[n++] = "The quick brown fox jumps over the lazy dog. "[i % 45]; break;
+            case 1: s[n++] = 'a'; break;
+            case 2: s[n++] = ' '; break;
+            case 3: memcpy(s + n, "\xE6\xBC\xA2", 3), n += 3; break;
+            case 4: s[n++] = (char)('0' + r % 10); break;
+            case 5: s[n++] = (char)(r >> 24); break;
+            case 6: memcpy(s + n, "\xF0\x9F\xA6\x99", 4), n += 4; break;
+            default: s[n++] = "\n\t \r"[r % 4]; break;
+            }
+        }
+        for (int v = 0; v < 2; v++) {
+            dais_tokenizer *t = v == 0 ? tok2 : tok3;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            int64_t m = dais_tokenize(t, s, n, false, true, out_ids, 4 * N + 8);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            fprintf(stderr, "%s %-14s %7zu bytes -> %7lld tokens in %.3f s\n",
+                    v == 0 ? "llama2" : "llama3", names[kind], n, (long long)m, sec);
+            assert_true(m > 0 && m <= 4 * N + 8);
+            assert_true(sec < 5.0);
+            size_t k = 0;
+            for (int64_t i = 0; i < m; i++) {
+                size_t l;
+                const char *p = dais_token_text(t, out_ids[i], &l);
+                memcpy(raw + k, p, l);
+                k += l;
+            }
+            /* llama: the dummy prefix adds one leading space. */
+            size_t off = v == 0 ? 1 : 0;
+            assert_int_equal(k, n + off);
+            assert_memory_equal(raw + off, s, n);
+        }
+    }
+    free(s);
+    free(out_ids);
+    free(raw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_llama3_ids),
         cmocka_unit_test(test_llama3_ids_without_special_parsing),
         cmocka_unit_test(test_roundtrip_and_streaming),
+        cmocka_unit_test(test_long_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
