@@ -11,7 +11,8 @@
 #define MAX_TEMPERATURE 100.0
 #define MAX_REPEAT_PENALTY 100.0
 #define MAX_TOP_K 1000000
-#define MAX_REPEAT_LAST_N 65536
+#define MAX_REPEAT_LAST_N 4096
+#define MAX_SEED (1ll << 53) /* the cluster protocol carries seeds as exact JSON integers */
 
 static int field_error(dais_api_error *e, const char *code, const char *field, const char *fmt,
                        ...) __attribute__((format(printf, 4, 5)));
@@ -137,7 +138,7 @@ static int parse_fields(json_t *root, const dais_api_limits *lim, dais_api_reque
                 return rc;
             r->params.repeat_last_n = (int32_t)x;
         } else if (strcmp(key, "seed") == 0) {
-            if ((rc = get_int(v, "seed", 0, INT64_MAX, &x, e)) != 0)
+            if ((rc = get_int(v, "seed", 0, MAX_SEED, &x, e)) != 0)
                 return rc;
             r->params.seed = (uint64_t)x;
             r->seed_set = true;

@@ -8,8 +8,9 @@
  *    "prompt": "text",           required (may be empty: generate from BOS)
  *    "max_tokens": 128,          1 .. limit
  *    "temperature": 1.0,         0 .. 100 (0 = greedy)
- *    "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "repeat_last_n": 64,
- *    "seed": 42,                 0 .. 2^63-1; chosen at random when absent
+ *    "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0,
+ *    "repeat_last_n": 64,        0 .. 4096
+ *    "seed": 42,                 0 .. 2^53; chosen at random when absent
  *    "stop": "x" | ["x", "y"],   up to DAIS_STOP_MAX strings of 1..DAIS_STOP_LEN_MAX bytes
  *    "stream": false}
  * Unknown fields and duplicate keys are errors (a typo must not silently change nothing).

@@ -93,6 +93,10 @@ static const opt options[] = {
      1u << 20, "8192", "largest max_tokens a request may ask for"},
     {"--request-timeout", "DAIS_REQUEST_TIMEOUT", "DURATION", K_DURATION,
      OFF(request_timeout_ms), 0, 0, 0, "10m", "a request's whole time budget (then 504)"},
+    {"--queue-limit", "DAIS_QUEUE_LIMIT", "N", K_U32, OFF(queue_limit), 0, 0, 1000000, "1024",
+     "requests per model that may wait for a free worker slot (more: 429)"},
+    {"--shutdown-grace", "DAIS_SHUTDOWN_GRACE", "DURATION", K_DURATION, OFF(shutdown_grace_ms), 0,
+     0, 0, "10s", "on SIGTERM, how long requests in flight may still finish"},
     {"--trace-endpoint", "DAIS_TRACE_ENDPOINT", "URL", K_STR, OFF(trace_endpoint),
      SZ(trace_endpoint), 0, 0, "(off)", "OTLP/HTTP collector base URL, e.g. http://jaeger:4318"},
     {"--log-level", "DAIS_LOG_LEVEL", "LEVEL", K_LEVEL, 0, 0, 0, 0, "info",
@@ -124,6 +128,8 @@ void dais_master_config_default(dais_master_config *c)
     c->default_max_tokens = 128;
     c->max_tokens_limit = 8192;
     c->request_timeout_ms = 600000;
+    c->queue_limit = 1024;
+    c->shutdown_grace_ms = 10000;
     c->log_level = DAIS_LOG_INFO;
     c->log_format = DAIS_LOG_TEXT;
 }

@@ -58,7 +58,9 @@ typedef struct dais_master_config {
     uint32_t idle_timeout_ms;  /* keep-alive connection idle limit */
     uint32_t default_max_tokens; /* when a request does not say */
     uint32_t max_tokens_limit;   /* largest max_tokens a request may ask for */
-    uint32_t request_timeout_ms; /* a request's whole time budget at the master; 0 = none */
+    uint32_t request_timeout_ms; /* a request's whole time budget at the master */
+    uint32_t queue_limit;        /* requests per model waiting at the master for a slot */
+    uint32_t shutdown_grace_ms;  /* on SIGTERM, time in-flight requests get to finish */
 
     char trace_endpoint[DAIS_ADDR_MAX + 1]; /* OTLP/HTTP base URL, "" = tracing off */
 

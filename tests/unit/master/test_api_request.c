@@ -90,6 +90,8 @@ static void test_field_errors(void **state)
     expect_field("{\"prompt\":\"a\",\"min_p\":2}", "invalid_field", "min_p");
     expect_field("{\"prompt\":\"a\",\"repeat_penalty\":0}", "invalid_field", "repeat_penalty");
     expect_field("{\"prompt\":\"a\",\"seed\":-1}", "invalid_field", "seed");
+    expect_field("{\"prompt\":\"a\",\"seed\":9007199254740993}", "invalid_field", "seed");
+    expect_field("{\"prompt\":\"a\",\"repeat_last_n\":4097}", "invalid_field", "repeat_last_n");
     expect_field("{\"prompt\":\"a\",\"stop\":5}", "invalid_field", "stop");
     expect_field("{\"prompt\":\"a\",\"stop\":[\"\"]}", "invalid_field", "stop");
     expect_field("{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",

@@ -1,0 +1,242 @@
+/*
+ * Heartbeats (UDP 8889). Every interval the master ticks each worker's failure accounting
+ * (an unanswered HEARTBEAT is a miss: ACTIVE → SUSPECT at the first, DEAD at `misses` in a
+ * row), removes DEAD records whose linger time is over, and sends each live worker a
+ * HEARTBEAT sealed with its session key. Answers (HEARTBEAT_ACK) are authenticated and
+ * replay-checked by proto/dgram.h before any JSON is parsed; they carry the worker's system
+ * and load metrics, which the registry keeps for the balancer and /api/cluster. Every
+ * rejected datagram is dropped silently and counted by reason.
+ */
+#include "master/master_impl.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/dgram.h"
+#include "proto/messages.h"
+
+#include <event2/event.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Datagrams handled per readable event before yielding to the loop. */
+#define RECV_BATCH 64
+
+const char *dais_master_cluster_state(const dais_master *m)
+{
+    size_t active = dais_registry_count_state(m->reg, DAIS_WORKER_ACTIVE);
+    if (active == 0)
+        return "unavailable";
+    if (m->cfg.n_models == 0)
+        return "ok";
+    for (size_t i = 0; i < m->cfg.n_models; i++)
+        if (!dais_registry_model_active(m->reg, m->cfg.models[i].name))
+            return "degraded";
+    return "ok";
+}
+
+void dais_heartbeat_send(dais_master *m, dais_worker *w)
+{
+    dais_msg *msg = dais_msg_new(DAIS_MSG_HEARTBEAT, m->cfg.node_id, w->id);
+    if (msg == NULL)
+        return;
+    dais_msg_heartbeat h;
+    memset(&h, 0, sizeof(h));
+    h.interval_ms = m->cfg.heartbeat_interval_ms;
+    snprintf(h.cluster_state, sizeof(h.cluster_state), "%s", dais_master_cluster_state(m));
+    h.workers_active = (int32_t)dais_registry_count_state(m->reg, DAIS_WORKER_ACTIVE);
+    h.workers_total = (int32_t)dais_registry_count(m->reg);
+    h.sent_ms = dais_wall_ms();
+    uint8_t buf[DAIS_DGRAM_MAX];
+    size_t len = 0;
+    uint64_t seq = w->tx_seq + 1;
+    if (dais_heartbeat_encode(&h, msg) == 0 &&
+        dais_dgram_seal(msg, w->session_id, seq, w->session_key, buf, sizeof(buf), &len) == 0) {
+        w->tx_seq = seq;
+        dais_worker_hb_sent(w, seq);
+        dais_counter_inc(m->mx.hb_sent);
+        ssize_t n = sendto(m->udp_fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&w->hb_sa,
+                           w->hb_salen);
+        if (n < 0)
+            DAIS_DEBUG("heartbeat to %s (%s): %s", w->id, w->addr, strerror(errno));
+    }
+    dais_msg_free(msg);
+}
+
+static void count_drop(dais_master *m, enum dais_dgram_verdict v)
+{
+    if ((unsigned)v < DAIS_DGRAM__COUNT)
+        m->dgram_drops[v]++;
+    if (v == DAIS_DGRAM_BAD_MAC || v == DAIS_DGRAM_REPLAY || v == DAIS_DGRAM_UNKNOWN_SESSION)
+        dais_counter_inc(m->mx.hb_forged);
+}
+
+static void on_datagram(dais_master *m, const uint8_t *buf, size_t len)
+{
+    uint64_t sid = 0, seq = 0;
+    enum dais_dgram_verdict v = dais_dgram_peek(buf, len, &sid, &seq);
+    if (v != DAIS_DGRAM_OK) {
+        count_drop(m, v);
+        return;
+    }
+    dais_worker *w = dais_registry_find_session(m->reg, sid);
+    if (w == NULL || w->state == DAIS_WORKER_DEAD) {
+        count_drop(m, DAIS_DGRAM_UNKNOWN_SESSION);
+        return;
+    }
+    dais_msg *msg = NULL;
+    dais_err err;
+    v = dais_dgram_open(buf, len, w->session_key, &w->rx_window, &msg, NULL, &err);
+    if (v != DAIS_DGRAM_OK) {
+        count_drop(m, v);
+        return;
+    }
+    dais_msg_heartbeat_ack ack;
+    if (msg->type != DAIS_MSG_HEARTBEAT_ACK || strcmp(msg->source, w->id) != 0 ||
+        dais_heartbeat_ack_decode(msg, &ack, &err) != 0) {
+        count_drop(m, DAIS_DGRAM_BAD_ENVELOPE);
+        dais_msg_free(msg);
+        return;
+    }
+    dais_msg_free(msg);
+    uint64_t now = dais_now_ns();
+    int64_t rtt = dais_wall_ms() - ack.echo_sent_ms;
+    double rtt_ms = (rtt >= 0 && rtt < 3600000) ? (double)rtt : -1;
+    enum dais_worker_state before = w->state;
+    if (!dais_worker_hb_ack(w, ack.echo_seq, &ack, rtt_ms, now)) {
+        count_drop(m, DAIS_DGRAM_BAD_ENVELOPE);
+        return;
+    }
+    dais_counter_inc(m->mx.hb_answered);
+    if (rtt_ms >= 0)
+        dais_histogram_observe(m->mx.hb_rtt, rtt_ms / 1000.0);
+    if (strcmp(ack.health, "draining") == 0 && !w->draining) {
+        DAIS_INFO("worker %s reports it is draining", w->id);
+        w->draining = true;
+    }
+    if (before != w->state) {
+        DAIS_INFO("worker %s is %s again%s", w->id, dais_worker_state_name(w->state),
+                  before == DAIS_WORKER_JOINING ? " (first heartbeat answered)" : "");
+        dais_router_worker_ready(m, w);
+    }
+}
+
+static void udp_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_master *m = arg;
+    (void)what;
+    uint8_t buf[DAIS_DGRAM_MAX + 1];
+    for (int i = 0; i < RECV_BATCH; i++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0)
+            return;
+        if ((size_t)n > DAIS_DGRAM_MAX) {
+            count_drop(m, DAIS_DGRAM_OVERSIZE);
+            continue;
+        }
+        on_datagram(m, buf, (size_t)n);
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_master *m = arg;
+    (void)fd;
+    (void)what;
+    uint64_t now = dais_now_ns();
+    uint64_t linger_ns = (uint64_t)m->cfg.heartbeat_interval_ms * m->cfg.heartbeat_misses * 1000000ull;
+    /* Collect first: losing or removing a worker changes the registry. */
+    size_t n = dais_registry_count(m->reg);
+    dais_worker **ws = n > 0 ? malloc(n * sizeof(*ws)) : NULL;
+    if (n > 0 && ws == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        ws[i] = dais_registry_at(m->reg, i);
+    for (size_t i = 0; i < n; i++) {
+        dais_worker *w = ws[i];
+        if (w->state == DAIS_WORKER_DEAD) {
+            if (now - w->state_since_ns >= linger_ns) {
+                DAIS_INFO("worker %s removed from the registry", w->id);
+                dais_cluster_worker_remove(m, w);
+            }
+            continue;
+        }
+        enum dais_worker_state before = w->state;
+        uint32_t misses_before = w->misses;
+        enum dais_worker_state st = dais_worker_hb_tick(w, m->cfg.heartbeat_misses, now);
+        if (w->misses > misses_before)
+            dais_counter_inc(m->mx.hb_lost);
+        if (st == DAIS_WORKER_DEAD) {
+            char why[96];
+            snprintf(why, sizeof(why), "%u heartbeats in a row unanswered", w->misses);
+            /* set_state already made it DEAD; worker_lost fails its work and closes it */
+            w->state = before;
+            dais_cluster_worker_lost(m, w, why);
+            continue;
+        }
+        if (st == DAIS_WORKER_SUSPECT && before != DAIS_WORKER_SUSPECT)
+            DAIS_WARN("worker %s is suspect: heartbeat unanswered (%u in a row)", w->id,
+                      w->misses);
+        dais_heartbeat_send(m, w);
+    }
+    free(ws);
+}
+
+int dais_heartbeat_open(dais_master *m, dais_err *err)
+{
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_PASSIVE;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)m->cfg.heartbeat_port);
+    int g = getaddrinfo(m->cfg.heartbeat_addr, port, &hints, &ai);
+    if (g != 0)
+        return dais_err_set(err, DAIS_EINVAL, "heartbeat address %s: %s", m->cfg.heartbeat_addr,
+                            gai_strerror(g));
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return dais_err_set(err, DAIS_EIO, "heartbeat bind %s:%u: %s", m->cfg.heartbeat_addr,
+                            (unsigned)m->cfg.heartbeat_port, strerror(e));
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        m->hb_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                    : ((struct sockaddr_in *)&ss)->sin_port);
+    m->udp_fd = fd;
+    m->udp_ev = event_new(m->base, fd, EV_READ | EV_PERSIST, udp_cb, m);
+    m->hb_timer = event_new(m->base, -1, EV_PERSIST, tick_cb, m);
+    if (m->udp_ev == NULL || m->hb_timer == NULL)
+        return dais_err_set(err, DAIS_ENOMEM, "no memory for heartbeat events");
+    event_add(m->udp_ev, NULL);
+    struct timeval tv = {m->cfg.heartbeat_interval_ms / 1000,
+                         (m->cfg.heartbeat_interval_ms % 1000) * 1000};
+    event_add(m->hb_timer, &tv);
+    return 0;
+}
+
+void dais_heartbeat_close(dais_master *m)
+{
+    if (m->hb_timer != NULL)
+        event_free(m->hb_timer);
+    if (m->udp_ev != NULL)
+        event_free(m->udp_ev);
+    if (m->udp_fd >= 0)
+        close(m->udp_fd);
+    m->hb_timer = m->udp_ev = NULL;
+    m->udp_fd = -1;
+}

@@ -1,0 +1,371 @@
+/*
+ * The master's lifecycle (see master.h): build the loop and every listener, register the
+ * metrics, run, and shut down gracefully — on SIGTERM/SIGINT new requests get 503, requests
+ * in flight may finish for the grace period, then everything is closed; a second signal ends
+ * the wait at once.
+ */
+#include "master/master_impl.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/metric_names.h"
+
+#include <event2/event.h>
+
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- helpers shared by the master's modules ----------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+json_t *dais_json_text(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t k = p[i] != 0 ? utf8_seq(p + i, len - i) : 0;
+        if (k == 0)
+            break;
+        i += k;
+    }
+    if (i == len)
+        return json_stringn(s, len);
+    /* Replace each invalid byte (and NUL) with U+FFFD. */
+    if (len > (SIZE_MAX - 1) / 3)
+        return NULL;
+    char *buf = malloc(len * 3 + 1);
+    if (buf == NULL)
+        return NULL;
+    size_t o = 0;
+    i = 0;
+    while (i < len) {
+        size_t k = p[i] != 0 ? utf8_seq(p + i, len - i) : 0;
+        if (k == 0) {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    json_t *j = json_stringn(buf, o);
+    free(buf);
+    return j;
+}
+
+void dais_master_models_text(const dais_master *m, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    if (m->cfg.n_models == 0) {
+        for (size_t i = 0; i < dais_registry_count(m->reg) && n + 4 < cap; i++) {
+            const char *name = dais_registry_at(m->reg, i)->caps.model.name;
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = strcmp(dais_registry_at(m->reg, j)->caps.model.name, name) == 0;
+            if (!seen)
+                n += (size_t)snprintf(buf + n, cap - n, "%s'%s'", n > 0 ? ", " : "", name);
+        }
+        if (n == 0)
+            snprintf(buf, cap, "any model; no worker has joined");
+        return;
+    }
+    for (size_t i = 0; i < m->cfg.n_models && n + 4 < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s'%s'", i > 0 ? ", " : "", m->cfg.models[i].name);
+}
+
+/* ---- metrics ---------------------------------------------------------------------------------- */
+
+static void collect_workers(void *arg, dais_metric_sink *sink)
+{
+    dais_master *m = arg;
+    for (int s = 0; s < DAIS_WORKER__COUNT; s++) {
+        const char *v[1] = {dais_worker_state_name((enum dais_worker_state)s)};
+        dais_metric_sink_emit(sink, v,
+                              (double)dais_registry_count_state(m->reg, (enum dais_worker_state)s));
+    }
+}
+
+static int metrics_init(dais_master *m, dais_err *err)
+{
+    dais_master_metrics *x = &m->mx;
+    x->reg = dais_metrics_registry_new();
+    if (x->reg == NULL)
+        return dais_err_set(err, DAIS_ENOMEM, "no memory for metrics");
+    dais_metrics_register_standard(x->reg, NULL);
+    static const char *const route_code[2] = {"route", "code"};
+    static const char *const result[1] = {"result"};
+    static const char *const state[1] = {"state"};
+    x->http_requests = dais_metrics_family_new(x->reg, DAIS_METRIC_COUNTER, DAIS_M_HTTP_REQUESTS,
+                                               "HTTP requests answered, by route and status code",
+                                               2, route_code, 0, NULL);
+    x->request_duration = dais_histogram_new(x->reg, DAIS_M_REQUEST_DURATION,
+                                             "Inference request time, arrival to last byte",
+                                             dais_buckets_latency_n, dais_buckets_latency);
+    x->queue_time = dais_histogram_new(x->reg, DAIS_M_REQUEST_QUEUE_TIME,
+                                       "Time a request waited before a worker started it",
+                                       dais_buckets_latency_n, dais_buckets_latency);
+    x->ttft = dais_histogram_new(x->reg, DAIS_M_TTFT, "Arrival to the first generated token",
+                                 dais_buckets_latency_n, dais_buckets_latency);
+    x->tpot = dais_histogram_new(x->reg, DAIS_M_TPOT,
+                                 "Mean time per output token after the first, per request",
+                                 dais_buckets_fast_n, dais_buckets_fast);
+    x->tokens_in = dais_counter_new(x->reg, DAIS_M_TOKENS_IN, "Prompt tokens of finished requests");
+    x->tokens_out = dais_counter_new(x->reg, DAIS_M_TOKENS_OUT, "Tokens generated for clients");
+    x->in_flight = dais_gauge_new(x->reg, DAIS_M_REQUESTS_IN_FLIGHT,
+                                  "Requests being served by workers");
+    x->queued = dais_gauge_new(x->reg, DAIS_M_REQUESTS_QUEUED,
+                               "Requests waiting at the master for a worker slot");
+    x->registrations = dais_metrics_family_new(x->reg, DAIS_METRIC_COUNTER, DAIS_M_REGISTRATIONS,
+                                               "NODE_DISCOVERY outcomes: accepted or the reason",
+                                               1, result, 0, NULL);
+    x->hb_sent = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_SENT, "HEARTBEAT datagrams sent");
+    x->hb_answered = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_ANSWERED,
+                                      "Authentic HEARTBEAT_ACK datagrams received");
+    x->hb_lost = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_LOST,
+                                  "Heartbeat intervals that ended without an answer");
+    x->hb_forged = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_FORGED,
+                                    "Datagrams dropped: bad MAC, replay or unknown session");
+    x->hb_rtt = dais_histogram_new(x->reg, DAIS_M_HEARTBEAT_RTT, "Heartbeat round-trip time",
+                                   dais_buckets_fast_n, dais_buckets_fast);
+    dais_metrics_collector_new(x->reg, DAIS_METRIC_GAUGE, DAIS_M_WORKERS, "Workers by state", 1,
+                               state, collect_workers, m);
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void finish_stop(dais_master *m)
+{
+    dais_router_shutdown(m);
+    event_base_loopexit(m->base, NULL);
+}
+
+/* While stopping: checks every 50 ms whether the requests in flight are done. */
+static void grace_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_master *m = arg;
+    (void)fd;
+    (void)what;
+    if (m->n_requests == 0) {
+        finish_stop(m);
+        return;
+    }
+    struct timeval tv = {0, 50000};
+    evtimer_add(m->grace_poll, &tv);
+}
+
+static void grace_over_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_master *m = arg;
+    (void)fd;
+    (void)what;
+    if (m->n_requests > 0)
+        DAIS_WARN("shutdown: %u requests still running after the grace period; ending them",
+                  m->n_requests);
+    finish_stop(m);
+}
+
+void dais_master_stop(dais_master *m)
+{
+    if (m->stopping) {
+        DAIS_INFO("second stop request: ending now");
+        finish_stop(m);
+        return;
+    }
+    m->stopping = true;
+    DAIS_INFO("shutting down: %u requests in flight may finish within %u ms", m->n_requests,
+              m->cfg.shutdown_grace_ms);
+    dais_router_fail_queued(m);
+    if (m->n_requests == 0) {
+        finish_stop(m);
+        return;
+    }
+    struct timeval poll = {0, 50000};
+    struct timeval grace = {m->cfg.shutdown_grace_ms / 1000,
+                            (m->cfg.shutdown_grace_ms % 1000) * 1000};
+    evtimer_add(m->grace_poll, &poll);
+    evtimer_add(m->grace_over, &grace);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    DAIS_INFO("signal %d received", (int)sig);
+    dais_master_stop(arg);
+}
+
+dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
+{
+    dais_master *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        dais_err_set(err, DAIS_ENOMEM, "no memory for the master");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    m->udp_fd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    uint64_t seed = 0;
+    if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+        seed = dais_now_ns();
+    dais_balancer_init(&m->bal, seed);
+    m->base = event_base_new();
+    m->reg = dais_registry_new();
+    m->replay = dais_replay_cache_new(65536, (int64_t)cfg->auth_window_ms);
+    if (m->base == NULL || m->reg == NULL || m->replay == NULL) {
+        dais_err_set(err, DAIS_ENOMEM, "no memory for the master");
+        goto fail;
+    }
+    m->grace_poll = evtimer_new(m->base, grace_poll_cb, m);
+    m->grace_over = evtimer_new(m->base, grace_over_cb, m);
+    m->sig_int = evsignal_new(m->base, SIGINT, signal_cb, m);
+    m->sig_term = evsignal_new(m->base, SIGTERM, signal_cb, m);
+    if (m->grace_poll == NULL || m->grace_over == NULL || m->sig_int == NULL ||
+        m->sig_term == NULL) {
+        dais_err_set(err, DAIS_ENOMEM, "no memory for the master's events");
+        goto fail;
+    }
+    if (metrics_init(m, err) != 0)
+        goto fail;
+    if (cfg->trace_endpoint[0] != '\0') {
+        dais_tracer_config tc;
+        memset(&tc, 0, sizeof(tc));
+        tc.endpoint = cfg->trace_endpoint;
+        tc.service_name = "dais-master";
+        tc.instance_id = cfg->node_id;
+        tc.metrics = m->mx.reg;
+        m->tracer = dais_tracer_new(&tc, err);
+        if (m->tracer == NULL)
+            goto fail;
+    }
+
+    dais_httpd_config hc;
+    dais_httpd_config_default(&hc);
+    hc.max_body = cfg->body_limit;
+    hc.max_conns = cfg->max_connections;
+    hc.idle_timeout_ms = cfg->idle_timeout_ms;
+    m->api = dais_httpd_new(m->base, &hc, dais_api_handle, m);
+    if (m->api == NULL) {
+        dais_err_set(err, DAIS_ENOMEM, "no memory for the HTTP server");
+        goto fail;
+    }
+    dais_httpd_set_log_cb(m->api, dais_api_log, m);
+    if (dais_httpd_listen(m->api, cfg->http_addr, cfg->http_port, err) != 0)
+        goto fail;
+    if (dais_cluster_listen(m, err) != 0)
+        goto fail;
+    if (dais_heartbeat_open(m, err) != 0)
+        goto fail;
+    if (cfg->metrics_enabled) {
+        m->metrics_http = dais_metrics_http_start(m->base, cfg->metrics_addr, cfg->metrics_port,
+                                                  &m->mx.reg, 1, err);
+        if (m->metrics_http == NULL)
+            goto fail;
+    }
+    event_add(m->sig_int, NULL);
+    event_add(m->sig_term, NULL);
+    DAIS_INFO("master %s: HTTP API on %s:%u, cluster on %s:%u, heartbeats on %s:%u (every %u ms, "
+              "dead after %u misses), metrics %s%s:%u",
+              cfg->node_id, cfg->http_addr, (unsigned)dais_httpd_port(m->api), cfg->cluster_addr,
+              (unsigned)m->cluster_port, cfg->heartbeat_addr, (unsigned)m->hb_port,
+              cfg->heartbeat_interval_ms, cfg->heartbeat_misses,
+              cfg->metrics_enabled ? "on " : "off", cfg->metrics_enabled ? cfg->metrics_addr : "",
+              (unsigned)dais_master_metrics_port(m));
+    return m;
+fail:
+    dais_master_free(m);
+    return NULL;
+}
+
+int dais_master_run(dais_master *m)
+{
+    return event_base_dispatch(m->base) < 0 ? DAIS_EINTERNAL : 0;
+}
+
+uint16_t dais_master_http_port(const dais_master *m)
+{
+    return m->api != NULL ? dais_httpd_port(m->api) : 0;
+}
+
+uint16_t dais_master_cluster_port(const dais_master *m)
+{
+    return m->cluster_port;
+}
+
+uint16_t dais_master_heartbeat_port(const dais_master *m)
+{
+    return m->hb_port;
+}
+
+uint16_t dais_master_metrics_port(const dais_master *m)
+{
+    return m->metrics_http != NULL ? dais_metrics_http_port(m->metrics_http) : 0;
+}
+
+void dais_master_free(dais_master *m)
+{
+    if (m == NULL)
+        return;
+    m->stopping = true;
+    if (m->reg != NULL)
+        dais_router_shutdown(m);
+    dais_httpd_free(m->api);
+    if (m->reg != NULL)
+        dais_cluster_close_all(m);
+    dais_heartbeat_close(m);
+    dais_metrics_http_free(m->metrics_http);
+    dais_tracer_free(m->tracer);
+    if (m->sig_int != NULL)
+        event_free(m->sig_int);
+    if (m->sig_term != NULL)
+        event_free(m->sig_term);
+    if (m->grace_poll != NULL)
+        event_free(m->grace_poll);
+    if (m->grace_over != NULL)
+        event_free(m->grace_over);
+    while (m->reg != NULL && dais_registry_count(m->reg) > 0)
+        dais_registry_remove(m->reg, dais_registry_at(m->reg, 0));
+    dais_registry_free(m->reg);
+    dais_replay_cache_free(m->replay);
+    dais_metrics_registry_free(m->mx.reg);
+    if (m->base != NULL)
+        event_base_free(m->base);
+    free(m);
+}

@@ -1,0 +1,228 @@
+/*
+ * The master's internal state, shared by its modules (master.c, cluster.c, heartbeat.c,
+ * router.c, api.c). Everything here belongs to the master's loop thread.
+ *
+ * Ownership:
+ *   dais_master      owns the registry, the connections, the requests, the sockets.
+ *   dais_mconn       one worker TCP connection; owned by the master's connection list; points
+ *                    to its worker record once registered (w->conn points back).
+ *   dais_mreq        one inference request; owned by the router from submission to its end;
+ *                    linked into exactly one of: a model queue (QUEUED) or a worker's list
+ *                    (DISPATCHED). It borrows its HTTP request until the reply completes or the
+ *                    client goes away (then http == NULL).
+ */
+#ifndef DAIS_MASTER_MASTER_IMPL_H
+#define DAIS_MASTER_MASTER_IMPL_H
+
+#include "common/metrics.h"
+#include "common/metrics_http.h"
+#include "common/trace.h"
+#include "master/api_request.h"
+#include "master/balancer.h"
+#include "master/config.h"
+#include "master/httpd.h"
+#include "master/master.h"
+#include "master/registry.h"
+#include "proto/auth.h"
+#include "proto/frame.h"
+
+#include <event2/util.h>
+#include <jansson.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event;
+struct bufferevent;
+struct evconnlistener;
+struct evbuffer;
+
+/* ---- cluster connections ------------------------------------------------------------------ */
+
+enum dais_mconn_state {
+    DAIS_MCONN_HELLO = 0, /* waiting for NODE_DISCOVERY */
+    DAIS_MCONN_READY,     /* registered: w is set */
+    DAIS_MCONN_CLOSING,   /* flushing a NODE_REJECT / ERROR, then closed */
+};
+
+typedef struct dais_mconn dais_mconn;
+struct dais_mconn {
+    struct dais_master *m;
+    struct bufferevent *bev;
+    struct event *timer;     /* HELLO: discovery deadline; CLOSING: flush deadline */
+    char peer[64];           /* "ip:port" */
+    char peer_ip[64];
+    enum dais_mconn_state state;
+    dais_worker *w;
+    dais_mconn *prev, *next;
+};
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+enum dais_mreq_state {
+    DAIS_MREQ_NEW = 0,
+    DAIS_MREQ_QUEUED,     /* waiting at the master for a worker slot */
+    DAIS_MREQ_DISPATCHED, /* sent to a worker, output may be arriving */
+};
+
+typedef struct dais_model_queue dais_model_queue;
+typedef struct dais_mreq dais_mreq;
+
+struct dais_mreq {
+    struct dais_master *m;
+    char id[37];                          /* request id (uuid4), also the worker's request_id */
+    char model[DAIS_MODEL_NAME_MAX + 1];
+    dais_api_request api;                 /* owned */
+    enum dais_mreq_state state;
+    uint32_t attempts;                    /* dispatches so far (issue 4 retries add more) */
+    dais_worker *worker;                  /* DISPATCHED: where it runs */
+    char worker_id[DAIS_NODE_ID_MAX + 1]; /* the last worker it ran on */
+    dais_mreq *wprev, *wnext;             /* in worker->reqs */
+    dais_mreq *qprev, *qnext;             /* in queue */
+    dais_model_queue *queue;
+    dais_http_req *http;                  /* borrowed; NULL when the client left */
+
+    /* progress: enough to continue elsewhere (prompt ids + tokens already produced) */
+    uint32_t next_index;                  /* the response frame index expected next */
+    int32_t *prompt_ids;                  /* owned: frame 0's prompt token ids */
+    int32_t n_prompt_ids;
+    int32_t *out_ids;                     /* owned: output token ids received */
+    int32_t n_out, cap_out;
+    struct evbuffer *text;                /* output text received (non-streamed replies) */
+    bool stream_started;                  /* SSE headers sent: errors go in-band now */
+    int32_t prompt_tokens, completion_tokens;
+    enum dais_finish finish;
+    dais_infer_timings wt;                /* the worker's timings */
+
+    uint64_t t_start_ns, t_dispatch_ns, t_first_ns;
+    struct event *deadline_ev;
+    dais_trace_ctx trace;                 /* this request's span context */
+    dais_span *span;
+};
+
+struct dais_model_queue {
+    char model[DAIS_MODEL_NAME_MAX + 1];
+    dais_mreq *head, *tail;
+    uint32_t n;
+    dais_model_queue *next;
+};
+
+/* ---- metrics handles ---------------------------------------------------------------------- */
+
+typedef struct dais_master_metrics {
+    dais_metrics_registry *reg;
+    dais_metric_family *http_requests;    /* {route, code} */
+    dais_histogram *request_duration;
+    dais_histogram *queue_time;
+    dais_histogram *ttft;
+    dais_histogram *tpot;
+    dais_counter *tokens_in;
+    dais_counter *tokens_out;
+    dais_gauge *in_flight;
+    dais_gauge *queued;
+    dais_metric_family *registrations;    /* {result} */
+    dais_counter *hb_sent, *hb_answered, *hb_lost, *hb_forged;
+    dais_histogram *hb_rtt;
+} dais_master_metrics;
+
+/* ---- the master ----------------------------------------------------------------------------- */
+
+struct dais_master {
+    dais_master_config cfg;
+    struct event_base *base;
+    dais_registry *reg;
+    dais_balancer bal;
+    dais_frame_limits limits;
+    dais_replay_cache *replay;
+
+    dais_httpd *api;
+    dais_metrics_http *metrics_http;
+    dais_tracer *tracer;
+    dais_master_metrics mx;
+
+    struct evconnlistener *cluster_lis;
+    uint16_t cluster_port;
+    dais_mconn *conns;
+
+    evutil_socket_t udp_fd;
+    struct event *udp_ev;
+    uint16_t hb_port;
+    struct event *hb_timer;
+
+    struct event *sig_int, *sig_term, *grace_poll, *grace_over;
+    bool stopping;
+
+    dais_model_queue *queues;
+    uint32_t n_inflight;                  /* requests dispatched to workers */
+    uint32_t n_queued;
+    uint32_t n_requests;                  /* requests alive at the master (any state) */
+    uint64_t requests_total;
+    uint64_t dgram_drops[DAIS_DGRAM__COUNT];
+    uint64_t registrations[DAIS_REJECT__COUNT]; /* [NONE] = accepted */
+};
+
+/* ---- cluster.c -------------------------------------------------------------------------- */
+
+/* Opens the cluster listener. */
+int dais_cluster_listen(dais_master *m, dais_err *err);
+/* Sends a message to a registered worker (frame on its connection). 0 or a negative code
+ * (connection gone / over its output bound; the caller treats the worker as failed). */
+int dais_cluster_send(dais_master *m, dais_worker *w, const dais_msg *msg);
+/* Ends a worker now: DEAD, its requests failed, its connection closed; the record stays
+ * for the linger time. `reason` is logged. */
+void dais_cluster_worker_lost(dais_master *m, dais_worker *w, const char *reason);
+/* Removes a worker record at once (after dais_cluster_worker_lost, or for a replaced one). */
+void dais_cluster_worker_remove(dais_master *m, dais_worker *w);
+/* Closes every connection (shutdown). */
+void dais_cluster_close_all(dais_master *m);
+
+/* ---- heartbeat.c ------------------------------------------------------------------------ */
+
+int dais_heartbeat_open(dais_master *m, dais_err *err);
+void dais_heartbeat_close(dais_master *m);
+/* Sends one HEARTBEAT to w now (also used right after registration). */
+void dais_heartbeat_send(dais_master *m, dais_worker *w);
+/* "ok" | "degraded" | "unavailable" for the served models. */
+const char *dais_master_cluster_state(const dais_master *m);
+
+/* ---- router.c --------------------------------------------------------------------------- */
+
+/* Takes a validated API request (ownership of *api moves in) for an HTTP request and routes
+ * it: a worker now, the model's queue, or an error reply. */
+void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *api);
+/* An INFERENCE_RESPONSE from w. Returns 0, or a negative code when the message violates the
+ * protocol (the caller closes the connection). */
+int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg);
+/* An ERROR from w about one of its requests. */
+void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *e);
+/* w is gone: every request on it fails (or is retried, issue 4). */
+void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reason);
+/* w may take more work (became active, finished a request): serve the queue of its model. */
+void dais_router_worker_ready(dais_master *m, dais_worker *w);
+/* Shutdown: fail every queued and dispatched request with 503. */
+void dais_router_shutdown(dais_master *m);
+/* Fails the queued requests only (503), at the start of a graceful shutdown. */
+void dais_router_fail_queued(dais_master *m);
+/* Requests queued for `model`. */
+uint32_t dais_router_queued(const dais_master *m, const char *model);
+
+/* ---- api.c ------------------------------------------------------------------------------- */
+
+/* The httpd handler for every API route. */
+void dais_api_handle(dais_http_req *req, void *arg);
+/* The httpd access callback (metrics). */
+void dais_api_log(const dais_http_req *req, int status, void *arg);
+/* Sends {"error":{"code","message", …extra}} with `status` and optional extra header lines. */
+void dais_api_error_reply(dais_http_req *req, int status, const char *code, const char *message,
+                          const char *headers);
+/* The Retry-After header line for 503/429 answers ("Retry-After: N\r\n"). */
+const char *dais_api_retry_after(const dais_master *m);
+
+/* ---- master.c helpers ------------------------------------------------------------------------ */
+
+/* Models the master serves or sees, for error messages: "a, b" into buf. */
+void dais_master_models_text(const dais_master *m, char *buf, size_t cap);
+/* Copies s into a valid-UTF-8 JSON string value (invalid bytes → U+FFFD). */
+json_t *dais_json_text(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,843 @@
+/*
+ * Requests through the master: the state machine from an accepted POST /api/inference to its
+ * reply.
+ *
+ *   NEW ──pick──▶ DISPATCHED ──final frame──▶ reply (JSON, or the SSE "done" event)
+ *    │              │ ERROR busy/draining: back to routing (bounded attempts)
+ *    │              │ worker lost: recover_or_fail (issue 4 continues it elsewhere; today: 502)
+ *    │              │ client gone: CANCEL to the worker
+ *    └─all full─▶ QUEUED ──a slot frees──▶ DISPATCHED        deadline: 504 everywhere
+ *
+ * A request keeps what a continuation elsewhere needs: the prompt's token ids (frame 0 of the
+ * worker's answer), every output token id received, its attempts and the worker it ran on.
+ * Streamed replies start when the first text arrives, so a request that fails before any
+ * output still gets a plain HTTP error status.
+ */
+#include "master/master_impl.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/messages.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include <math.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Dispatches a request may take when workers answer busy or vanish before taking it. */
+#define MAX_ATTEMPTS 3
+/* Output a worker may send for one request beyond max_tokens (the stop-completing token). */
+#define OUT_TOKENS_SLACK 16
+#define OUT_TEXT_MAX (64u << 20)
+
+static void route(dais_mreq *r);
+
+static double ns_to_ms(uint64_t ns)
+{
+    return (double)ns / 1e6;
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------------- */
+
+static void update_gauges(dais_master *m)
+{
+    dais_gauge_set(m->mx.in_flight, (double)m->n_inflight);
+    dais_gauge_set(m->mx.queued, (double)m->n_queued);
+}
+
+static dais_model_queue *queue_get(dais_master *m, const char *model, bool create)
+{
+    for (dais_model_queue *q = m->queues; q != NULL; q = q->next)
+        if (strcmp(q->model, model) == 0)
+            return q;
+    if (!create)
+        return NULL;
+    dais_model_queue *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return NULL;
+    snprintf(q->model, sizeof(q->model), "%s", model);
+    q->next = m->queues;
+    m->queues = q;
+    return q;
+}
+
+uint32_t dais_router_queued(const dais_master *m, const char *model)
+{
+    for (const dais_model_queue *q = m->queues; q != NULL; q = q->next)
+        if (strcmp(q->model, model) == 0)
+            return q->n;
+    return 0;
+}
+
+static void queue_unlink(dais_mreq *r)
+{
+    dais_model_queue *q = r->queue;
+    if (q == NULL)
+        return;
+    if (r->qprev != NULL)
+        r->qprev->qnext = r->qnext;
+    else
+        q->head = r->qnext;
+    if (r->qnext != NULL)
+        r->qnext->qprev = r->qprev;
+    else
+        q->tail = r->qprev;
+    r->qprev = r->qnext = NULL;
+    r->queue = NULL;
+    q->n--;
+    r->m->n_queued--;
+    update_gauges(r->m);
+}
+
+static void queue_push(dais_model_queue *q, dais_mreq *r, bool front)
+{
+    r->queue = q;
+    r->state = DAIS_MREQ_QUEUED;
+    if (front) {
+        r->qprev = NULL;
+        r->qnext = q->head;
+        if (q->head != NULL)
+            q->head->qprev = r;
+        else
+            q->tail = r;
+        q->head = r;
+    } else {
+        r->qnext = NULL;
+        r->qprev = q->tail;
+        if (q->tail != NULL)
+            q->tail->qnext = r;
+        else
+            q->head = r;
+        q->tail = r;
+    }
+    q->n++;
+    r->m->n_queued++;
+    update_gauges(r->m);
+}
+
+static void worker_unlink(dais_mreq *r)
+{
+    dais_worker *w = r->worker;
+    if (w == NULL)
+        return;
+    if (r->wprev != NULL)
+        r->wprev->wnext = r->wnext;
+    else
+        w->reqs = r->wnext;
+    if (r->wnext != NULL)
+        r->wnext->wprev = r->wprev;
+    r->wprev = r->wnext = NULL;
+    r->worker = NULL;
+    if (w->inflight > 0)
+        w->inflight--;
+    r->m->n_inflight--;
+    update_gauges(r->m);
+}
+
+static void worker_link(dais_mreq *r, dais_worker *w)
+{
+    r->worker = w;
+    r->wprev = NULL;
+    r->wnext = w->reqs;
+    if (w->reqs != NULL)
+        w->reqs->wprev = r;
+    w->reqs = r;
+    w->inflight++;
+    w->requests_total++;
+    r->m->n_inflight++;
+    update_gauges(r->m);
+}
+
+static void req_free(dais_mreq *r)
+{
+    dais_master *m = r->m;
+    queue_unlink(r);
+    worker_unlink(r);
+    if (r->http != NULL) {
+        /* Every path replies before freeing; this is the last resort. */
+        dais_http_req_on_abort(r->http, NULL, NULL);
+        dais_api_error_reply(r->http, 500, "internal", "request ended without a reply", NULL);
+        r->http = NULL;
+    }
+    if (r->deadline_ev != NULL)
+        event_free(r->deadline_ev);
+    if (r->text != NULL)
+        evbuffer_free(r->text);
+    free(r->prompt_ids);
+    free(r->out_ids);
+    dais_span_end(r->span);
+    dais_api_request_clear(&r->api);
+    m->n_requests--;
+    free(r);
+}
+
+static void send_cancel(dais_mreq *r, const char *reason)
+{
+    dais_worker *w = r->worker;
+    if (w == NULL)
+        return;
+    dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, r->m->cfg.node_id, w->id);
+    if (msg == NULL)
+        return;
+    dais_msg_cancel c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.request_id, sizeof(c.request_id), "%s", r->id);
+    snprintf(c.reason, sizeof(c.reason), "%s", reason);
+    if (dais_cancel_encode(&c, msg) == 0)
+        dais_cluster_send(r->m, w, msg);
+    dais_msg_free(msg);
+}
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+static void sse_event(dais_mreq *r, const char *event, json_t *data)
+{
+    char *s = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (s == NULL || r->http == NULL) {
+        free(s);
+        return;
+    }
+    size_t n = strlen(s);
+    struct evbuffer *b = evbuffer_new();
+    if (b != NULL) {
+        evbuffer_add_printf(b, "event: %s\ndata: ", event);
+        evbuffer_add(b, s, n);
+        evbuffer_add(b, "\n\n", 2);
+        size_t len = evbuffer_get_length(b);
+        const void *p = evbuffer_pullup(b, -1);
+        if (p != NULL)
+            dais_http_stream_write(r->http, p, len);
+        evbuffer_free(b);
+    }
+    free(s);
+}
+
+static bool start_stream(dais_mreq *r)
+{
+    if (r->stream_started)
+        return true;
+    if (r->http == NULL)
+        return false;
+    char headers[160];
+    snprintf(headers, sizeof(headers),
+             "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: %s\r\n", r->id);
+    if (dais_http_stream_start(r->http, 200, "text/event-stream", headers) != 0)
+        return false;
+    r->stream_started = true;
+    return true;
+}
+
+/* Ends the request with an error: a JSON error reply, or an SSE error event when output has
+ * already been streamed. Frees the request. */
+static void fail(dais_mreq *r, int status, const char *code, const char *message,
+                 const char *headers)
+{
+    dais_master *m = r->m;
+    if (r->span != NULL) {
+        dais_span_set_int(r->span, "http.status_code", status);
+        dais_span_set_status(r->span, DAIS_SPAN_ERROR, code);
+    }
+    if (r->http != NULL) {
+        dais_http_req_on_abort(r->http, NULL, NULL);
+        if (r->stream_started) {
+            json_t *e = json_pack("{s:{s:s,s:o,s:i}}", "error", "code", code, "message",
+                                  dais_json_text(message, strlen(message)), "status", status);
+            if (e != NULL)
+                sse_event(r, "error", e);
+            dais_http_stream_end(r->http);
+        } else {
+            char extra[256];
+            snprintf(extra, sizeof(extra), "X-Request-Id: %s\r\n%s", r->id,
+                     headers != NULL ? headers : "");
+            dais_api_error_reply(r->http, status, code, message, extra);
+        }
+        r->http = NULL;
+    }
+    DAIS_DEBUG("request %s failed: %d %s: %s", r->id, status, code, message);
+    (void)m;
+    req_free(r);
+}
+
+static json_t *timings_json(dais_mreq *r, uint64_t now)
+{
+    double total = ns_to_ms(now - r->t_start_ns);
+    double queue = ns_to_ms((r->t_dispatch_ns > r->t_start_ns ? r->t_dispatch_ns : r->t_start_ns) -
+                            r->t_start_ns) +
+                   (isfinite(r->wt.queue_ms) && r->wt.queue_ms > 0 ? r->wt.queue_ms : 0);
+    double ttft = r->t_first_ns != 0 ? ns_to_ms(r->t_first_ns - r->t_start_ns) : total;
+    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "queue_ms", queue, "ttft_ms", ttft, "total_ms",
+                     total, "prefill_ms", isfinite(r->wt.prefill_ms) ? r->wt.prefill_ms : 0.0,
+                     "decode_ms", isfinite(r->wt.decode_ms) ? r->wt.decode_ms : 0.0,
+                     "decode_tokens_per_s",
+                     isfinite(r->wt.decode_tokens_per_s) ? r->wt.decode_tokens_per_s : 0.0);
+}
+
+static void observe(dais_mreq *r, uint64_t now)
+{
+    dais_master *m = r->m;
+    dais_histogram_observe(m->mx.request_duration, (double)(now - r->t_start_ns) / 1e9);
+    double queue_s = (double)(r->t_dispatch_ns - r->t_start_ns) / 1e9 +
+                     (isfinite(r->wt.queue_ms) && r->wt.queue_ms > 0 ? r->wt.queue_ms / 1e3 : 0);
+    dais_histogram_observe(m->mx.queue_time, queue_s);
+    if (r->t_first_ns != 0) {
+        dais_histogram_observe(m->mx.ttft, (double)(r->t_first_ns - r->t_start_ns) / 1e9);
+        if (r->completion_tokens > 1)
+            dais_histogram_observe(m->mx.tpot, (double)(now - r->t_first_ns) / 1e9 /
+                                                   (double)(r->completion_tokens - 1));
+    }
+    if (r->prompt_tokens > 0)
+        dais_counter_add(m->mx.tokens_in, (uint64_t)r->prompt_tokens);
+    if (r->completion_tokens > 0)
+        dais_counter_add(m->mx.tokens_out, (uint64_t)r->completion_tokens);
+}
+
+/* The request finished on its worker: the JSON reply or the SSE "done" event. */
+static void succeed(dais_mreq *r)
+{
+    uint64_t now = dais_now_ns();
+    observe(r, now);
+    json_t *o = json_object();
+    if (o == NULL) {
+        fail(r, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    json_object_set_new(o, "id", json_string(r->id));
+    json_object_set_new(o, "model", dais_json_text(r->model, strlen(r->model)));
+    if (!r->api.stream) {
+        size_t n = r->text != NULL ? evbuffer_get_length(r->text) : 0;
+        const char *t = n > 0 ? (const char *)evbuffer_pullup(r->text, -1) : "";
+        json_object_set_new(o, "text", dais_json_text(t != NULL ? t : "", t != NULL ? n : 0));
+    }
+    json_object_set_new(o, "finish_reason", json_string(dais_finish_name(r->finish)));
+    json_object_set_new(o, "usage",
+                        json_pack("{s:i,s:i,s:i}", "prompt_tokens", r->prompt_tokens,
+                                  "completion_tokens", r->completion_tokens, "total_tokens",
+                                  r->prompt_tokens + r->completion_tokens));
+    json_object_set_new(o, "worker", json_string(r->worker_id));
+    json_object_set_new(o, "attempts", json_integer(r->attempts));
+    json_object_set_new(o, "seed", json_integer((json_int_t)r->api.params.seed));
+    json_object_set_new(o, "timings", timings_json(r, now));
+    if (r->span != NULL) {
+        dais_span_set_str(r->span, "dais.worker", r->worker_id);
+        dais_span_set_int(r->span, "dais.completion_tokens", r->completion_tokens);
+        dais_span_set_int(r->span, "http.status_code", 200);
+        dais_span_set_status(r->span, DAIS_SPAN_OK, NULL);
+    }
+    if (r->http != NULL) {
+        dais_http_req_on_abort(r->http, NULL, NULL);
+        if (r->api.stream) {
+            if (start_stream(r)) {
+                json_object_set_new(o, "done", json_true());
+                sse_event(r, "done", json_incref(o));
+                dais_http_stream_end(r->http);
+            }
+        } else {
+            char *s = json_dumps(o, JSON_COMPACT);
+            char headers[96];
+            snprintf(headers, sizeof(headers), "X-Request-Id: %s\r\n", r->id);
+            if (s != NULL) {
+                size_t n = strlen(s);
+                s[n] = '\n'; /* replaces the NUL: the body ends with a newline */
+                dais_http_reply(r->http, 200, "application/json", headers, s, n + 1);
+                free(s);
+            } else {
+                dais_api_error_reply(r->http, 500, "internal", "out of memory", headers);
+            }
+        }
+        r->http = NULL;
+    }
+    json_decref(o);
+    req_free(r);
+}
+
+/* ---- routing ------------------------------------------------------------------------------- */
+
+/* Where issue 4's failover plugs in: a request whose worker failed. Today it is retried only
+ * when nothing was generated yet and it has attempts left; otherwise it fails (502). */
+static void recover_or_fail(dais_mreq *r, const char *why)
+{
+    char msg[320];
+    snprintf(msg, sizeof(msg), "worker %s failed: %s", r->worker_id, why);
+    if (r->next_index == 0 && r->n_out == 0 && r->attempts < MAX_ATTEMPTS && r->http != NULL &&
+        !r->stream_started && !r->m->stopping) {
+        DAIS_INFO("request %s: %s; routing it again (nothing generated yet)", r->id, msg);
+        route(r);
+        return;
+    }
+    fail(r, 502, "worker_failed", msg, NULL);
+}
+
+static int dispatch(dais_mreq *r, dais_worker *w)
+{
+    dais_master *m = r->m;
+    dais_msg *msg = dais_msg_new(DAIS_MSG_INFERENCE_REQUEST, m->cfg.node_id, w->id);
+    if (msg == NULL)
+        return DAIS_ENOMEM;
+    dais_msg_infer_req q;
+    memset(&q, 0, sizeof(q));
+    snprintf(q.request_id, sizeof(q.request_id), "%s", r->id);
+    snprintf(q.model, sizeof(q.model), "%s", r->model);
+    q.prompt = r->api.prompt; /* borrowed for the encode */
+    q.prompt_len = r->api.prompt_len;
+    q.add_bos = true;
+    q.params = r->api.params;
+    uint64_t now = dais_now_ns();
+    if (m->cfg.request_timeout_ms > 0) {
+        uint64_t end = r->t_start_ns + (uint64_t)m->cfg.request_timeout_ms * 1000000ull;
+        q.deadline_ms = end > now ? (uint32_t)((end - now + 999999) / 1000000) : 1;
+    }
+    if (r->trace.valid)
+        dais_traceparent_format(&r->trace, q.traceparent);
+    int rc = dais_infer_req_encode(&q, msg);
+    if (rc != 0) {
+        dais_msg_free(msg);
+        return DAIS_EINVAL; /* the request, not the worker */
+    }
+    rc = dais_cluster_send(m, w, msg);
+    dais_msg_free(msg);
+    if (rc != 0)
+        return rc == DAIS_EINVAL ? DAIS_EIO : rc;
+    worker_link(r, w);
+    r->state = DAIS_MREQ_DISPATCHED;
+    r->attempts++;
+    r->t_dispatch_ns = now;
+    r->next_index = 0;
+    snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
+    return 0;
+}
+
+static void route(dais_mreq *r)
+{
+    dais_master *m = r->m;
+    for (;;) {
+        if (m->stopping) {
+            fail(r, 503, "shutting_down", "the master is shutting down", dais_api_retry_after(m));
+            return;
+        }
+        if (r->attempts >= MAX_ATTEMPTS) {
+            fail(r, 503, "overloaded", "no worker could take the request",
+                 dais_api_retry_after(m));
+            return;
+        }
+        enum dais_pick_result why;
+        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, NULL, NULL, &why);
+        if (w != NULL) {
+            int rc = dispatch(r, w);
+            if (rc == 0)
+                return;
+            if (rc == DAIS_EINVAL) {
+                fail(r, 500, "internal", "the request could not be encoded for a worker", NULL);
+                return;
+            }
+            /* Its connection is gone or stuck: the worker is lost; try another. */
+            r->attempts++;
+            dais_cluster_worker_lost(m, w, rc == DAIS_EBUSY ? "not reading its connection"
+                                                            : "cannot send to it");
+            continue;
+        }
+        if (why == DAIS_PICK_FULL) {
+            dais_model_queue *q = queue_get(m, r->model, true);
+            if (q == NULL) {
+                fail(r, 500, "internal", "out of memory", NULL);
+                return;
+            }
+            if (q->n >= m->cfg.queue_limit) {
+                char msg[256];
+                snprintf(msg, sizeof(msg),
+                         "every worker for model '%s' is busy and %u requests are waiting",
+                         r->model, q->n);
+                fail(r, 429, "overloaded", msg, dais_api_retry_after(m));
+                return;
+            }
+            queue_push(q, r, r->attempts > 0);
+            return;
+        }
+        char msg[256];
+        snprintf(msg, sizeof(msg), "no active worker serves model '%s'", r->model);
+        fail(r, 503, "no_worker", msg, dais_api_retry_after(m));
+        return;
+    }
+}
+
+/* ---- events from the HTTP side -------------------------------------------------------------- */
+
+static void on_abort(dais_http_req *http, void *arg)
+{
+    dais_mreq *r = arg;
+    (void)http;
+    dais_master *m = r->m;
+    r->http = NULL;
+    DAIS_DEBUG("request %s: the client went away", r->id);
+    dais_worker *w = r->worker;
+    if (w != NULL) {
+        send_cancel(r, "client_gone");
+        worker_unlink(r);
+    }
+    if (r->span != NULL)
+        dais_span_set_status(r->span, DAIS_SPAN_ERROR, "client_gone");
+    req_free(r);
+    if (w != NULL)
+        dais_router_worker_ready(m, w);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_mreq *r = arg;
+    (void)fd;
+    (void)what;
+    dais_worker *w = r->worker;
+    if (w != NULL) {
+        send_cancel(r, "deadline");
+        worker_unlink(r);
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "the request did not finish within %u ms",
+             r->m->cfg.request_timeout_ms);
+    dais_master *m = r->m;
+    fail(r, 504, "timeout", msg, NULL);
+    if (w != NULL)
+        dais_router_worker_ready(m, w);
+}
+
+/* Picks the model of a request without one; returns false after replying with an error. */
+static bool resolve_model(dais_master *m, dais_http_req *http, const dais_api_request *api,
+                          char *out, size_t cap)
+{
+    if (api->model[0] != '\0') {
+        if (!dais_master_config_serves(&m->cfg, api->model, NULL)) {
+            char served[512], msg[768];
+            dais_master_models_text(m, served, sizeof(served));
+            snprintf(msg, sizeof(msg), "model '%s' is not served (served: %s)", api->model,
+                     served);
+            dais_api_error_reply(http, 404, "model_not_found", msg, NULL);
+            return false;
+        }
+        snprintf(out, cap, "%s", api->model);
+        return true;
+    }
+    if (m->cfg.n_models == 1) {
+        snprintf(out, cap, "%s", m->cfg.models[0].name);
+        return true;
+    }
+    if (m->cfg.n_models == 0) {
+        /* Any model: the one the live workers serve, if they agree. */
+        const char *found = NULL;
+        bool several = false;
+        for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+            const dais_worker *w = dais_registry_at(m->reg, i);
+            if (w->state == DAIS_WORKER_DEAD)
+                continue;
+            if (found == NULL)
+                found = w->caps.model.name;
+            else if (strcmp(found, w->caps.model.name) != 0)
+                several = true;
+        }
+        if (found == NULL) {
+            dais_api_error_reply(http, 503, "no_worker", "no worker has joined the cluster",
+                                 dais_api_retry_after(m));
+            return false;
+        }
+        if (!several) {
+            snprintf(out, cap, "%s", found);
+            return true;
+        }
+    }
+    char served[512], msg[768];
+    dais_master_models_text(m, served, sizeof(served));
+    snprintf(msg, sizeof(msg), "model is required: this cluster serves %s", served);
+    dais_api_error_reply(http, 400, "missing_field", msg, NULL);
+    return false;
+}
+
+void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *api)
+{
+    if (m->stopping) {
+        dais_api_request_clear(api);
+        dais_api_error_reply(http, 503, "shutting_down", "the master is shutting down",
+                             dais_api_retry_after(m));
+        return;
+    }
+    char model[DAIS_MODEL_NAME_MAX + 1];
+    if (!resolve_model(m, http, api, model, sizeof(model))) {
+        dais_api_request_clear(api);
+        return;
+    }
+    dais_mreq *r = calloc(1, sizeof(*r));
+    if (r == NULL || dais_uuid4(r->id) != 0) {
+        free(r);
+        dais_api_request_clear(api);
+        dais_api_error_reply(http, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    r->m = m;
+    m->n_requests++;
+    m->requests_total++;
+    r->api = *api;
+    memset(api, 0, sizeof(*api));
+    snprintf(r->model, sizeof(r->model), "%s", model);
+    r->http = http;
+    r->t_start_ns = dais_http_req_start_ns(http);
+    if (!r->api.seed_set) {
+        uint64_t seed = 0;
+        if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+            seed = dais_now_ns();
+        r->api.params.seed = seed & ((1ull << 53) - 1); /* the wire allows 0..2^53 */
+    }
+    if (!r->api.stream)
+        r->text = evbuffer_new();
+    dais_http_req_on_abort(http, on_abort, r);
+
+    /* Tracing: continue the client's trace when it sent one. */
+    dais_trace_ctx parent = {0};
+    const char *tp = dais_http_req_header(http, "traceparent");
+    if (tp != NULL)
+        dais_traceparent_parse(tp, strlen(tp), &parent);
+    r->span = dais_span_start(m->tracer, "POST /api/inference", DAIS_SPAN_SERVER, &parent,
+                              &r->trace);
+    dais_span_set_str(r->span, "dais.model", r->model);
+    dais_span_set_str(r->span, "dais.request_id", r->id);
+
+    if (m->cfg.request_timeout_ms > 0) {
+        r->deadline_ev = evtimer_new(m->base, deadline_cb, r);
+        uint64_t budget = (uint64_t)m->cfg.request_timeout_ms;
+        struct timeval tv = {(time_t)(budget / 1000), (suseconds_t)((budget % 1000) * 1000)};
+        if (r->deadline_ev != NULL)
+            evtimer_add(r->deadline_ev, &tv);
+    }
+    if ((!r->api.stream && r->text == NULL) ||
+        (m->cfg.request_timeout_ms > 0 && r->deadline_ev == NULL)) {
+        fail(r, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    route(r);
+}
+
+/* ---- events from workers -------------------------------------------------------------------- */
+
+static dais_mreq *find_on_worker(dais_worker *w, const char *id)
+{
+    for (dais_mreq *r = w->reqs; r != NULL; r = r->wnext)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+static int append_ids(int32_t **arr, int32_t *n, int32_t *cap, const int32_t *ids, int32_t k)
+{
+    if (k <= 0)
+        return 0;
+    if (*n > INT32_MAX - k)
+        return DAIS_ERANGE;
+    if (*n + k > *cap) {
+        int32_t nc = *cap > 0 ? *cap : 64;
+        while (nc < *n + k)
+            nc = nc > INT32_MAX / 2 ? *n + k : nc * 2;
+        int32_t *na = realloc(*arr, (size_t)nc * sizeof(int32_t));
+        if (na == NULL)
+            return DAIS_ENOMEM;
+        *arr = na;
+        *cap = nc;
+    }
+    memcpy(*arr + *n, ids, (size_t)k * sizeof(int32_t));
+    *n += k;
+    return 0;
+}
+
+static void emit_text(dais_mreq *r, const char *text, size_t len)
+{
+    if (len == 0)
+        return;
+    if (!r->api.stream) {
+        evbuffer_add(r->text, text, len);
+        return;
+    }
+    if (!start_stream(r))
+        return;
+    json_t *o = json_object();
+    if (o == NULL)
+        return;
+    json_object_set_new(o, "text", dais_json_text(text, len));
+    sse_event(r, "token", o);
+}
+
+/* Maps a worker's error code to the client's status and code. */
+static void fail_from_worker(dais_mreq *r, const char *code, const char *message)
+{
+    char msg[DAIS_TEXT_MAX + 128];
+    snprintf(msg, sizeof(msg), "worker %s: %s", r->worker_id, message[0] != '\0' ? message : code);
+    enum dais_perr e = dais_perr_from_name(code);
+    switch (e) {
+    case DAIS_PERR_BAD_REQUEST:
+        fail(r, 400, "bad_request", msg, NULL);
+        break;
+    case DAIS_PERR_CTX_FULL:
+        fail(r, 400, "context_length_exceeded", msg, NULL);
+        break;
+    case DAIS_PERR_TIMEOUT:
+        fail(r, 504, "timeout", msg, NULL);
+        break;
+    default:
+        fail(r, 502, "worker_error", msg, NULL);
+        break;
+    }
+}
+
+int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
+{
+    dais_msg_infer_resp resp;
+    dais_err err;
+    if (dais_infer_resp_decode(msg, &resp, &err) != 0) {
+        DAIS_WARN("worker %s: bad INFERENCE_RESPONSE: %s", w->id, err.msg);
+        return DAIS_EPROTO;
+    }
+    int rc = 0;
+    dais_mreq *r = find_on_worker(w, resp.request_id);
+    if (r == NULL)
+        goto out; /* cancelled or timed out here already */
+    if (resp.index != r->next_index) {
+        DAIS_WARN("worker %s: request %s frame %u arrived, %u expected", w->id, r->id,
+                  resp.index, r->next_index);
+        rc = DAIS_EPROTO;
+        goto out;
+    }
+    r->next_index++;
+    if (resp.prompt_token_ids) {
+        if (resp.index != 0 || resp.final || r->prompt_ids != NULL) {
+            rc = DAIS_EPROTO;
+            goto out;
+        }
+        int32_t cap = 0;
+        if (append_ids(&r->prompt_ids, &r->n_prompt_ids, &cap, resp.tokens, resp.n_tokens) != 0)
+            rc = DAIS_ENOMEM;
+        goto out;
+    }
+    if (resp.n_tokens > 0) {
+        if (r->t_first_ns == 0)
+            r->t_first_ns = dais_now_ns();
+        if ((int64_t)r->n_out + resp.n_tokens >
+                (int64_t)r->api.params.max_tokens + OUT_TOKENS_SLACK ||
+            append_ids(&r->out_ids, &r->n_out, &r->cap_out, resp.tokens, resp.n_tokens) != 0) {
+            DAIS_WARN("worker %s: request %s: more output than max_tokens", w->id, r->id);
+            rc = DAIS_EPROTO;
+            goto out;
+        }
+    }
+    if (r->text != NULL && evbuffer_get_length(r->text) + resp.text_len > OUT_TEXT_MAX) {
+        rc = DAIS_EPROTO;
+        goto out;
+    }
+    emit_text(r, resp.text, resp.text_len);
+    if (!resp.final)
+        goto out;
+
+    r->finish = resp.finish;
+    r->prompt_tokens = resp.prompt_tokens;
+    r->completion_tokens = resp.completion_tokens;
+    r->wt = resp.timings;
+    worker_unlink(r);
+    if (resp.finish == DAIS_FINISH_ERROR)
+        fail_from_worker(r, resp.error_code, resp.error_message);
+    else if (resp.finish == DAIS_FINISH_CANCELLED && r->http != NULL)
+        fail(r, 503, "cancelled", "the worker cancelled the request (it may be shutting down)",
+             dais_api_retry_after(m));
+    else
+        succeed(r);
+    dais_router_worker_ready(m, w);
+out:
+    dais_infer_resp_clear(&resp);
+    return rc;
+}
+
+void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *e)
+{
+    dais_mreq *r = find_on_worker(w, e->request_id);
+    if (r == NULL)
+        return;
+    worker_unlink(r);
+    enum dais_perr code = dais_perr_from_name(e->code);
+    if (code == DAIS_PERR_DRAINING)
+        w->draining = true;
+    if (code == DAIS_PERR_BUSY || code == DAIS_PERR_DRAINING) {
+        /* Not started: safe to route again (the worker that refused is full or leaving). */
+        DAIS_DEBUG("request %s: worker %s answered %s; routing again", r->id, w->id, e->code);
+        route(r);
+    } else {
+        fail_from_worker(r, e->code, e->message);
+    }
+    dais_router_worker_ready(m, w);
+}
+
+void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reason)
+{
+    while (w->reqs != NULL) {
+        dais_mreq *r = w->reqs;
+        worker_unlink(r);
+        w->failures_total++;
+        recover_or_fail(r, reason);
+    }
+    /* Queued requests for a model nobody serves any more would wait for nothing. */
+    const char *model = w->caps.model.name;
+    dais_model_queue *q = queue_get(m, model, false);
+    if (q == NULL || q->head == NULL)
+        return;
+    for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+        const dais_worker *o = dais_registry_at(m->reg, i);
+        if (o != w && o->state != DAIS_WORKER_DEAD && !o->draining &&
+            strcmp(o->caps.model.name, model) == 0)
+            return;
+    }
+    while (q->head != NULL) {
+        dais_mreq *r = q->head;
+        char msg[256];
+        snprintf(msg, sizeof(msg), "no active worker serves model '%s' any more", r->model);
+        fail(r, 503, "no_worker", msg, dais_api_retry_after(m));
+    }
+}
+
+void dais_router_worker_ready(dais_master *m, dais_worker *w)
+{
+    if (m == NULL || w == NULL || m->stopping)
+        return;
+    dais_model_queue *q = queue_get(m, w->caps.model.name, false);
+    while (q != NULL && q->head != NULL) {
+        enum dais_pick_result why;
+        dais_worker *pick = dais_balancer_pick(&m->bal, m->reg, q->model, NULL, NULL, &why);
+        if (pick == NULL)
+            return;
+        dais_mreq *r = q->head;
+        queue_unlink(r);
+        route(r);
+    }
+}
+
+void dais_router_fail_queued(dais_master *m)
+{
+    for (dais_model_queue *q = m->queues; q != NULL; q = q->next)
+        while (q->head != NULL)
+            fail(q->head, 503, "shutting_down", "the master is shutting down",
+                 dais_api_retry_after(m));
+}
+
+void dais_router_shutdown(dais_master *m)
+{
+    dais_router_fail_queued(m);
+    for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+        dais_worker *w = dais_registry_at(m->reg, i);
+        while (w->reqs != NULL) {
+            dais_mreq *r = w->reqs;
+            send_cancel(r, "master_shutdown");
+            worker_unlink(r);
+            fail(r, 503, "shutting_down", "the master is shutting down", dais_api_retry_after(m));
+        }
+    }
+    while (m->queues != NULL) {
+        dais_model_queue *q = m->queues;
+        m->queues = q->next;
+        free(q);
+    }
+}
