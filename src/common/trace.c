@@ -513,7 +513,7 @@ void dais_span_end(dais_span *s)
     t->ring[(t->head + t->count) % t->queue_max] = s;
     t->count++;
     t->pushed++;
-    bool wake = t->count == 1 || t->count >= t->batch_max;
+    bool wake = t->count == t->batch_max;
     pthread_mutex_unlock(&t->mu);
     if (wake)
         pthread_cond_signal(&t->cv);
@@ -663,24 +663,27 @@ static void *export_main(void *arg)
 
     pthread_mutex_lock(&t->mu);
     for (;;) {
-        if (t->count == 0) {
-            if (t->stop)
-                break;
-            pthread_cond_wait(&t->cv, &t->mu);
-            continue;
-        }
-        /* A partial batch waits up to flush_ms for company, unless someone is flushing. */
-        if (t->count < t->batch_max && !t->stop && t->flush_waiters == 0) {
+        if (t->stop && t->count == 0)
+            break;
+        /* Sleep until a batch is full, a flush or stop is asked, or flush_ms passed. Ending a
+         * span wakes this thread only when it fills a batch, so the request path rarely pays
+         * for a wake-up; an idle tracer wakes once per flush_ms. */
+#define EXPORT_SHOULD_WAIT(t)                                                                      \
+    (!(t)->stop && ((t)->count == 0 || ((t)->count < (t)->batch_max && (t)->flush_waiters == 0)))
+        if (EXPORT_SHOULD_WAIT(t)) {
             struct timespec dl;
             clock_gettime(CLOCK_MONOTONIC, &dl);
             uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)t->flush_ms * 1000000ull;
             dl.tv_sec += (time_t)(ns / 1000000000ull);
             dl.tv_nsec = (long)(ns % 1000000000ull);
-            while (t->count < t->batch_max && !t->stop && t->flush_waiters == 0) {
+            while (EXPORT_SHOULD_WAIT(t)) {
                 if (pthread_cond_timedwait(&t->cv, &t->mu, &dl) == ETIMEDOUT)
                     break;
             }
         }
+#undef EXPORT_SHOULD_WAIT
+        if (t->count == 0)
+            continue;
         size_t n = 0;
         while (n < t->batch_max && t->count > 0) {
             batch[n++] = t->ring[t->head];

@@ -316,6 +316,13 @@ static void *receiver_main(void *arg)
             if (n - hdr_end >= (size_t)want)
                 break;
         }
+        /* record before answering: once the exporter has its answer, the test may look */
+        pthread_mutex_lock(&r->mu);
+        if (hdr_end > 0 && r->n < 64) {
+            sscanf(buf, "POST %63s", r->paths[r->n]);
+            r->bodies[r->n++] = strdup(buf + hdr_end);
+        }
+        pthread_mutex_unlock(&r->mu);
         char reply[128];
         int rl = snprintf(reply, sizeof(reply),
                           "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
@@ -323,12 +330,6 @@ static void *receiver_main(void *arg)
         ssize_t w = send(fd, reply, (size_t)rl, MSG_NOSIGNAL);
         (void)w;
         close(fd);
-        pthread_mutex_lock(&r->mu);
-        if (hdr_end > 0 && r->n < 64) {
-            sscanf(buf, "POST %63s", r->paths[r->n]);
-            r->bodies[r->n++] = strdup(buf + hdr_end);
-        }
-        pthread_mutex_unlock(&r->mu);
         free(buf);
     }
     return NULL;
