@@ -28,6 +28,7 @@
 #ifndef DAIS_MASTER_K8S_H
 #define DAIS_MASTER_K8S_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@
 #include "common/error.h"
 
 struct event_base;
+struct dais_metrics_registry;
 
 #define DAIS_K8S_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -189,8 +191,11 @@ typedef struct dais_k8s_config {
     size_t max_response;        /* 0 → DAIS_K8S_MAX_RESPONSE_DEFAULT */
     size_t max_pods;            /* 0 → DAIS_K8S_MAX_PODS_DEFAULT */
     bool require_ready;         /* candidates must be Ready (default false) */
-    dais_backoff_config retry;  /* between failed lists: 1 s doubling to 30 s, full jitter,
-                                   unbounded attempts, no deadline */
+    struct dais_metrics_registry *metrics; /* where the discovery thread counts its polls
+                                   (dais_k8s_discovery_requests_total{result="ok"|reason});
+                                   NULL = no metrics; borrowed, must outlive the discovery */
+    dais_backoff_config retry;  /* between failed lists: decorrelated jitter from 1 s up to
+                                   30 s, unbounded attempts, no deadline */
 } dais_k8s_config;
 
 /* Fills the defaults (every path and the URL NULL: in-cluster). */
@@ -214,10 +219,14 @@ const dais_k8s_config *dais_k8s_client_config(const dais_k8s_client *c); /* stri
 
 /* One blocking list call (never on the event loop thread). Returns 0 with an owned list in
  * `*out`, or a negative code with `*reason` set (DAIS_K8S_OK on success; may be NULL) and a
- * message in `err` (may be NULL). `*out` is NULL on failure. At most one call at a time per
- * client. `cancel` (may be NULL) is polled during the transfer; when it becomes nonzero the
- * call ends with DAIS_ECANCELLED. */
-int dais_k8s_list(dais_k8s_client *c, const volatile int *cancel, dais_k8s_podlist **out,
+ * message in `err` (may be NULL). `*out` is NULL on failure. Codes: DAIS_EAUTH (401, 403,
+ * TLS verification), DAIS_ETIMEOUT, DAIS_EIO (connect, transport, unreadable token),
+ * DAIS_EBUSY (429), DAIS_EAGAIN (5xx), DAIS_EPROTO (other status), DAIS_ETOOBIG,
+ * DAIS_EFORMAT (truncated or invalid PodList), DAIS_EINVAL (invalid token file),
+ * DAIS_ECANCELLED, DAIS_ENOMEM. At most one call at a time per client. `cancel` (may be
+ * NULL) is polled during the transfer (at least about once a second); when it becomes nonzero
+ * the call ends with DAIS_ECANCELLED. */
+int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist **out,
                   enum dais_k8s_reason *reason, dais_err *err);
 
 /* ---- discovery thread ---------------------------------------------------------------------- */
