@@ -123,7 +123,7 @@ def full_pod(p, ns):
         "generateName": name.rsplit("-", 1)[0] + "-",
         "namespace": p.get("namespace", ns),
         "uid": p["uid"],
-        "resourceVersion": str(1000 + (hash(name) & 0xffff)),
+        "resourceVersion": str(1000 + sum(name.encode())),
         "creationTimestamp": "2024-05-01T10:00:00Z",
         "labels": p.get("labels", {}),
         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
