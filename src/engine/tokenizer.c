@@ -117,7 +117,10 @@ static int build_piece_table(dais_tokenizer *t)
     if (t->piece_slots == NULL)
         return DAIS_ENOMEM;
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        if (!is_symbol_type(t->types[id]))
+        /* gpt2 user-defined tokens are stored as plain text, not in byte-level symbols: only
+         * parse_special finds them. */
+        if (!is_symbol_type(t->types[id]) ||
+            (t->kind == DAIS_TOK_GPT2 && t->types[id] == DAIS_TOKT_USER_DEFINED))
             continue;
         size_t len;
         const char *p = piece_ptr(t, id, &len);

@@ -41,7 +41,7 @@ struct dais_tokenizer {
     uint32_t *text_off;  /* (n_vocab + 1) */
     size_t max_text_len;
 
-    /* Piece → id for tokens that can be BPE symbols (normal, user-defined, unused). */
+    /* Piece → id for tokens that can be BPE symbols (normal, unused; user-defined for llama). */
     uint64_t *piece_slots; /* (piece_mask + 1) (hash32 << 32 | id + 1); 0 = empty */
     uint64_t piece_mask;
 
