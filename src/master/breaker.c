@@ -11,13 +11,13 @@
 
 #include <string.h>
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
-#define TICKET_PROBE (1ull << 32)
+#define TICKET_PROBE      (1ull << 32)
 #define TICKET_SLOT_SHIFT 33
-#define TICKET_SEQ_SHIFT 36
-#define TICKET_SEQ_MASK 0x0fffffffu
+#define TICKET_SEQ_SHIFT  36
+#define TICKET_SEQ_MASK   0x0fffffffu
 
 void dais_breaker_config_default(dais_breaker_config *cfg)
 {
@@ -34,8 +34,7 @@ void dais_breaker_config_default(dais_breaker_config *cfg)
 
 int dais_breaker_config_check(const dais_breaker_config *cfg, dais_err *err)
 {
-    if (cfg == NULL)
-        return dais_err_set(err, DAIS_EINVAL, "breaker: no configuration");
+    if (cfg == NULL) return dais_err_set(err, DAIS_EINVAL, "breaker: no configuration");
     if (!(cfg->failure_rate >= 0.0 && cfg->failure_rate <= 1.0))
         return dais_err_set(err, DAIS_EINVAL, "breaker: failure_rate must be in [0, 1]");
     if (cfg->consecutive_failures == 0 && cfg->failure_rate == 0.0)
@@ -90,15 +89,13 @@ static void window_add(dais_breaker *b, uint64_t now_ns, bool success)
     uint64_t e = epoch_of(b, now_ns);
     dais_breaker_bucket *k = &b->window[(e - 1) % DAIS_BREAKER_BUCKETS];
     if (k->epoch != e) {
-        if (k->epoch > e)
-            return; /* a timestamp from the past whose slot is already reused */
+        if (k->epoch > e) return; /* a timestamp from the past whose slot is already reused */
         k->epoch = e;
         k->successes = 0;
         k->failures = 0;
     }
     if (success) {
-        if (k->successes < UINT32_MAX)
-            k->successes++;
+        if (k->successes < UINT32_MAX) k->successes++;
     } else if (k->failures < UINT32_MAX) {
         k->failures++;
     }
@@ -111,8 +108,7 @@ static void window_sum(const dais_breaker *b, uint64_t now_ns, uint64_t *ok, uin
     *bad = 0;
     for (int i = 0; i < DAIS_BREAKER_BUCKETS; i++) {
         const dais_breaker_bucket *k = &b->window[i];
-        if (k->epoch == 0 || k->epoch > e || e - k->epoch >= DAIS_BREAKER_BUCKETS)
-            continue;
+        if (k->epoch == 0 || k->epoch > e || e - k->epoch >= DAIS_BREAKER_BUCKETS) continue;
         *ok += k->successes;
         *bad += k->failures;
     }
@@ -153,8 +149,7 @@ static void close_breaker(dais_breaker *b, uint64_t now_ns)
 int dais_breaker_init(dais_breaker *b, const dais_breaker_config *cfg, uint64_t now_ns)
 {
     int rc = dais_breaker_config_check(cfg, NULL);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     memset(b, 0, sizeof(*b));
     b->cfg = *cfg;
     dais_breaker_reset(b, now_ns);
@@ -194,8 +189,7 @@ bool dais_breaker_allow(dais_breaker *b, uint64_t now_ns, uint64_t *ticket)
         return true;
     }
     if (b->state == DAIS_BREAKER_OPEN) {
-        if (elapsed(now_ns, b->opened_at_ns) < b->cooldown_ns)
-            return false;
+        if (elapsed(now_ns, b->opened_at_ns) < b->cooldown_ns) return false;
         set_state(b, DAIS_BREAKER_HALF_OPEN, now_ns);
     }
     /* HALF_OPEN */
@@ -203,8 +197,7 @@ bool dais_breaker_allow(dais_breaker *b, uint64_t now_ns, uint64_t *ticket)
         trip(b, now_ns, true);
         return false;
     }
-    if (b->probes_in_flight >= b->cfg.half_open_probes)
-        return false;
+    if (b->probes_in_flight >= b->cfg.half_open_probes) return false;
     for (uint32_t i = 0; i < b->cfg.half_open_probes; i++) {
         if ((b->probe_used & (1u << i)) == 0) {
             b->probe_used |= 1u << i;
@@ -228,8 +221,7 @@ static bool release_probe(dais_breaker *b, uint64_t ticket)
         return false;
     uint32_t slot = (uint32_t)((ticket >> TICKET_SLOT_SHIFT) & 0x7);
     uint32_t seq = (uint32_t)(ticket >> TICKET_SEQ_SHIFT) & TICKET_SEQ_MASK;
-    if ((b->probe_used & (1u << slot)) == 0 || b->probe_seq[slot] != seq)
-        return false;
+    if ((b->probe_used & (1u << slot)) == 0 || b->probe_seq[slot] != seq) return false;
     b->probe_used &= ~(1u << slot);
     b->probes_in_flight--;
     return true;
@@ -241,16 +233,14 @@ enum dais_breaker_state dais_breaker_record(dais_breaker *b, uint64_t now_ns, ui
     bool current = (uint32_t)ticket == b->generation;
     switch (b->state) {
     case DAIS_BREAKER_CLOSED:
-        if (b->cfg.failure_rate > 0.0)
-            window_add(b, now_ns, success);
+        if (b->cfg.failure_rate > 0.0) window_add(b, now_ns, success);
         if (!current || (ticket & TICKET_PROBE) != 0)
             break; /* admitted before the last state change: counted, but moves nothing */
         if (success) {
             b->consecutive = 0;
             break;
         }
-        if (b->consecutive < UINT32_MAX)
-            b->consecutive++;
+        if (b->consecutive < UINT32_MAX) b->consecutive++;
         if (b->cfg.consecutive_failures != 0 && b->consecutive >= b->cfg.consecutive_failures) {
             trip(b, now_ns, false);
             break;
@@ -264,14 +254,12 @@ enum dais_breaker_state dais_breaker_record(dais_breaker *b, uint64_t now_ns, ui
         }
         break;
     case DAIS_BREAKER_HALF_OPEN:
-        if (!release_probe(b, ticket))
-            break;
+        if (!release_probe(b, ticket)) break;
         if (!success) {
             trip(b, now_ns, true);
             break;
         }
-        if (++b->probe_successes >= b->cfg.half_open_successes)
-            close_breaker(b, now_ns);
+        if (++b->probe_successes >= b->cfg.half_open_successes) close_breaker(b, now_ns);
         break;
     case DAIS_BREAKER_OPEN:
     default:

@@ -78,7 +78,7 @@ typedef struct dais_breaker {
     uint64_t probe_at_ns[DAIS_BREAKER_MAX_PROBES]; /* admission time per slot */
     uint32_t probe_seq[DAIS_BREAKER_MAX_PROBES];   /* admission number per slot (in tickets) */
     uint32_t next_seq;
-    uint64_t opens_total;      /* times it went to OPEN (for metrics) */
+    uint64_t opens_total; /* times it went to OPEN (for metrics) */
     dais_breaker_bucket window[DAIS_BREAKER_BUCKETS];
 } dais_breaker;
 

@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
 enum { PROBE_EMPTY = 0, PROBE_PENDING, PROBE_ANSWERED, PROBE_MISSED };
@@ -25,8 +25,7 @@ void dais_detector_config_default(dais_detector_config *cfg)
 
 int dais_detector_config_check(const dais_detector_config *cfg, dais_err *err)
 {
-    if (cfg == NULL)
-        return dais_err_set(err, DAIS_EINVAL, "detector: no configuration");
+    if (cfg == NULL) return dais_err_set(err, DAIS_EINVAL, "detector: no configuration");
     if (cfg->interval_ns == 0 || cfg->suspect_interval_ns == 0 || cfg->ack_timeout_ns == 0)
         return dais_err_set(err, DAIS_EINVAL,
                             "detector: interval, suspect interval and ack timeout must be > 0");
@@ -71,8 +70,7 @@ uint64_t dais_detector_bound_ns(const dais_detector_config *cfg)
 int dais_detector_init(dais_detector *d, const dais_detector_config *cfg, uint64_t now_ns)
 {
     int rc = dais_detector_config_check(cfg, NULL);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     memset(d, 0, sizeof(*d));
     d->cfg = *cfg;
     d->verdict = DAIS_DETECTOR_ALIVE;
@@ -84,8 +82,7 @@ int dais_detector_init(dais_detector *d, const dais_detector_config *cfg, uint64
 static void history_push(dais_detector *d, bool missed)
 {
     d->history = (d->history << 1) | (missed ? 1u : 0u);
-    if (d->history_n < 64)
-        d->history_n++;
+    if (d->history_n < 64) d->history_n++;
 }
 
 /* Resolves a pending probe as missed. */
@@ -94,14 +91,12 @@ static void miss(dais_detector *d, dais_detector_probe *p)
     p->state = PROBE_MISSED;
     d->probes_missed++;
     history_push(d, true);
-    if (p->sent_ns >= d->last_heard_ns && d->missed < UINT32_MAX)
-        d->missed++;
+    if (p->sent_ns >= d->last_heard_ns && d->missed < UINT32_MAX) d->missed++;
 }
 
 static void alive(dais_detector *d, uint64_t now_ns)
 {
-    if (now_ns > d->last_heard_ns)
-        d->last_heard_ns = now_ns;
+    if (now_ns > d->last_heard_ns) d->last_heard_ns = now_ns;
     d->missed = 0;
 }
 
@@ -125,19 +120,16 @@ static uint64_t period(const dais_detector *d, bool suspect)
 
 bool dais_detector_due(const dais_detector *d, uint64_t now_ns)
 {
-    if (d->verdict == DAIS_DETECTOR_DEAD)
-        return false;
+    if (d->verdict == DAIS_DETECTOR_DEAD) return false;
     bool suspect = d->missed > 0 || overdue(d, now_ns);
     return elapsed(now_ns, d->last_sent_ns) >= period(d, suspect);
 }
 
 void dais_detector_sent(dais_detector *d, uint64_t now_ns, uint64_t id)
 {
-    if (d->verdict == DAIS_DETECTOR_DEAD)
-        return;
+    if (d->verdict == DAIS_DETECTOR_DEAD) return;
     dais_detector_probe *p = &d->ring[d->head];
-    if (p->state == PROBE_PENDING)
-        miss(d, p);
+    if (p->state == PROBE_PENDING) miss(d, p);
     p->id = id;
     p->sent_ns = now_ns;
     p->state = PROBE_PENDING;
@@ -149,21 +141,16 @@ void dais_detector_sent(dais_detector *d, uint64_t now_ns, uint64_t id)
 
 int dais_detector_ack(dais_detector *d, uint64_t now_ns, uint64_t id, uint64_t *rtt_ns)
 {
-    if (rtt_ns != NULL)
-        *rtt_ns = 0;
+    if (rtt_ns != NULL) *rtt_ns = 0;
     /* Newest first: if an id repeats within the ring, the recent probe is the one answered. */
     for (int k = 1; k <= DAIS_DETECTOR_RING; k++) {
         dais_detector_probe *p = &d->ring[(d->head + DAIS_DETECTOR_RING - k) % DAIS_DETECTOR_RING];
-        if (p->id != id || (p->state != PROBE_PENDING && p->state != PROBE_MISSED))
-            continue;
-        if (p->state == PROBE_PENDING)
-            history_push(d, false);
+        if (p->id != id || (p->state != PROBE_PENDING && p->state != PROBE_MISSED)) continue;
+        if (p->state == PROBE_PENDING) history_push(d, false);
         p->state = PROBE_ANSWERED;
         uint64_t rtt = elapsed(now_ns, p->sent_ns);
-        if (rtt_ns != NULL)
-            *rtt_ns = rtt;
-        if (d->verdict == DAIS_DETECTOR_DEAD)
-            return 0;
+        if (rtt_ns != NULL) *rtt_ns = rtt;
+        if (d->verdict == DAIS_DETECTOR_DEAD) return 0;
         if (d->srtt_ns == 0)
             d->srtt_ns = rtt == 0 ? 1 : rtt;
         else if (rtt >= d->srtt_ns)
@@ -171,8 +158,7 @@ int dais_detector_ack(dais_detector *d, uint64_t now_ns, uint64_t id, uint64_t *
         else
             d->srtt_ns -= (d->srtt_ns - rtt) / 8;
         alive(d, now_ns);
-        if (d->verdict == DAIS_DETECTOR_SUSPECT)
-            d->verdict = DAIS_DETECTOR_ALIVE;
+        if (d->verdict == DAIS_DETECTOR_SUSPECT) d->verdict = DAIS_DETECTOR_ALIVE;
         return 0;
     }
     return DAIS_ENOTFOUND;
@@ -180,16 +166,14 @@ int dais_detector_ack(dais_detector *d, uint64_t now_ns, uint64_t id, uint64_t *
 
 void dais_detector_heard(dais_detector *d, uint64_t now_ns)
 {
-    if (d->verdict == DAIS_DETECTOR_DEAD)
-        return;
+    if (d->verdict == DAIS_DETECTOR_DEAD) return;
     alive(d, now_ns);
     d->verdict = DAIS_DETECTOR_ALIVE;
 }
 
 enum dais_detector_verdict dais_detector_check(dais_detector *d, uint64_t now_ns)
 {
-    if (d->verdict == DAIS_DETECTOR_DEAD)
-        return d->verdict;
+    if (d->verdict == DAIS_DETECTOR_DEAD) return d->verdict;
     /* Oldest first, so the history keeps send order. */
     for (int k = 0; k < DAIS_DETECTOR_RING; k++) {
         dais_detector_probe *p = &d->ring[(d->head + k) % DAIS_DETECTOR_RING];
@@ -208,31 +192,26 @@ enum dais_detector_verdict dais_detector_check(dais_detector *d, uint64_t now_ns
 
 uint64_t dais_detector_next_event_ns(const dais_detector *d)
 {
-    if (d->verdict == DAIS_DETECTOR_DEAD)
-        return UINT64_MAX;
+    if (d->verdict == DAIS_DETECTOR_DEAD) return UINT64_MAX;
     /* While a probe is pending the period switches to the suspect one at its deadline, so the
      * earliest of these is a safe time to look again. */
     uint64_t t = sat_add(d->last_sent_ns, period(d, d->missed > 0));
     for (int i = 0; i < DAIS_DETECTOR_RING; i++) {
         const dais_detector_probe *p = &d->ring[i];
-        if (p->state != PROBE_PENDING)
-            continue;
+        if (p->state != PROBE_PENDING) continue;
         uint64_t deadline = sat_add(p->sent_ns, d->cfg.ack_timeout_ns);
-        if (deadline < t)
-            t = deadline;
+        if (deadline < t) t = deadline;
     }
     if (d->missed >= d->cfg.dead_missed) {
         uint64_t dead = sat_add(d->last_heard_ns, d->cfg.dead_after_ns);
-        if (dead < t)
-            t = dead;
+        if (dead < t) t = dead;
     }
     return t;
 }
 
 double dais_detector_loss(const dais_detector *d)
 {
-    if (d->history_n == 0)
-        return 0.0;
+    if (d->history_n == 0) return 0.0;
     uint64_t mask = d->history_n >= 64 ? UINT64_MAX : ((1ull << d->history_n) - 1);
     return (double)__builtin_popcountll(d->history & mask) / (double)d->history_n;
 }

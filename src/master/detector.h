@@ -16,17 +16,18 @@
  * Why both conditions: counting probes makes the verdict depend on evidence actually sent,
  * so a master that stalled (and sent nothing) cannot declare everyone dead; the time floor
  * means a loss burst or link flap shorter than dead_after_ns - interval_ns (10 s) never kills
- * a worker, however fast the probes go. With independent loss q per probe round trip, a healthy worker is
- * declared dead only after `dead_missed` misses in a row: probability q^k per run of misses.
- * Defaults (5 s / 0.5 s / 1 s / k = 20 / 15 s): q = 0.3 → 3.5e-11 per run; even 30 % loss in
- * both directions (q = 0.51) → 1.4e-6 per run, about 1e-3 false removals per worker-hour;
- * a really-gone worker is DEAD within dais_detector_bound_ns() = 16 s of its last answer.
- * The derivation is in docs/reliability.md ("Dead-node detection").
+ * a worker, however fast the probes go. With independent loss q per probe round trip, a healthy
+ * worker is declared dead only after `dead_missed` misses in a row: probability q^k per run of
+ * misses. Defaults (5 s / 0.5 s / 1 s / k = 20 / 15 s): q = 0.3 → 3.5e-11 per run; even 30 % loss
+ * in both directions (q = 0.51) → 1.4e-6 per run, about 1e-3 false removals per worker-hour; a
+ * really-gone worker is DEAD within dais_detector_bound_ns() = 16 s of its last answer. The
+ * derivation is in docs/reliability.md ("Dead-node detection").
  *
  * Driving it (loop thread; see dais_detector_next_event_ns for timer scheduling):
- *     if (dais_detector_due(d, now)) { id = ...; send HEARTBEAT id; dais_detector_sent(d, now, id); }
- *     on HEARTBEAT_ACK id:           dais_detector_ack(d, now, id, &rtt);
- *     on a timer / each tick:        if (dais_detector_check(d, now) == DAIS_DETECTOR_DEAD) remove;
+ *     if (dais_detector_due(d, now))  → send HEARTBEAT id, then dais_detector_sent(d, now, id)
+ *     on HEARTBEAT_ACK id             → dais_detector_ack(d, now, id, &rtt)
+ *     on a timer / each tick          → if dais_detector_check(d, now) == DAIS_DETECTOR_DEAD,
+ *                                       remove the worker
  * A master that probes on a fixed 5 s cadence instead (ignoring _due) still gets correct
  * verdicts, only slower: the bound becomes about dead_missed * interval.
  *
@@ -69,15 +70,15 @@ typedef struct dais_detector {
     uint64_t last_heard_ns; /* last answer (init counts as one: the worker just registered) */
     uint64_t last_sent_ns;  /* last probe sent; 0 before the first */
     bool sent_any;
-    uint32_t missed;        /* consecutive missed probes since last_heard_ns */
-    uint32_t head;          /* next ring slot */
+    uint32_t missed; /* consecutive missed probes since last_heard_ns */
+    uint32_t head;   /* next ring slot */
     dais_detector_probe ring[DAIS_DETECTOR_RING];
-    uint64_t history;       /* last 64 resolved probes, bit set = missed (newest = bit 0) */
-    uint32_t history_n;     /* valid bits in history (<= 64) */
-    uint64_t srtt_ns;       /* smoothed round-trip time (0 before the first ACK) */
+    uint64_t history;   /* last 64 resolved probes, bit set = missed (newest = bit 0) */
+    uint32_t history_n; /* valid bits in history (<= 64) */
+    uint64_t srtt_ns;   /* smoothed round-trip time (0 before the first ACK) */
     uint64_t probes_sent;
     uint64_t probes_missed;
-    uint64_t dead_at_ns;    /* when it was declared DEAD */
+    uint64_t dead_at_ns; /* when it was declared DEAD */
 } dais_detector;
 
 /* The defaults above. */

@@ -34,10 +34,10 @@
 #include "common/metric_names.h"
 #include "common/metrics.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
-#define MAX_URL 2048
+#define MAX_URL      2048
 #define MAX_PATH_LEN 4096
 /* Results waiting for the loop; past this the oldest are dropped (the newest list wins). */
 #define MAX_QUEUED 16
@@ -78,8 +78,7 @@ const char *dais_k8s_reason_name(enum dais_k8s_reason r)
         [DAIS_K8S_R_MALFORMED] = "malformed",
         [DAIS_K8S_R_TRANSPORT] = "transport",
     };
-    if ((unsigned)r >= DAIS_K8S_R_COUNT)
-        return "unknown";
+    if ((unsigned)r >= DAIS_K8S_R_COUNT) return "unknown";
     return names[r];
 }
 
@@ -96,8 +95,7 @@ struct dais_k8s_client {
 
 void dais_k8s_client_free(dais_k8s_client *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     free(c->api_url);
     free(c->token_path);
     free(c->ca_path);
@@ -114,8 +112,7 @@ static int read_small_file(const char *path, size_t max, char **out, dais_err *e
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return dais_err_set(err, DAIS_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (fd < 0) return dais_err_set(err, DAIS_EIO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -129,16 +126,14 @@ static int read_small_file(const char *path, size_t max, char **out, dais_err *e
     size_t len = 0;
     for (;;) {
         ssize_t r = read(fd, buf + len, max + 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             int e = errno;
             close(fd);
             free(buf);
             return dais_err_set(err, DAIS_EIO, "cannot read %s: %s", path, strerror(e));
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         len += (size_t)r;
         if (len > max) {
             close(fd);
@@ -158,8 +153,7 @@ static int read_small_file(const char *path, size_t max, char **out, dais_err *e
 static bool valid_ns_name(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-        return false;
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-') return false;
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
             return false;
@@ -170,16 +164,15 @@ static bool valid_ns_name(const char *s)
 static int check_api_url(const char *url, dais_err *err)
 {
     size_t n = strnlen(url, MAX_URL);
-    if (n >= MAX_URL)
-        return dais_err_set(err, DAIS_EINVAL, "k8s: API URL too long");
+    if (n >= MAX_URL) return dais_err_set(err, DAIS_EINVAL, "k8s: API URL too long");
     if (strncmp(url, "https://", 8) != 0 || n == 8)
         return dais_err_set(err, DAIS_EINVAL, "k8s: API URL must be https://host[:port]: %.80s",
                             url);
     for (size_t i = 8; i < n; i++) {
         char ch = url[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']' ||
-                  (ch == '/' && i == n - 1);
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == ':' || ch == '[' ||
+                  ch == ']' || (ch == '/' && i == n - 1);
         if (!ok)
             return dais_err_set(err, DAIS_EINVAL, "k8s: API URL has an invalid character at %zu",
                                 i);
@@ -197,8 +190,7 @@ static int url_from_env(char **out, dais_err *err)
         return dais_err_set(err, DAIS_EINVAL,
                             "k8s: not running in a cluster (KUBERNETES_SERVICE_HOST is unset) and "
                             "no API URL configured");
-    if (port == NULL || port[0] == '\0')
-        port = "443";
+    if (port == NULL || port[0] == '\0') port = "443";
     char *end;
     errno = 0;
     long p = strtol(port, &end, 10);
@@ -213,8 +205,7 @@ static int url_from_env(char **out, dais_err *err)
     if (w < 0 || (size_t)w >= sizeof(url))
         return dais_err_set(err, DAIS_EINVAL, "k8s: KUBERNETES_SERVICE_HOST too long");
     int rc = check_api_url(url, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     *out = strdup(url);
     return *out == NULL ? dais_err_set(err, DAIS_ENOMEM, "k8s: out of memory") : 0;
 }
@@ -232,12 +223,10 @@ dais_k8s_client *dais_k8s_client_new(const dais_k8s_config *cfg, dais_err *err)
         return NULL;
     }
     if (cfg->poll_interval_ns == 0 || cfg->connect_timeout_ns < MS || cfg->timeout_ns < MS) {
-        dais_err_set(err, DAIS_EINVAL,
-                     "k8s: poll interval must be > 0 and timeouts at least 1 ms");
+        dais_err_set(err, DAIS_EINVAL, "k8s: poll interval must be > 0 and timeouts at least 1 ms");
         return NULL;
     }
-    if (dais_backoff_config_check(&cfg->retry, err) != 0)
-        return NULL;
+    if (dais_backoff_config_check(&cfg->retry, err) != 0) return NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         dais_err_set(err, DAIS_EINVAL, "k8s: libcurl initialisation failed");
         return NULL;
@@ -248,47 +237,38 @@ dais_k8s_client *dais_k8s_client_new(const dais_k8s_config *cfg, dais_err *err)
         return NULL;
     }
     c->cfg = *cfg;
-    if (c->cfg.max_response == 0)
-        c->cfg.max_response = DAIS_K8S_MAX_RESPONSE_DEFAULT;
-    if (c->cfg.max_pods == 0)
-        c->cfg.max_pods = DAIS_K8S_MAX_PODS_DEFAULT;
+    if (c->cfg.max_response == 0) c->cfg.max_response = DAIS_K8S_MAX_RESPONSE_DEFAULT;
+    if (c->cfg.max_pods == 0) c->cfg.max_pods = DAIS_K8S_MAX_PODS_DEFAULT;
 
     if (cfg->api_url != NULL) {
         rc = check_api_url(cfg->api_url, err);
-        if (rc != 0)
-            goto fail;
+        if (rc != 0) goto fail;
         c->api_url = strdup(cfg->api_url);
-        if (c->api_url == NULL)
-            goto nomem;
+        if (c->api_url == NULL) goto nomem;
     } else if (url_from_env(&c->api_url, err) != 0) {
         goto fail;
     }
     size_t ul = strlen(c->api_url);
-    if (ul > 0 && c->api_url[ul - 1] == '/')
-        c->api_url[ul - 1] = '\0';
+    if (ul > 0 && c->api_url[ul - 1] == '/') c->api_url[ul - 1] = '\0';
 
     c->token_path = dup_or(cfg->token_path, DAIS_K8S_SA_DIR "/token");
     c->ca_path = dup_or(cfg->ca_path, DAIS_K8S_SA_DIR "/ca.crt");
     c->selector_text = dup_or(cfg->label_selector, "");
-    if (c->token_path == NULL || c->ca_path == NULL || c->selector_text == NULL)
-        goto nomem;
+    if (c->token_path == NULL || c->ca_path == NULL || c->selector_text == NULL) goto nomem;
 
     if (cfg->ns != NULL) {
         c->ns = strdup(cfg->ns);
-        if (c->ns == NULL)
-            goto nomem;
+        if (c->ns == NULL) goto nomem;
     } else {
         const char *path = cfg->ns_path != NULL ? cfg->ns_path : DAIS_K8S_SA_DIR "/namespace";
-        if (read_small_file(path, 253, &c->ns, err) != 0)
-            goto fail;
+        if (read_small_file(path, 253, &c->ns, err) != 0) goto fail;
     }
     if (!valid_ns_name(c->ns)) {
         dais_err_set(err, DAIS_EINVAL, "k8s: namespace \"%.63s\" is not a DNS-1123 label", c->ns);
         goto fail;
     }
     c->selector = dais_k8s_selector_parse(c->selector_text, err);
-    if (c->selector == NULL)
-        goto fail;
+    if (c->selector == NULL) goto fail;
 
     if (access(c->token_path, R_OK) != 0) {
         dais_err_set(err, DAIS_EIO, "k8s: token file %s is not readable: %s", c->token_path,
@@ -304,8 +284,7 @@ dais_k8s_client *dais_k8s_client_new(const dais_k8s_config *cfg, dais_err *err)
     char *esc = NULL;
     if (c->selector_text[0] != '\0') {
         esc = curl_easy_escape(NULL, c->selector_text, 0);
-        if (esc == NULL)
-            goto nomem;
+        if (esc == NULL) goto nomem;
     }
     size_t need = strlen(c->api_url) + strlen(c->ns) + (esc != NULL ? strlen(esc) : 0) + 64;
     c->list_url = malloc(need);
@@ -367,8 +346,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
         size_t cap = b->cap != 0 ? b->cap : 64 * 1024;
         while (cap < b->len + n + 1)
             cap *= 2;
-        if (cap > b->max + 1)
-            cap = b->max + 1;
+        if (cap > b->max + 1) cap = b->max + 1;
         char *d = realloc(b->data, cap);
         if (d == NULL) {
             b->nomem = true;
@@ -393,26 +371,22 @@ static int on_progress(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl
 /* A token is sent in a header: only visible ASCII, so it cannot inject a header line. */
 static bool valid_token(const char *t)
 {
-    if (t[0] == '\0')
-        return false;
+    if (t[0] == '\0') return false;
     for (const char *p = t; *p != '\0'; p++)
-        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
-            return false;
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) return false;
     return true;
 }
 
 static void wipe(void *p, size_t n)
 {
-    if (p != NULL)
-        explicit_bzero(p, n);
+    if (p != NULL) explicit_bzero(p, n);
 }
 
 /* A short printable sample of an error body: the Status message when it is one. */
 static void body_sample(const body *b, char *out, size_t cap)
 {
     out[0] = '\0';
-    if (b->len == 0)
-        return;
+    if (b->len == 0) return;
     json_t *j = json_loadb(b->data, b->len, 0, NULL);
     const char *msg = j != NULL ? json_string_value(json_object_get(j, "message")) : NULL;
     const char *src = msg != NULL ? msg : b->data;
@@ -425,15 +399,14 @@ static void body_sample(const body *b, char *out, size_t cap)
 }
 
 /* Sets *reason (when wanted) and fills err; evaluates to the code. */
-#define FAILR(r, code, ...)                                                                    \
+#define FAILR(r, code, ...)                                                                        \
     ((reason != NULL ? (void)(*reason = (r)) : (void)0), dais_err_set(err, (code), __VA_ARGS__))
 
 int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist **out,
                   enum dais_k8s_reason *reason, dais_err *err)
 {
     *out = NULL;
-    if (reason != NULL)
-        *reason = DAIS_K8S_OK;
+    if (reason != NULL) *reason = DAIS_K8S_OK;
     int rc;
     char *token = NULL;
     char *auth = NULL;
@@ -445,38 +418,32 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
 
     rc = read_small_file(c->token_path, DAIS_K8S_MAX_TOKEN, &token, err);
     if (rc != 0) {
-        if (reason != NULL)
-            *reason = DAIS_K8S_R_CONFIG;
+        if (reason != NULL) *reason = DAIS_K8S_R_CONFIG;
         return rc == DAIS_ETOOBIG ? DAIS_EINVAL : rc;
     }
     if (!valid_token(token)) {
         rc = FAILR(DAIS_K8S_R_CONFIG, DAIS_EINVAL,
-                       "k8s: token file %s is empty or has characters a header cannot carry",
-                       c->token_path);
+                   "k8s: token file %s is empty or has characters a header cannot carry",
+                   c->token_path);
         goto out;
     }
     auth_len = strlen(token) + 32;
     auth = malloc(auth_len);
-    if (auth == NULL)
-        goto nomem;
+    if (auth == NULL) goto nomem;
     snprintf(auth, auth_len, "Authorization: Bearer %s", token);
-    if ((h = curl_slist_append(hdrs, auth)) == NULL)
-        goto nomem;
+    if ((h = curl_slist_append(hdrs, auth)) == NULL) goto nomem;
     hdrs = h;
-    if ((h = curl_slist_append(hdrs, "Accept: application/json")) == NULL)
-        goto nomem;
+    if ((h = curl_slist_append(hdrs, "Accept: application/json")) == NULL) goto nomem;
     hdrs = h;
 
     e = curl_easy_init();
-    if (e == NULL)
-        goto nomem;
+    if (e == NULL) goto nomem;
     long timeout_ms = (long)(c->cfg.timeout_ns / MS);
     long connect_ms = (long)(c->cfg.connect_timeout_ns / MS);
     CURLcode set = CURLE_OK;
-#define SET(opt, val)                                                                          \
-    do {                                                                                       \
-        if (set == CURLE_OK)                                                                   \
-            set = curl_easy_setopt(e, opt, val);                                               \
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (set == CURLE_OK) set = curl_easy_setopt(e, opt, val);                                  \
     } while (0)
     SET(CURLOPT_URL, c->list_url);
     SET(CURLOPT_PROTOCOLS_STR, "https");
@@ -502,14 +469,13 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
 #undef SET
     if (set != CURLE_OK) {
         rc = FAILR(DAIS_K8S_R_CONFIG, DAIS_EINVAL, "k8s: libcurl option: %s",
-                       curl_easy_strerror(set));
+                   curl_easy_strerror(set));
         goto out;
     }
 
     CURLcode cr = curl_easy_perform(e);
     const char *detail = ebuf[0] != '\0' ? ebuf : curl_easy_strerror(cr);
-    if (b.nomem)
-        goto nomem;
+    if (b.nomem) goto nomem;
     switch (cr) {
     case CURLE_OK:
         break;
@@ -517,14 +483,12 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
         rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_ECANCELLED, "k8s: list cancelled");
         goto out;
     case CURLE_OPERATION_TIMEDOUT:
-        rc = FAILR(DAIS_K8S_R_TIMEOUT, DAIS_ETIMEOUT, "k8s: %s: %s",
-                       c->list_url, detail);
+        rc = FAILR(DAIS_K8S_R_TIMEOUT, DAIS_ETIMEOUT, "k8s: %s: %s", c->list_url, detail);
         goto out;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
-        rc = FAILR(DAIS_K8S_R_CONNECT, DAIS_EIO, "k8s: %s: %s", c->list_url,
-                       detail);
+        rc = FAILR(DAIS_K8S_R_CONNECT, DAIS_EIO, "k8s: %s: %s", c->list_url, detail);
         goto out;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
@@ -536,29 +500,26 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CRL_BADFILE:
     case CURLE_USE_SSL_FAILED:
-        rc = FAILR(DAIS_K8S_R_TLS, DAIS_EAUTH, "k8s: TLS with %s failed: %s",
-                       c->api_url, detail);
+        rc = FAILR(DAIS_K8S_R_TLS, DAIS_EAUTH, "k8s: TLS with %s failed: %s", c->api_url, detail);
         goto out;
     case CURLE_FILESIZE_EXCEEDED:
-        rc = FAILR(DAIS_K8S_R_TOOBIG, DAIS_ETOOBIG,
-                       "k8s: %s: response larger than the limit", c->list_url);
+        rc = FAILR(DAIS_K8S_R_TOOBIG, DAIS_ETOOBIG, "k8s: %s: response larger than the limit",
+                   c->list_url);
         goto out;
     case CURLE_WRITE_ERROR:
         if (b.too_big) {
-            rc = FAILR(DAIS_K8S_R_TOOBIG, DAIS_ETOOBIG,
-                           "k8s: %s: response larger than the limit", c->list_url);
+            rc = FAILR(DAIS_K8S_R_TOOBIG, DAIS_ETOOBIG, "k8s: %s: response larger than the limit",
+                       c->list_url);
             goto out;
         }
-        rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_EIO, "k8s: %s: %s", c->list_url,
-                       detail);
+        rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_EIO, "k8s: %s: %s", c->list_url, detail);
         goto out;
     case CURLE_PARTIAL_FILE:
-        rc = FAILR(DAIS_K8S_R_MALFORMED, DAIS_EFORMAT,
-                       "k8s: %s: truncated response: %s", c->list_url, detail);
+        rc = FAILR(DAIS_K8S_R_MALFORMED, DAIS_EFORMAT, "k8s: %s: truncated response: %s",
+                   c->list_url, detail);
         goto out;
     default:
-        rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_EIO, "k8s: %s: %s", c->list_url,
-                       detail);
+        rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_EIO, "k8s: %s: %s", c->list_url, detail);
         goto out;
     }
 
@@ -567,8 +528,7 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
     if (status != 200) {
         char sample[128], what[200];
         body_sample(&b, sample, sizeof(sample));
-        snprintf(what, sizeof(what), "HTTP %ld%s%s", status, sample[0] != '\0' ? ": " : "",
-                 sample);
+        snprintf(what, sizeof(what), "HTTP %ld%s%s", status, sample[0] != '\0' ? ": " : "", sample);
         enum dais_k8s_reason r = DAIS_K8S_R_HTTP;
         int code = DAIS_EPROTO;
         if (status == 401) {
@@ -591,22 +551,20 @@ int dais_k8s_list(dais_k8s_client *c, const atomic_int *cancel, dais_k8s_podlist
     dais_k8s_parse_opts po = {.ns = c->ns, .selector = c->selector, .max_pods = c->cfg.max_pods};
     rc = dais_k8s_podlist_parse(b.data != NULL ? b.data : "", b.len, &po, out, err);
     if (rc != 0 && reason != NULL)
-        *reason = rc == DAIS_ETOOBIG ? DAIS_K8S_R_TOOBIG
+        *reason = rc == DAIS_ETOOBIG  ? DAIS_K8S_R_TOOBIG
                   : rc == DAIS_ENOMEM ? DAIS_K8S_R_TRANSPORT
                                       : DAIS_K8S_R_MALFORMED;
     goto out;
 nomem:
     rc = FAILR(DAIS_K8S_R_TRANSPORT, DAIS_ENOMEM, "k8s: out of memory");
 out:
-    if (e != NULL)
-        curl_easy_cleanup(e);
+    if (e != NULL) curl_easy_cleanup(e);
     for (h = hdrs; h != NULL; h = h->next)
         wipe(h->data, strlen(h->data));
     curl_slist_free_all(hdrs);
     wipe(auth, auth_len);
     free(auth);
-    if (token != NULL)
-        wipe(token, strlen(token));
+    if (token != NULL) wipe(token, strlen(token));
     free(token);
     free(b.data);
     return rc;
@@ -712,8 +670,7 @@ static bool wait_until(dais_k8s_discovery *d, uint64_t deadline)
     pthread_mutex_lock(&d->mu);
     while (!d->stop && !d->poll_now) {
         uint64_t now = dais_now_ns();
-        if (now >= deadline)
-            break;
+        if (now >= deadline) break;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t wait = deadline - now;
@@ -746,8 +703,7 @@ static void *discovery_main(void *arg)
         dais_err_clear(&err);
         enum dais_k8s_reason reason = DAIS_K8S_OK;
         int rc = dais_k8s_list(d->client, &d->cancel, &res.pods, &reason, &err);
-        if (rc == DAIS_ECANCELLED)
-            break;
+        if (rc == DAIS_ECANCELLED) break;
         atomic_fetch_add_explicit(&d->polls, 1, memory_order_relaxed);
         uint64_t now = dais_now_ns();
         uint64_t wait;
@@ -758,16 +714,14 @@ static void *discovery_main(void *arg)
             atomic_fetch_add_explicit(&d->successes, 1, memory_order_relaxed);
             atomic_store_explicit(&d->last_success_wall_s, (uint64_t)dais_wall_time(),
                                   memory_order_relaxed);
-            atomic_store_explicit(&d->last_pod_count, (uint32_t)res.pods->n,
-                                  memory_order_relaxed);
+            atomic_store_explicit(&d->last_pod_count, (uint32_t)res.pods->n, memory_order_relaxed);
             dais_counter_inc(d->m_result[DAIS_K8S_OK]);
             dais_backoff_reset(&bo, now);
             wait = cfg->poll_interval_ns;
             DAIS_DEBUG("k8s: listed %zu pods (%zu filtered by labels)", res.pods->n,
                        res.pods->filtered);
         } else {
-            if (consecutive < UINT32_MAX)
-                consecutive++;
+            if (consecutive < UINT32_MAX) consecutive++;
             unsigned r = (unsigned)reason < DAIS_K8S_R_COUNT ? (unsigned)reason
                                                              : (unsigned)DAIS_K8S_R_TRANSPORT;
             atomic_fetch_add_explicit(&d->failures[r], 1, memory_order_relaxed);
@@ -784,24 +738,20 @@ static void *discovery_main(void *arg)
         res.consecutive_failures = consecutive;
         res.retry_in_ns = wait;
         deliver(d, &res);
-        if (wait_until(d, now + wait))
-            break;
+        if (wait_until(d, now + wait)) break;
     }
     return NULL;
 }
 
 static void register_metrics(dais_k8s_discovery *d, struct dais_metrics_registry *r)
 {
-    if (r == NULL)
-        return;
+    if (r == NULL) return;
     static const char *const labels[] = {"result"};
-    dais_metric_family *f =
-        dais_metrics_family_new(r, DAIS_METRIC_COUNTER, DAIS_M_K8S_DISCOVERY,
-                                "Kubernetes API pod list calls by result (ok or failure reason)",
-                                1, labels, 0, NULL);
+    dais_metric_family *f = dais_metrics_family_new(
+        r, DAIS_METRIC_COUNTER, DAIS_M_K8S_DISCOVERY,
+        "Kubernetes API pod list calls by result (ok or failure reason)", 1, labels, 0, NULL);
     if (f == NULL) {
-        DAIS_WARN("k8s: cannot register %s; discovery runs without metrics",
-                  DAIS_M_K8S_DISCOVERY);
+        DAIS_WARN("k8s: cannot register %s; discovery runs without metrics", DAIS_M_K8S_DISCOVERY);
         return;
     }
     for (int i = 0; i < DAIS_K8S_R_COUNT; i++) {
@@ -865,8 +815,7 @@ fail:
 
 void dais_k8s_discovery_poll_now(dais_k8s_discovery *d)
 {
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     pthread_mutex_lock(&d->mu);
     d->poll_now = true;
     pthread_cond_signal(&d->cv);
@@ -876,8 +825,7 @@ void dais_k8s_discovery_poll_now(dais_k8s_discovery *d)
 void dais_k8s_discovery_stats(const dais_k8s_discovery *d, dais_k8s_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     out->polls = atomic_load_explicit(&d->polls, memory_order_relaxed);
     out->successes = atomic_load_explicit(&d->successes, memory_order_relaxed);
     for (int i = 0; i < DAIS_K8S_R_COUNT; i++)
@@ -888,8 +836,7 @@ void dais_k8s_discovery_stats(const dais_k8s_discovery *d, dais_k8s_stats *out)
 
 void dais_k8s_discovery_stop(dais_k8s_discovery *d)
 {
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     if (d->thread_started) {
         pthread_mutex_lock(&d->mu);
         d->stop = true;
@@ -898,10 +845,8 @@ void dais_k8s_discovery_stop(dais_k8s_discovery *d)
         pthread_mutex_unlock(&d->mu);
         pthread_join(d->thread, NULL);
     }
-    if (d->ev != NULL)
-        event_free(d->ev);
-    if (d->efd >= 0)
-        close(d->efd);
+    if (d->ev != NULL) event_free(d->ev);
+    if (d->efd >= 0) close(d->efd);
     free_queue(d->head);
     pthread_cond_destroy(&d->cv);
     pthread_mutex_destroy(&d->mu);

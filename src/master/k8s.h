@@ -77,8 +77,8 @@ typedef struct dais_k8s_pod {
 
 typedef struct dais_k8s_podlist {
     size_t n;
-    dais_k8s_pod *pods;   /* n entries, owned; sorted by uid */
-    size_t filtered;      /* items dropped because their labels did not match the selector */
+    dais_k8s_pod *pods; /* n entries, owned; sorted by uid */
+    size_t filtered;    /* items dropped because their labels did not match the selector */
     char resource_version[64];
 } dais_k8s_podlist;
 
@@ -96,9 +96,9 @@ void dais_k8s_selector_free(dais_k8s_selector *s);
 /* ---- parser ---------------------------------------------------------------------------- */
 
 typedef struct dais_k8s_parse_opts {
-    const char *ns;                     /* items must be in this namespace; NULL = any */
-    const dais_k8s_selector *selector;  /* items whose labels do not match are dropped; NULL = all */
-    size_t max_pods;                    /* 0 = DAIS_K8S_MAX_PODS_DEFAULT */
+    const char *ns;                    /* items must be in this namespace; NULL = any */
+    const dais_k8s_selector *selector; /* items whose labels do not match are dropped; NULL = all */
+    size_t max_pods;                   /* 0 = DAIS_K8S_MAX_PODS_DEFAULT */
 } dais_k8s_parse_opts;
 
 /* Parses a PodList document of `len` bytes. On success returns 0 and an owned list in `*out`
@@ -127,12 +127,12 @@ const char *dais_k8s_phase_name(enum dais_k8s_phase p);
 /* ---- diff -------------------------------------------------------------------------------- */
 
 enum dais_k8s_removal {
-    DAIS_K8S_GONE = 0,        /* the pod is no longer listed */
-    DAIS_K8S_NOT_RUNNING,     /* its phase left Running (Succeeded, Failed, Unknown…) */
-    DAIS_K8S_DELETING,        /* deletionTimestamp set: drain it now */
-    DAIS_K8S_NO_IP,           /* it lost its podIP */
-    DAIS_K8S_IP_CHANGED,      /* same uid, another IP: the old address is removed, the new added */
-    DAIS_K8S_NOT_READY,       /* Ready went false (only with require_ready) */
+    DAIS_K8S_GONE = 0,    /* the pod is no longer listed */
+    DAIS_K8S_NOT_RUNNING, /* its phase left Running (Succeeded, Failed, Unknown…) */
+    DAIS_K8S_DELETING,    /* deletionTimestamp set: drain it now */
+    DAIS_K8S_NO_IP,       /* it lost its podIP */
+    DAIS_K8S_IP_CHANGED,  /* same uid, another IP: the old address is removed, the new added */
+    DAIS_K8S_NOT_READY,   /* Ready went false (only with require_ready) */
 };
 
 typedef struct dais_k8s_removed {
@@ -144,7 +144,7 @@ typedef struct dais_k8s_diff {
     size_t n_added;
     const dais_k8s_pod **added; /* borrowed from `next`: candidates now, not candidates before */
     size_t n_removed;
-    dais_k8s_removed *removed;  /* candidates before, not (with the same IP) now */
+    dais_k8s_removed *removed; /* candidates before, not (with the same IP) now */
 } dais_k8s_diff;
 
 /* Compares two successful lists by pod uid (`prev` NULL = no previous list: every candidate of
@@ -161,41 +161,43 @@ const char *dais_k8s_removal_name(enum dais_k8s_removal r);
 /* Why a list failed (metrics label values: dais_k8s_reason_name). Append-only. */
 enum dais_k8s_reason {
     DAIS_K8S_OK = 0,
-    DAIS_K8S_R_CONFIG,     /* token/CA/namespace file unreadable or invalid */
-    DAIS_K8S_R_CONNECT,    /* DNS, refused, unreachable */
-    DAIS_K8S_R_TLS,        /* handshake or certificate verification failed */
-    DAIS_K8S_R_TIMEOUT,    /* connect or total timeout */
+    DAIS_K8S_R_CONFIG,       /* token/CA/namespace file unreadable or invalid */
+    DAIS_K8S_R_CONNECT,      /* DNS, refused, unreachable */
+    DAIS_K8S_R_TLS,          /* handshake or certificate verification failed */
+    DAIS_K8S_R_TIMEOUT,      /* connect or total timeout */
     DAIS_K8S_R_UNAUTHORIZED, /* 401 */
-    DAIS_K8S_R_FORBIDDEN,  /* 403 */
-    DAIS_K8S_R_THROTTLED,  /* 429 */
-    DAIS_K8S_R_SERVER,     /* 5xx */
-    DAIS_K8S_R_HTTP,       /* any other non-200 status */
-    DAIS_K8S_R_TOOBIG,     /* body over max_response */
-    DAIS_K8S_R_MALFORMED,  /* truncated, not JSON, not a valid PodList */
-    DAIS_K8S_R_TRANSPORT,  /* any other transfer error (connection reset mid-body…) */
+    DAIS_K8S_R_FORBIDDEN,    /* 403 */
+    DAIS_K8S_R_THROTTLED,    /* 429 */
+    DAIS_K8S_R_SERVER,       /* 5xx */
+    DAIS_K8S_R_HTTP,         /* any other non-200 status */
+    DAIS_K8S_R_TOOBIG,       /* body over max_response */
+    DAIS_K8S_R_MALFORMED,    /* truncated, not JSON, not a valid PodList */
+    DAIS_K8S_R_TRANSPORT,    /* any other transfer error (connection reset mid-body…) */
     DAIS_K8S_R_COUNT
 };
 
 const char *dais_k8s_reason_name(enum dais_k8s_reason r); /* "unauthorized", … */
 
 typedef struct dais_k8s_config {
-    const char *api_url;        /* "https://host:port"; NULL → KUBERNETES_SERVICE_HOST/_PORT */
-    const char *token_path;     /* NULL → DAIS_K8S_SA_DIR "/token" */
-    const char *ca_path;        /* NULL → DAIS_K8S_SA_DIR "/ca.crt" */
-    const char *ns;             /* NULL → contents of ns_path */
-    const char *ns_path;        /* NULL → DAIS_K8S_SA_DIR "/namespace" */
-    const char *label_selector; /* e.g. "app=dais-worker"; NULL or "" = every pod */
-    uint64_t poll_interval_ns;  /* between successful lists (10 s) */
+    const char *api_url;         /* "https://host:port"; NULL → KUBERNETES_SERVICE_HOST/_PORT */
+    const char *token_path;      /* NULL → DAIS_K8S_SA_DIR "/token" */
+    const char *ca_path;         /* NULL → DAIS_K8S_SA_DIR "/ca.crt" */
+    const char *ns;              /* NULL → contents of ns_path */
+    const char *ns_path;         /* NULL → DAIS_K8S_SA_DIR "/namespace" */
+    const char *label_selector;  /* e.g. "app=dais-worker"; NULL or "" = every pod */
+    uint64_t poll_interval_ns;   /* between successful lists (10 s) */
     uint64_t connect_timeout_ns; /* (3 s) */
-    uint64_t timeout_ns;        /* whole request (10 s) */
-    size_t max_response;        /* 0 → DAIS_K8S_MAX_RESPONSE_DEFAULT */
-    size_t max_pods;            /* 0 → DAIS_K8S_MAX_PODS_DEFAULT */
-    bool require_ready;         /* candidates must be Ready (default false) */
-    struct dais_metrics_registry *metrics; /* where the discovery thread counts its polls
-                                   (dais_k8s_discovery_requests_total{result="ok"|reason});
-                                   NULL = no metrics; borrowed, must outlive the discovery */
-    dais_backoff_config retry;  /* between failed lists: decorrelated jitter from 1 s up to
-                                   30 s, unbounded attempts, no deadline */
+    uint64_t timeout_ns;         /* whole request (10 s) */
+    size_t max_response;         /* 0 → DAIS_K8S_MAX_RESPONSE_DEFAULT */
+    size_t max_pods;             /* 0 → DAIS_K8S_MAX_PODS_DEFAULT */
+    bool require_ready;          /* candidates must be Ready (default false) */
+    /* Where the discovery thread counts its polls, as
+     * dais_k8s_discovery_requests_total{result="ok"|<reason>}; NULL = no metrics. Borrowed:
+     * it must outlive the discovery. */
+    struct dais_metrics_registry *metrics;
+    /* Between failed lists: decorrelated jitter from 1 s up to 30 s, unbounded attempts, no
+     * deadline. */
+    dais_backoff_config retry;
 } dais_k8s_config;
 
 /* Fills the defaults (every path and the URL NULL: in-cluster). */
@@ -256,7 +258,7 @@ typedef struct dais_k8s_stats {
     uint64_t polls;
     uint64_t successes;
     uint64_t failures[DAIS_K8S_R_COUNT]; /* by reason; [DAIS_K8S_OK] unused */
-    uint64_t last_success_wall_s;      /* 0 = never */
+    uint64_t last_success_wall_s;        /* 0 = never */
     uint32_t last_pod_count;
 } dais_k8s_stats;
 

@@ -32,24 +32,20 @@ static bool is_alnum(char c)
 /* DNS-1123 label: 1..63 of [a-z0-9-], starting and ending alphanumeric. */
 static bool valid_dns_label(const char *s, size_t n)
 {
-    if (n == 0 || n > 63 || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1]))
-        return false;
+    if (n == 0 || n > 63 || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1])) return false;
     for (size_t i = 0; i < n; i++)
-        if (!is_lower_alnum(s[i]) && s[i] != '-')
-            return false;
+        if (!is_lower_alnum(s[i]) && s[i] != '-') return false;
     return true;
 }
 
 /* DNS-1123 subdomain: 1..253, dot-separated DNS labels. */
 static bool valid_dns_subdomain(const char *s, size_t n)
 {
-    if (n == 0 || n > 253)
-        return false;
+    if (n == 0 || n > 253) return false;
     size_t start = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i == n || s[i] == '.') {
-            if (!valid_dns_label(s + start, i - start))
-                return false;
+            if (!valid_dns_label(s + start, i - start)) return false;
             start = i + 1;
         }
     }
@@ -59,13 +55,10 @@ static bool valid_dns_subdomain(const char *s, size_t n)
 /* Label name part / label value: up to 63 of [A-Za-z0-9_.-], alphanumeric at both ends. */
 static bool valid_label_token(const char *s, size_t n, bool allow_empty)
 {
-    if (n == 0)
-        return allow_empty;
-    if (n > 63 || !is_alnum(s[0]) || !is_alnum(s[n - 1]))
-        return false;
+    if (n == 0) return allow_empty;
+    if (n > 63 || !is_alnum(s[0]) || !is_alnum(s[n - 1])) return false;
     for (size_t i = 0; i < n; i++)
-        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
-            return false;
+        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.') return false;
     return true;
 }
 
@@ -73,8 +66,7 @@ static bool valid_label_token(const char *s, size_t n, bool allow_empty)
 static bool valid_label_key(const char *s, size_t n)
 {
     const char *slash = memchr(s, '/', n);
-    if (slash == NULL)
-        return valid_label_token(s, n, false);
+    if (slash == NULL) return valid_label_token(s, n, false);
     size_t plen = (size_t)(slash - s);
     return valid_dns_subdomain(s, plen) && valid_label_token(slash + 1, n - plen - 1, false);
 }
@@ -97,8 +89,7 @@ struct dais_k8s_selector {
 
 void dais_k8s_selector_free(dais_k8s_selector *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     for (size_t i = 0; i < s->n; i++) {
         free(s->reqs[i].key);
         for (size_t j = 0; j < s->reqs[i].n_values; j++)
@@ -140,11 +131,9 @@ static int sp_value(sel_parser *p, sel_req *r)
     sp_ws(p);
     size_t st, n = sp_word(p, &st);
     if (!valid_label_token(p->s + st, n, true))
-        return dais_err_set(p->err, DAIS_EINVAL, "label selector: invalid value at offset %zu",
-                            st);
+        return dais_err_set(p->err, DAIS_EINVAL, "label selector: invalid value at offset %zu", st);
     char **v = realloc(r->values, (r->n_values + 1) * sizeof(*v));
-    if (v == NULL)
-        return dais_err_set(p->err, DAIS_ENOMEM, "label selector: out of memory");
+    if (v == NULL) return dais_err_set(p->err, DAIS_ENOMEM, "label selector: out of memory");
     r->values = v;
     v[r->n_values] = strndup(p->s + st, n);
     if (v[r->n_values] == NULL)
@@ -164,11 +153,9 @@ static int sp_requirement(sel_parser *p, sel_req *r)
     }
     size_t kst, kn = sp_word(p, &kst);
     if (!valid_label_key(p->s + kst, kn))
-        return dais_err_set(p->err, DAIS_EINVAL, "label selector: invalid key at offset %zu",
-                            kst);
+        return dais_err_set(p->err, DAIS_EINVAL, "label selector: invalid key at offset %zu", kst);
     r->key = strndup(p->s + kst, kn);
-    if (r->key == NULL)
-        return dais_err_set(p->err, DAIS_ENOMEM, "label selector: out of memory");
+    if (r->key == NULL) return dais_err_set(p->err, DAIS_ENOMEM, "label selector: out of memory");
     sp_ws(p);
     if (negated) {
         r->op = OP_NOT_EXISTS;
@@ -209,8 +196,7 @@ static int sp_requirement(sel_parser *p, sel_req *r)
     p->pos++;
     for (;;) {
         int rc = sp_value(p, r);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         sp_ws(p);
         if (p->pos < p->len && p->s[p->pos] == ',') {
             p->pos++;
@@ -227,8 +213,7 @@ static int sp_requirement(sel_parser *p, sel_req *r)
 
 dais_k8s_selector *dais_k8s_selector_parse(const char *text, dais_err *err)
 {
-    if (text == NULL)
-        text = "";
+    if (text == NULL) text = "";
     size_t len = strnlen(text, DAIS_K8S_MAX_SELECTOR + 1);
     if (len > DAIS_K8S_MAX_SELECTOR) {
         dais_err_set(err, DAIS_EINVAL, "label selector longer than %u bytes",
@@ -242,8 +227,7 @@ dais_k8s_selector *dais_k8s_selector_parse(const char *text, dais_err *err)
     }
     sel_parser p = {.s = text, .pos = 0, .len = len, .err = err};
     sp_ws(&p);
-    if (p.pos == p.len)
-        return s; /* empty: selects everything */
+    if (p.pos == p.len) return s; /* empty: selects everything */
     for (;;) {
         sel_req *r = realloc(s->reqs, (s->n + 1) * sizeof(*r));
         if (r == NULL) {
@@ -253,11 +237,9 @@ dais_k8s_selector *dais_k8s_selector_parse(const char *text, dais_err *err)
         s->reqs = r;
         memset(&r[s->n], 0, sizeof(*r));
         s->n++;
-        if (sp_requirement(&p, &r[s->n - 1]) != 0)
-            goto fail;
+        if (sp_requirement(&p, &r[s->n - 1]) != 0) goto fail;
         sp_ws(&p);
-        if (p.pos == p.len)
-            return s;
+        if (p.pos == p.len) return s;
         if (p.s[p.pos] != ',') {
             dais_err_set(err, DAIS_EINVAL, "label selector: expected , at offset %zu", p.pos);
             goto fail;
@@ -281,22 +263,18 @@ static bool selector_match(const dais_k8s_selector *s, json_t *labels)
             in = in || strcmp(val, r->values[j]) == 0;
         switch (r->op) {
         case OP_EXISTS:
-            if (val == NULL)
-                return false;
+            if (val == NULL) return false;
             break;
         case OP_NOT_EXISTS:
-            if (val != NULL)
-                return false;
+            if (val != NULL) return false;
             break;
         case OP_EQ:
         case OP_IN:
-            if (!in)
-                return false;
+            if (!in) return false;
             break;
         case OP_NEQ:
         case OP_NOTIN:
-            if (in)
-                return false;
+            if (in) return false;
             break;
         }
     }
@@ -327,8 +305,7 @@ static int get_string(pctx *c, json_t *obj, const char *where, const char *key, 
     json_t *v = opt(obj, key);
     dst[0] = '\0';
     if (v == NULL) {
-        if (required)
-            return FAIL(c, "PodList: items[%zu].%s.%s is missing", c->item, where, key);
+        if (required) return FAIL(c, "PodList: items[%zu].%s.%s is missing", c->item, where, key);
         return 0;
     }
     if (!json_is_string(v))
@@ -347,11 +324,9 @@ static int get_string(pctx *c, json_t *obj, const char *where, const char *key, 
 
 static bool valid_uid(const char *s, size_t n)
 {
-    if (n == 0)
-        return false;
+    if (n == 0) return false;
     for (size_t i = 0; i < n; i++)
-        if (!is_alnum(s[i]) && s[i] != '-')
-            return false;
+        if (!is_alnum(s[i]) && s[i] != '-') return false;
     return true;
 }
 
@@ -368,8 +343,7 @@ static bool valid_ns(const char *s, size_t n)
 static bool valid_printable(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return false;
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
     return true;
 }
 
@@ -377,15 +351,15 @@ static int parse_labels(pctx *c, json_t *meta, json_t **labels_out)
 {
     json_t *labels = opt(meta, "labels");
     *labels_out = NULL;
-    if (labels == NULL)
-        return 0;
+    if (labels == NULL) return 0;
     if (!json_is_object(labels))
         return FAIL(c, "PodList: items[%zu].metadata.labels is not an object", c->item);
     if (json_object_size(labels) > 1024)
         return FAIL(c, "PodList: items[%zu].metadata.labels has too many entries", c->item);
     const char *k;
     json_t *v;
-    json_object_foreach(labels, k, v) {
+    json_object_foreach(labels, k, v)
+    {
         if (strlen(k) > 317)
             return FAIL(c, "PodList: items[%zu].metadata.labels has a key longer than 317 bytes",
                         c->item);
@@ -409,8 +383,7 @@ static enum dais_k8s_phase phase_of(const char *s)
                {"Succeeded", DAIS_K8S_PHASE_SUCCEEDED},
                {"Failed", DAIS_K8S_PHASE_FAILED}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strcmp(s, map[i].name) == 0)
-            return map[i].p;
+        if (strcmp(s, map[i].name) == 0) return map[i].p;
     return DAIS_K8S_PHASE_UNKNOWN;
 }
 
@@ -438,21 +411,17 @@ static int parse_ip(const char *s, unsigned char addr[16], int *family, bool unm
 static int parse_status(pctx *c, json_t *item, dais_k8s_pod *p)
 {
     json_t *st = opt(item, "status");
-    if (st == NULL)
-        return 0;
-    if (!json_is_object(st))
-        return FAIL(c, "PodList: items[%zu].status is not an object", c->item);
+    if (st == NULL) return 0;
+    if (!json_is_object(st)) return FAIL(c, "PodList: items[%zu].status is not an object", c->item);
 
     char phase[32];
     int rc = get_string(c, st, "status", "phase", false, phase, sizeof(phase), valid_printable);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     p->phase = phase[0] != '\0' ? phase_of(phase) : DAIS_K8S_PHASE_UNKNOWN;
 
     char ip[DAIS_K8S_IP_MAX];
     rc = get_string(c, st, "status", "podIP", false, ip, sizeof(ip), valid_printable);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (ip[0] != '\0') {
         if (parse_ip(ip, p->addr, &p->family, false) != 0)
             return FAIL(c, "PodList: items[%zu].status.podIP is not an IP address", c->item);
@@ -461,22 +430,21 @@ static int parse_status(pctx *c, json_t *item, dais_k8s_pod *p)
     }
 
     json_t *conds = opt(st, "conditions");
-    if (conds == NULL)
-        return 0;
+    if (conds == NULL) return 0;
     if (!json_is_array(conds) || json_array_size(conds) > 64)
         return FAIL(c, "PodList: items[%zu].status.conditions is not an array of at most 64",
                     c->item);
     size_t i;
     json_t *cond;
-    json_array_foreach(conds, i, cond) {
+    json_array_foreach(conds, i, cond)
+    {
         if (!json_is_object(cond))
-            return FAIL(c, "PodList: items[%zu].status.conditions[%zu] is not an object",
-                        c->item, i);
+            return FAIL(c, "PodList: items[%zu].status.conditions[%zu] is not an object", c->item,
+                        i);
         json_t *type = json_object_get(cond, "type");
         json_t *status = json_object_get(cond, "status");
         if (!json_is_string(type) || !json_is_string(status))
-            return FAIL(c,
-                        "PodList: items[%zu].status.conditions[%zu] lacks string type/status",
+            return FAIL(c, "PodList: items[%zu].status.conditions[%zu] lacks string type/status",
                         c->item, i);
         if (strcmp(json_string_value(type), "Ready") == 0)
             p->ready = strcmp(json_string_value(status), "True") == 0;
@@ -490,8 +458,7 @@ static int parse_item(pctx *c, json_t *item, const dais_k8s_parse_opts *o, dais_
 {
     *keep = false;
     memset(p, 0, sizeof(*p));
-    if (!json_is_object(item))
-        return FAIL(c, "PodList: items[%zu] is not an object", c->item);
+    if (!json_is_object(item)) return FAIL(c, "PodList: items[%zu] is not an object", c->item);
     json_t *meta = json_object_get(item, "metadata");
     if (!json_is_object(meta))
         return FAIL(c, "PodList: items[%zu].metadata is missing or not an object", c->item);
@@ -500,8 +467,7 @@ static int parse_item(pctx *c, json_t *item, const dais_k8s_parse_opts *o, dais_
         rc = get_string(c, meta, "metadata", "namespace", true, p->ns, sizeof(p->ns), valid_ns);
     if (rc == 0)
         rc = get_string(c, meta, "metadata", "uid", true, p->uid, sizeof(p->uid), valid_uid);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (o->ns != NULL && strcmp(o->ns, p->ns) != 0)
         return FAIL(c, "PodList: items[%zu] is in namespace \"%s\", not the one listed", c->item,
                     p->ns);
@@ -509,16 +475,13 @@ static int parse_item(pctx *c, json_t *item, const dais_k8s_parse_opts *o, dais_
     char ts[64];
     rc = get_string(c, meta, "metadata", "deletionTimestamp", false, ts, sizeof(ts),
                     valid_printable);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     p->deleting = ts[0] != '\0';
 
     json_t *labels;
     rc = parse_labels(c, meta, &labels);
-    if (rc == 0)
-        rc = parse_status(c, item, p);
-    if (rc != 0)
-        return rc;
+    if (rc == 0) rc = parse_status(c, item, p);
+    if (rc != 0) return rc;
     *keep = o->selector == NULL || selector_match(o->selector, labels);
     return 0;
 }
@@ -530,8 +493,7 @@ static int cmp_pod_uid(const void *a, const void *b)
 
 void dais_k8s_podlist_free(dais_k8s_podlist *l)
 {
-    if (l == NULL)
-        return;
+    if (l == NULL) return;
     free(l->pods);
     free(l);
 }
@@ -578,8 +540,7 @@ int dais_k8s_podlist_parse(const char *json, size_t len, const dais_k8s_parse_op
         goto fail;
     }
     l = calloc(1, sizeof(*l));
-    if (l != NULL)
-        l->pods = calloc(n > 0 ? n : 1, sizeof(*l->pods));
+    if (l != NULL) l->pods = calloc(n > 0 ? n : 1, sizeof(*l->pods));
     if (l == NULL || l->pods == NULL) {
         rc = dais_err_set(err, DAIS_ENOMEM, "PodList: out of memory for %zu items", n);
         goto fail;
@@ -592,22 +553,22 @@ int dais_k8s_podlist_parse(const char *json, size_t len, const dais_k8s_parse_op
             goto fail;
         }
         json_t *rv = opt(meta, "resourceVersion");
-        if (rv != NULL && (!json_is_string(rv) || json_string_length(rv) >= sizeof(l->resource_version) ||
-                           !valid_printable(json_string_value(rv), json_string_length(rv)))) {
+        if (rv != NULL &&
+            (!json_is_string(rv) || json_string_length(rv) >= sizeof(l->resource_version) ||
+             !valid_printable(json_string_value(rv), json_string_length(rv)))) {
             rc = dais_err_set(err, DAIS_EFORMAT, "PodList: metadata.resourceVersion is invalid");
             goto fail;
         }
         if (rv != NULL)
-            snprintf(l->resource_version, sizeof(l->resource_version), "%s",
-                     json_string_value(rv));
+            snprintf(l->resource_version, sizeof(l->resource_version), "%s", json_string_value(rv));
     }
 
     json_t *item;
-    json_array_foreach(items, c.item, item) {
+    json_array_foreach(items, c.item, item)
+    {
         bool keep;
         rc = parse_item(&c, item, o, &l->pods[l->n], &keep);
-        if (rc != 0)
-            goto fail;
+        if (rc != 0) goto fail;
         if (keep)
             l->n++;
         else
@@ -638,12 +599,10 @@ bool dais_k8s_pod_is_candidate(const dais_k8s_pod *p, bool require_ready)
 const dais_k8s_pod *dais_k8s_podlist_find_ip(const dais_k8s_podlist *l, const char *ip,
                                              bool require_ready)
 {
-    if (l == NULL || ip == NULL || strnlen(ip, DAIS_K8S_IP_MAX) >= DAIS_K8S_IP_MAX)
-        return NULL;
+    if (l == NULL || ip == NULL || strnlen(ip, DAIS_K8S_IP_MAX) >= DAIS_K8S_IP_MAX) return NULL;
     unsigned char addr[16];
     int family;
-    if (parse_ip(ip, addr, &family, true) != 0)
-        return NULL;
+    if (parse_ip(ip, addr, &family, true) != 0) return NULL;
     for (size_t i = 0; i < l->n; i++) {
         const dais_k8s_pod *p = &l->pods[i];
         if (p->family == family && memcmp(p->addr, addr, 16) == 0 &&
@@ -675,12 +634,9 @@ const char *dais_k8s_phase_name(enum dais_k8s_phase p)
 /* Why a listed pod is not a candidate (the last rule left is readiness). */
 static enum dais_k8s_removal why_not_candidate(const dais_k8s_pod *p)
 {
-    if (p->deleting)
-        return DAIS_K8S_DELETING;
-    if (p->phase != DAIS_K8S_PHASE_RUNNING)
-        return DAIS_K8S_NOT_RUNNING;
-    if (p->family == 0)
-        return DAIS_K8S_NO_IP;
+    if (p->deleting) return DAIS_K8S_DELETING;
+    if (p->phase != DAIS_K8S_PHASE_RUNNING) return DAIS_K8S_NOT_RUNNING;
+    if (p->family == 0) return DAIS_K8S_NO_IP;
     return DAIS_K8S_NOT_READY;
 }
 
@@ -691,8 +647,7 @@ static bool same_ip(const dais_k8s_pod *a, const dais_k8s_pod *b)
 
 void dais_k8s_diff_release(dais_k8s_diff *d)
 {
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     free(d->added);
     free(d->removed);
     memset(d, 0, sizeof(*d));
@@ -719,20 +674,17 @@ int dais_k8s_diff_compute(const dais_k8s_podlist *prev, const dais_k8s_podlist *
         bool was = cmp <= 0 && dais_k8s_pod_is_candidate(a, require_ready);
         bool is = cmp >= 0 && dais_k8s_pod_is_candidate(b, require_ready);
         if (cmp < 0) {
-            if (was)
-                out->removed[out->n_removed++] = (dais_k8s_removed){a, DAIS_K8S_GONE};
+            if (was) out->removed[out->n_removed++] = (dais_k8s_removed){a, DAIS_K8S_GONE};
             i++;
             continue;
         }
         if (cmp > 0) {
-            if (is)
-                out->added[out->n_added++] = b;
+            if (is) out->added[out->n_added++] = b;
             j++;
             continue;
         }
         if (was && !is) {
-            out->removed[out->n_removed++] =
-                (dais_k8s_removed){a, why_not_candidate(b)};
+            out->removed[out->n_removed++] = (dais_k8s_removed){a, why_not_candidate(b)};
         } else if (!was && is) {
             out->added[out->n_added++] = b;
         } else if (was && is && !same_ip(a, b)) {

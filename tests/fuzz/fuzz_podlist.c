@@ -22,32 +22,26 @@ static void check_list(const dais_k8s_podlist *l)
             strnlen(p->uid, sizeof(p->uid)) == sizeof(p->uid) || p->uid[0] == '\0' ||
             strcmp(p->ns, "dais") != 0 || strnlen(p->ip, sizeof(p->ip)) == sizeof(p->ip))
             abort();
-        if (i > 0 && strcmp(l->pods[i - 1].uid, p->uid) >= 0)
-            abort();
-        if ((p->family == 0) != (p->ip[0] == '\0'))
-            abort();
+        if (i > 0 && strcmp(l->pods[i - 1].uid, p->uid) >= 0) abort();
+        if ((p->family == 0) != (p->ip[0] == '\0')) abort();
         if (dais_k8s_pod_is_candidate(p, false)) {
             candidates++;
             /* Every candidate is found by its own address (the first with that address). */
             const dais_k8s_pod *q = dais_k8s_podlist_find_ip(l, p->ip, false);
-            if (q == NULL || strcmp(q->ip, p->ip) != 0)
-                abort();
+            if (q == NULL || strcmp(q->ip, p->ip) != 0) abort();
         }
     }
     dais_k8s_diff d;
     if (dais_k8s_diff_compute(NULL, l, false, &d) == 0) {
-        if (d.n_added != candidates || d.n_removed != 0)
-            abort();
+        if (d.n_added != candidates || d.n_removed != 0) abort();
         dais_k8s_diff_release(&d);
     }
     if (dais_k8s_diff_compute(l, l, false, &d) == 0) {
-        if (d.n_added != 0 || d.n_removed != 0)
-            abort();
+        if (d.n_added != 0 || d.n_removed != 0) abort();
         dais_k8s_diff_release(&d);
     }
     if (dais_k8s_diff_compute(l, NULL, false, &d) == 0) {
-        if (d.n_removed != candidates || d.n_added != 0)
-            abort();
+        if (d.n_removed != candidates || d.n_added != 0) abort();
         dais_k8s_diff_release(&d);
     }
 }
@@ -63,14 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *nl = memchr(data, '\n', size);
         size_t sl = nl != NULL ? (size_t)(nl - data) - 5 : size - 5;
         char *text = malloc(sl + 1);
-        if (text == NULL)
-            return 0;
+        if (text == NULL) return 0;
         memcpy(text, data + 5, sl);
         text[sl] = '\0';
         dais_err_clear(&e);
         sel = dais_k8s_selector_parse(text, &e);
-        if (sel == NULL && (e.code >= 0 || e.msg[0] == '\0'))
-            abort();
+        if (sel == NULL && (e.code >= 0 || e.msg[0] == '\0')) abort();
         free(text);
         doc = nl != NULL ? (const char *)nl + 1 : doc + size;
         len = nl != NULL ? size - (size_t)(nl + 1 - data) : 0;
@@ -81,8 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dais_err_clear(&e);
     int rc = dais_k8s_podlist_parse(doc, len, &o, &l, &e);
     if (rc == 0) {
-        if (l == NULL)
-            abort();
+        if (l == NULL) abort();
         check_list(l);
         dais_k8s_podlist_free(l);
     } else if (l != NULL || rc >= 0 || e.msg[0] == '\0') {

@@ -10,7 +10,7 @@
 
 #include "common/backoff.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
 static dais_backoff_config cfg_none(void)
@@ -152,8 +152,7 @@ static void test_full_jitter(void **state)
     int differ = 0;
     for (int n = 0; n < 8; n++) {
         uint64_t ceil_n = 100 * MS << n;
-        if (ceil_n > 5 * SEC)
-            ceil_n = 5 * SEC;
+        if (ceil_n > 5 * SEC) ceil_n = 5 * SEC;
         uint64_t da, db, dob;
         assert_int_equal(dais_backoff_next(&a, 0, &da), 0);
         assert_int_equal(dais_backoff_next(&b, 0, &db), 0);
@@ -173,10 +172,8 @@ static void test_full_jitter(void **state)
         assert_int_equal(dais_backoff_next(&a, 0, &d), 0);
         assert_true(d <= 5 * SEC);
         sum += (double)d;
-        if (d < 5 * SEC / 10)
-            low++;
-        if (d > 5 * SEC * 9 / 10)
-            high++;
+        if (d < 5 * SEC / 10) low++;
+        if (d > 5 * SEC * 9 / 10) high++;
     }
     double mean = sum / N / (double)SEC;
     assert_true(mean > 2.4 && mean < 2.6);

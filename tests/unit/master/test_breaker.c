@@ -9,9 +9,9 @@
 
 #include "master/breaker.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
-#define T0 (1000 * SEC)
+#define T0  (1000 * SEC)
 
 static dais_breaker_config defaults(void)
 {

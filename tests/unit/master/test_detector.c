@@ -15,9 +15,9 @@
 
 #include "master/detector.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
-#define T0 (100 * SEC)
+#define T0  (100 * SEC)
 
 static dais_detector_config defaults(void)
 {
@@ -192,13 +192,15 @@ typedef struct sim {
     uint64_t rng;
     uint64_t now;
     uint64_t next_id;
-    double loss_out;   /* probability a HEARTBEAT is dropped */
-    double loss_back;  /* probability its ACK is dropped */
+    double loss_out;  /* probability a HEARTBEAT is dropped */
+    double loss_back; /* probability its ACK is dropped */
     uint64_t rtt_ns;
-    uint64_t gone_at;  /* worker stops answering from here on (UINT64_MAX = never) */
+    uint64_t gone_at;                /* worker stops answering from here on (UINT64_MAX = never) */
     uint64_t outage_from, outage_to; /* every packet dropped in [from, to) */
-    bool fixed_cadence; /* the master ignores _due and probes every interval */
-    struct { uint64_t at, id; } acks[256];
+    bool fixed_cadence;              /* the master ignores _due and probes every interval */
+    struct {
+        uint64_t at, id;
+    } acks[256];
     size_t n_acks;
 } sim;
 
@@ -224,10 +226,8 @@ static void sim_init(sim *s, uint64_t seed)
 
 static bool dropped(sim *s, uint64_t at, double p)
 {
-    if (at >= s->gone_at)
-        return true;
-    if (at >= s->outage_from && at < s->outage_to)
-        return true;
+    if (at >= s->gone_at) return true;
+    if (at >= s->outage_from && at < s->outage_to) return true;
     return rnd(s) < p;
 }
 
@@ -241,16 +241,12 @@ static enum dais_detector_verdict sim_run(sim *s, uint64_t until)
             /* Still look at ack deadlines, like a master checking on each tick (the next due
              * probe, possibly in the past, is ignored). */
             uint64_t e = dais_detector_next_event_ns(&s->d);
-            if (e > s->now && e < t)
-                t = e;
+            if (e > s->now && e < t) t = e;
         }
         for (size_t i = 0; i < s->n_acks; i++)
-            if (s->acks[i].at < t)
-                t = s->acks[i].at;
-        if (t > until)
-            t = until;
-        if (t < s->now)
-            t = s->now;
+            if (s->acks[i].at < t) t = s->acks[i].at;
+        if (t > until) t = until;
+        if (t < s->now) t = s->now;
         s->now = t;
         for (size_t i = 0; i < s->n_acks;) {
             if (s->acks[i].at <= s->now) {
@@ -260,12 +256,10 @@ static enum dais_detector_verdict sim_run(sim *s, uint64_t until)
                 i++;
             }
         }
-        if (dais_detector_check(&s->d, s->now) == DAIS_DETECTOR_DEAD)
-            return DAIS_DETECTOR_DEAD;
+        if (dais_detector_check(&s->d, s->now) == DAIS_DETECTOR_DEAD) return DAIS_DETECTOR_DEAD;
         bool send = s->fixed_cadence ? s->now >= next_fixed : dais_detector_due(&s->d, s->now);
         if (send) {
-            if (s->fixed_cadence)
-                next_fixed += s->d.cfg.interval_ns;
+            if (s->fixed_cadence) next_fixed += s->d.cfg.interval_ns;
             uint64_t id = ++s->next_id;
             dais_detector_sent(&s->d, s->now, id);
             bool lost = dropped(s, s->now, s->loss_out);
@@ -338,8 +332,8 @@ static void test_sim_short_outage_survived(void **state)
 static void test_sim_gone_within_bound(void **state)
 {
     (void)state;
-    const uint64_t bound = dais_detector_bound_ns(&(dais_detector_config){
-        5 * SEC, 500 * MS, 1 * SEC, 20, 15 * SEC});
+    const uint64_t bound =
+        dais_detector_bound_ns(&(dais_detector_config){5 * SEC, 500 * MS, 1 * SEC, 20, 15 * SEC});
     for (uint64_t seed = 21; seed <= 40; seed++) {
         sim s;
         sim_init(&s, seed);

@@ -32,9 +32,10 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "master/k8s.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -56,8 +57,7 @@ static char *read_file(const char *dir, const char *name)
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
+    if (f == NULL) return NULL;
     char *buf = calloc(1, 1 << 20);
     size_t n = fread(buf, 1, (1 << 20) - 1, f);
     buf[n] = '\0';
@@ -76,8 +76,7 @@ static json_t *pod(const char *name, const char *uid, const char *phase, const c
     json_t *status = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "phase", phase, "conditions",
                                "type", "Initialized", "status", "True", "type", "Ready", "status",
                                ready ? "True" : "False");
-    if (ip != NULL)
-        json_object_set_new(status, "podIP", json_string(ip));
+    if (ip != NULL) json_object_set_new(status, "podIP", json_string(ip));
     return json_pack("{s:o, s:{s:[{s:s}]}, s:o}", "metadata", meta, "spec", "containers", "name",
                      "worker", "status", status);
 }
@@ -99,8 +98,7 @@ static dais_k8s_podlist *parse_ok(const char *doc, const char *selector)
     dais_k8s_parse_opts o = {.ns = "dais", .selector = sel};
     dais_k8s_podlist *l = NULL;
     int rc = dais_k8s_podlist_parse(doc, strlen(doc), &o, &l, &e);
-    if (rc != 0)
-        fail_msg("parse failed: %s", e.msg);
+    if (rc != 0) fail_msg("parse failed: %s", e.msg);
     dais_k8s_selector_free(sel);
     return l;
 }
@@ -108,8 +106,7 @@ static dais_k8s_podlist *parse_ok(const char *doc, const char *selector)
 static const dais_k8s_pod *by_name(const dais_k8s_podlist *l, const char *name)
 {
     for (size_t i = 0; i < l->n; i++)
-        if (strcmp(l->pods[i].name, name) == 0)
-            return &l->pods[i];
+        if (strcmp(l->pods[i].name, name) == 0) return &l->pods[i];
     return NULL;
 }
 
@@ -119,28 +116,36 @@ static void test_selector_grammar(void **state)
 {
     (void)state;
     const char *good[] = {
-        "", "  ", "app=dais-worker", "app==dais-worker", "app!=x", "app", "!app",
-        "app = dais-worker , tier in (cpu, gpu)", "tier notin (a,b,c)", "example.com/role=worker",
-        "app=", "a.b_c-d=E.f_G-h", "x in (foo,,baz),y,z notin ()",
+        "",
+        "  ",
+        "app=dais-worker",
+        "app==dais-worker",
+        "app!=x",
+        "app",
+        "!app",
+        "app = dais-worker , tier in (cpu, gpu)",
+        "tier notin (a,b,c)",
+        "example.com/role=worker",
+        "app=",
+        "a.b_c-d=E.f_G-h",
+        "x in (foo,,baz),y,z notin ()",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         dais_err e;
         dais_k8s_selector *s = dais_k8s_selector_parse(good[i], &e);
-        if (s == NULL)
-            fail_msg("selector \"%s\" rejected: %s", good[i], e.msg);
+        if (s == NULL) fail_msg("selector \"%s\" rejected: %s", good[i], e.msg);
         dais_k8s_selector_free(s);
     }
     const char *bad[] = {
-        "app=a b", "=x", "app=-x", "app in x", "app in (a", "app in (a b)", "app>3", "app<3",
-        "app,", ",app", "app=x,,b=y", "Bad_Prefix.com/x=y", "app!x", "a/b/c=d", "app=\"x\"",
-        "-app", "app=x;y",
+        "app=a b", "=x",      "app=-x",    "app in x", "app in (a",  "app in (a b)",
+        "app>3",   "app<3",   "app,",      ",app",     "app=x,,b=y", "Bad_Prefix.com/x=y",
+        "app!x",   "a/b/c=d", "app=\"x\"", "-app",     "app=x;y",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         dais_err e;
         dais_err_clear(&e);
         dais_k8s_selector *s = dais_k8s_selector_parse(bad[i], &e);
-        if (s != NULL)
-            fail_msg("selector \"%s\" accepted", bad[i]);
+        if (s != NULL) fail_msg("selector \"%s\" accepted", bad[i]);
         assert_int_equal(e.code, DAIS_EINVAL);
         assert_non_null(strstr(e.msg, "label selector"));
     }
@@ -192,20 +197,24 @@ static void test_parse_real_podlist(void **state)
 {
     (void)state;
     json_t *items = json_array();
-    json_array_append_new(items, pod("dais-worker-7c9f-x2k4p", "9d1a6a58-55a5-4c1e-9a3e-000000000003",
-                                     "Running", "10.244.1.7", "dais-worker", 1, 0));
-    json_array_append_new(items, pod("dais-worker-7c9f-pend", "9d1a6a58-55a5-4c1e-9a3e-000000000001",
-                                     "Pending", NULL, "dais-worker", 0, 0));
-    json_array_append_new(items, pod("dais-worker-7c9f-done", "9d1a6a58-55a5-4c1e-9a3e-000000000002",
-                                     "Succeeded", "10.244.1.9", "dais-worker", 0, 0));
+    json_array_append_new(items,
+                          pod("dais-worker-7c9f-x2k4p", "9d1a6a58-55a5-4c1e-9a3e-000000000003",
+                              "Running", "10.244.1.7", "dais-worker", 1, 0));
+    json_array_append_new(items,
+                          pod("dais-worker-7c9f-pend", "9d1a6a58-55a5-4c1e-9a3e-000000000001",
+                              "Pending", NULL, "dais-worker", 0, 0));
+    json_array_append_new(items,
+                          pod("dais-worker-7c9f-done", "9d1a6a58-55a5-4c1e-9a3e-000000000002",
+                              "Succeeded", "10.244.1.9", "dais-worker", 0, 0));
     json_array_append_new(items, pod("dais-worker-7c9f-v6", "9d1a6a58-55a5-4c1e-9a3e-000000000004",
                                      "Running", "fd00:0:0:0:0:0:0:a", "dais-worker", 1, 0));
     json_array_append_new(items, pod("dais-worker-7c9f-bye", "9d1a6a58-55a5-4c1e-9a3e-000000000005",
                                      "Running", "10.244.1.11", "dais-worker", 1, 1));
     json_array_append_new(items, pod("dais-worker-7c9f-odd", "9d1a6a58-55a5-4c1e-9a3e-000000000006",
                                      "Evicted", NULL, "dais-worker", 0, 0));
-    json_array_append_new(items, pod("dais-worker-7c9f-noip", "9d1a6a58-55a5-4c1e-9a3e-000000000007",
-                                     "Running", "", "dais-worker", 1, 0));
+    json_array_append_new(items,
+                          pod("dais-worker-7c9f-noip", "9d1a6a58-55a5-4c1e-9a3e-000000000007",
+                              "Running", "", "dais-worker", 1, 0));
     char *doc = podlist_doc(items);
     dais_k8s_podlist *l = parse_ok(doc, "app=dais-worker");
     assert_int_equal(l->n, 7);
@@ -284,11 +293,9 @@ static void expect_reject(const char *doc, size_t len, int code, const char *nee
     dais_k8s_parse_opts o = {.ns = "dais"};
     dais_k8s_podlist *l = (dais_k8s_podlist *)0x1;
     int rc = dais_k8s_podlist_parse(doc, len, &o, &l, &e);
-    if (rc != code)
-        fail_msg("doc %.200s: rc %d (%s), want %d", doc, rc, e.msg, code);
+    if (rc != code) fail_msg("doc %.200s: rc %d (%s), want %d", doc, rc, e.msg, code);
     assert_null(l);
-    if (strstr(e.msg, needle) == NULL)
-        fail_msg("message \"%s\" lacks \"%s\"", e.msg, needle);
+    if (strstr(e.msg, needle) == NULL) fail_msg("message \"%s\" lacks \"%s\"", e.msg, needle);
 }
 
 static void test_parse_rejects(void **state)
@@ -424,7 +431,7 @@ static void test_find_ip(void **state)
     p = dais_k8s_podlist_find_ip(l, "fd00:0::7", false);
     assert_non_null(p);
     assert_string_equal(p->name, "w-2");
-    assert_null(dais_k8s_podlist_find_ip(l, "fd00::7", true)); /* not Ready */
+    assert_null(dais_k8s_podlist_find_ip(l, "fd00::7", true));   /* not Ready */
     assert_null(dais_k8s_podlist_find_ip(l, "10.0.0.6", false)); /* Pending */
     assert_null(dais_k8s_podlist_find_ip(l, "10.0.0.7", false));
     assert_null(dais_k8s_podlist_find_ip(l, "not-an-ip", false));
@@ -591,8 +598,7 @@ static void test_client_config(void **state)
     setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1", 1);
     setenv("KUBERNETES_SERVICE_PORT", "443", 1);
     dais_k8s_client *cl = dais_k8s_client_new(&c, &e);
-    if (cl == NULL)
-        fail_msg("%s", e.msg);
+    if (cl == NULL) fail_msg("%s", e.msg);
     assert_string_equal(dais_k8s_client_namespace(cl), "team-a");
     assert_string_equal(dais_k8s_client_url(cl),
                         "https://10.96.0.1:443/api/v1/namespaces/team-a/pods?labelSelector="
@@ -618,7 +624,8 @@ static void test_client_config(void **state)
     c.api_url = "https://127.0.0.1:6443/";
     cl = dais_k8s_client_new(&c, &e);
     assert_non_null(cl);
-    assert_string_equal(dais_k8s_client_url(cl), "https://127.0.0.1:6443/api/v1/namespaces/team-a/pods");
+    assert_string_equal(dais_k8s_client_url(cl),
+                        "https://127.0.0.1:6443/api/v1/namespaces/team-a/pods");
     dais_k8s_client_free(cl);
     const char *bad_urls[] = {"http://127.0.0.1:6443", "https://", "https://a b", "https://x/y",
                               "file:///etc/passwd"};
@@ -667,8 +674,7 @@ static const char *repo_root(void)
     static char root[4096];
     snprintf(root, sizeof(root), "%s", __FILE__);
     char *p = strstr(root, "/tests/unit/master/test_k8s.c");
-    if (p == NULL)
-        return ".";
+    if (p == NULL) return ".";
     *p = '\0';
     return root;
 }
@@ -690,13 +696,12 @@ static int server_setup(void **state)
     }
     /* The client must go straight to 127.0.0.1, whatever proxy the environment names. */
     const char *proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "HTTP_PROXY",
-                             "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"};
+                             "ALL_PROXY",  "all_proxy",   "NO_PROXY",    "no_proxy"};
     for (size_t i = 0; i < sizeof(proxies) / sizeof(proxies[0]); i++)
         unsetenv(proxies[i]);
 
     snprintf(g.dir, sizeof(g.dir), "/tmp/dais-k8s-XXXXXX");
-    if (mkdtemp(g.dir) == NULL)
-        return -1;
+    if (mkdtemp(g.dir) == NULL) return -1;
     write_file(g.dir, "token", "token-one\n");
     write_file(g.dir, "expected_token", "token-one\n");
     write_file(g.dir, "mode", "ok\n");
@@ -708,12 +713,10 @@ static int server_setup(void **state)
     char script[4200];
     snprintf(script, sizeof(script), "%s/tests/system/k8s/fake_apiserver.py", repo_root());
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDOUT_FILENO);
+        if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
         execlp("python3", "python3", script, "--dir", g.dir, (char *)NULL);
         _exit(127);
     }
@@ -752,18 +755,17 @@ static int server_teardown(void **state)
     if (g.dir[0] != '\0') {
         char cmd[400];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", g.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", g.dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g.dir);
     }
     return 0;
 }
 
-#define NEED_SERVER()                                                                          \
-    do {                                                                                       \
-        if (g.skip) {                                                                          \
-            print_message("skipped: %s\n", g.why);                                             \
-            skip();                                                                            \
-        }                                                                                      \
+#define NEED_SERVER()                                                                              \
+    do {                                                                                           \
+        if (g.skip) {                                                                              \
+            print_message("skipped: %s\n", g.why);                                                 \
+            skip();                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* The pods the fake server knows; it applies the namespace and the label selector. */
@@ -798,13 +800,11 @@ static void test_list_ok(void **state)
     base_config(&c);
     dais_err e;
     dais_k8s_client *cl = dais_k8s_client_new(&c, &e);
-    if (cl == NULL)
-        fail_msg("%s", e.msg);
+    if (cl == NULL) fail_msg("%s", e.msg);
     dais_k8s_podlist *l = NULL;
     enum dais_k8s_reason r = DAIS_K8S_R_COUNT;
     int rc = dais_k8s_list(cl, NULL, &l, &r, &e);
-    if (rc != 0)
-        fail_msg("list failed: %s", e.msg);
+    if (rc != 0) fail_msg("list failed: %s", e.msg);
     assert_int_equal(r, DAIS_K8S_OK);
     /* tier in (cpu,gpu), namespace dais: a, b, p, s, noip — not tpu, web or the other ns. */
     assert_int_equal(l->n, 5);
@@ -1009,8 +1009,7 @@ typedef struct collector {
 static void on_result(void *arg, dais_k8s_result *res)
 {
     collector *c = arg;
-    if (c->base != NULL && !pthread_equal(pthread_self(), c->loop_thread))
-        c->wrong_thread = true;
+    if (c->base != NULL && !pthread_equal(pthread_self(), c->loop_thread)) c->wrong_thread = true;
     if (res->code != 0) {
         assert_null(res->pods); /* a failure never looks like an empty pool */
         assert_int_not_equal(res->reason, DAIS_K8S_OK);
@@ -1048,8 +1047,7 @@ static void run_loop(collector *c, uint64_t limit_ns)
                          .tv_usec = (suseconds_t)((limit_ns % SEC) / 1000)};
     assert_int_equal(event_base_loopexit(c->base, &tv), 0);
     event_base_dispatch(c->base);
-    if (event_base_got_exit(c->base))
-        fail_msg("timed out: %d ok, %d failed", c->n_ok, c->n_fail);
+    if (event_base_got_exit(c->base)) fail_msg("timed out: %d ok, %d failed", c->n_ok, c->n_fail);
 }
 
 static void test_discovery_on_loop(void **state)
@@ -1063,6 +1061,8 @@ static void test_discovery_on_loop(void **state)
     c.poll_interval_ns = 100 * MS;
     c.retry.base_ns = 50 * MS;
     c.retry.max_ns = 200 * MS;
+    dais_metrics_registry *reg = dais_metrics_registry_new();
+    c.metrics = reg;
     dais_err e;
     dais_k8s_client *cl = dais_k8s_client_new(&c, &e);
     assert_non_null(cl);
@@ -1122,6 +1122,19 @@ static void test_discovery_on_loop(void **state)
     assert_true(st.polls >= st.successes + st.failures[DAIS_K8S_R_SERVER]);
     assert_int_equal(st.last_pod_count, 2); /* a (deleting) and c */
     dais_k8s_discovery_stop(d);
+
+    /* The same counts in the metrics registry, by result. */
+    char *text = dais_metrics_render_string(reg, 0, NULL, NULL);
+    assert_non_null(text);
+    const char *line = strstr(text, "dais_k8s_discovery_requests_total{result=\"server_error\"} ");
+    assert_non_null(line);
+    assert_true(strtod(strchr(line, '}') + 2, NULL) == (double)st.failures[DAIS_K8S_R_SERVER]);
+    line = strstr(text, "dais_k8s_discovery_requests_total{result=\"ok\"} ");
+    assert_non_null(line);
+    assert_true(strtod(strchr(line, '}') + 2, NULL) == (double)st.successes);
+    assert_non_null(strstr(text, "dais_k8s_discovery_requests_total{result=\"unauthorized\"} 0"));
+    free(text);
+    dais_metrics_registry_free(reg);
     dais_k8s_podlist_free(col.prev);
     event_base_free(col.base);
 }
