@@ -452,6 +452,7 @@ static void engine_step(dais_sched *s)
     uint64_t t1 = dais_now_ns();
     s->est.steps_total++;
     s->est.last_batch_seqs = n_seq;
+    dais_histogram_observe(s->cfg.batch_hist, (double)n_seq);
     if (rc != 0) {
         s->est.engine_errors++;
         DAIS_ERROR("forward pass of %d tokens failed: %s", n, dais_strerror(rc));

@@ -23,6 +23,7 @@
 #define DAIS_WORKER_SCHED_H
 
 #include "common/error.h"
+#include "common/metrics.h"
 #include "engine/model.h"
 #include "proto/messages.h"
 
@@ -35,6 +36,7 @@ typedef struct dais_sched_config {
     int32_t n_ctx;   /* positions per sequence (1 .. model n_ctx_train) */
     int32_t batch;   /* most tokens per forward pass (raised to slots if lower) */
     int32_t queue;   /* requests that may wait beyond the slots (>= 0) */
+    dais_histogram *batch_hist; /* optional: sequences per forward pass are observed here */
 } dais_sched_config;
 
 enum dais_sched_ev_kind {
