@@ -12,6 +12,7 @@ int dais_cmd_model(int argc, char **argv);
 
 int dais_cmd_master(int argc, char **argv);
 int dais_cmd_run(int argc, char **argv);
+int dais_cmd_worker(int argc, char **argv);
 
 /* Add one line here (and the prototype above it) per subcommand. */
 static const dais_command commands[] = {
@@ -19,6 +20,7 @@ static const dais_command commands[] = {
     {"model", dais_cmd_model, "inspect a GGUF model (info) or write a synthetic one (synth)"},
     {"master", dais_cmd_master, "run the master: HTTP API, worker registry, heartbeats, routing"},
     {"run", dais_cmd_run, "start a master and N workers on this machine (one command demo)"},
+    {"worker", dais_cmd_worker, "run a worker: load a model, join the master, serve inference"},
     {NULL, NULL, NULL},
 };
 
