@@ -318,7 +318,7 @@ static void defaults(dais_worker_config *c)
     if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0' ||
         !dais_ident_valid(host, strlen(host), DAIS_NODE_ID_MAX))
         snprintf(host, sizeof(host), "worker");
-    snprintf(c->node_id, sizeof(c->node_id), "%s", host);
+    snprintf(c->node_id, sizeof(c->node_id), "%.128s", host);
     snprintf(c->addr, sizeof(c->addr), "0.0.0.0");
     c->heartbeat_port = 8889;
     c->metrics_port = 9090;
