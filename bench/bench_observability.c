@@ -68,8 +68,7 @@ static double spans(dais_tracer *t, long iters)
 int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 5000000;
-    if (iters <= 0)
-        iters = 5000000;
+    if (iters <= 0) iters = 5000000;
     dais_metrics_registry *r = dais_metrics_registry_new();
     job j = {.iters = iters,
              .c = dais_counter_new(r, "dais_bench_total", "bench"),
@@ -102,9 +101,9 @@ int main(int argc, char **argv)
 
     /* a scrape: a node-sized registry (a few dozen families, 2000 labelled histogram series) */
     static const char *const lbl[] = {"worker"};
-    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_big_seconds",
-                                                    "big", 1, lbl, dais_buckets_latency_n,
-                                                    dais_buckets_latency);
+    dais_metric_family *f =
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_big_seconds", "big", 1, lbl,
+                                dais_buckets_latency_n, dais_buckets_latency);
     for (int i = 0; i < 2000; i++) {
         char v[32];
         snprintf(v, sizeof(v), "worker-%d", i);

@@ -68,8 +68,8 @@
 /* histogram (buckets 1,2,4,…,256): sequences per batched forward pass */
 #define DAIS_M_WORKER_BATCH_SIZE "dais_worker_batch_size"
 /* gauges: sequences being decoded, requests waiting in the worker's queue */
-#define DAIS_M_WORKER_ACTIVE_SEQS  "dais_worker_active_sequences"
-#define DAIS_M_WORKER_QUEUE_DEPTH  "dais_worker_queue_depth"
+#define DAIS_M_WORKER_ACTIVE_SEQS "dais_worker_active_sequences"
+#define DAIS_M_WORKER_QUEUE_DEPTH "dais_worker_queue_depth"
 /* gauges: KV-cache use as a ratio of capacity and in bytes */
 #define DAIS_M_WORKER_KV_USED_RATIO "dais_worker_kv_cache_used_ratio"
 #define DAIS_M_WORKER_KV_USED_BYTES "dais_worker_kv_cache_used_bytes"

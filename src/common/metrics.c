@@ -45,8 +45,8 @@ struct dais_gauge {
 struct dais_histogram {
     const double *bounds; /* (nb) upper bounds, owned by the family */
     size_t nb;
-    _Atomic uint64_t sumbits;   /* double bits */
-    _Atomic uint64_t counts[];  /* (nb + 1) per-bucket counts, last = above every bound */
+    _Atomic uint64_t sumbits;  /* double bits */
+    _Atomic uint64_t counts[]; /* (nb + 1) per-bucket counts, last = above every bound */
 };
 
 typedef struct child {
@@ -59,7 +59,7 @@ typedef struct child {
 } child;
 
 /* Offset of a child's metric: the header rounded up to a cache line. */
-#define CHILD_HDR  ((sizeof(child) + 63) & ~(size_t)63)
+#define CHILD_HDR ((sizeof(child) + 63) & ~(size_t)63)
 #define METRIC(c) ((void *)((char *)(c) + CHILD_HDR))
 
 struct dais_metric_family {
@@ -118,27 +118,23 @@ static inline void atomic_add_double(_Atomic uint64_t *p, double v)
 
 void dais_counter_inc(dais_counter *c)
 {
-    if (c != NULL)
-        atomic_fetch_add_explicit(&c->n, 1, memory_order_relaxed);
+    if (c != NULL) atomic_fetch_add_explicit(&c->n, 1, memory_order_relaxed);
 }
 
 void dais_counter_add(dais_counter *c, uint64_t n)
 {
-    if (c != NULL)
-        atomic_fetch_add_explicit(&c->n, n, memory_order_relaxed);
+    if (c != NULL) atomic_fetch_add_explicit(&c->n, n, memory_order_relaxed);
 }
 
 void dais_counter_add_f(dais_counter *c, double v)
 {
-    if (c == NULL || !(v > 0) || isinf(v))
-        return;
+    if (c == NULL || !(v > 0) || isinf(v)) return;
     atomic_add_double(&c->fbits, v);
 }
 
 double dais_counter_value(const dais_counter *c)
 {
-    if (c == NULL)
-        return 0;
+    if (c == NULL) return 0;
     dais_counter *m = (dais_counter *)c;
     return (double)atomic_load_explicit(&m->n, memory_order_relaxed) +
            u2d(atomic_load_explicit(&m->fbits, memory_order_relaxed));
@@ -146,14 +142,12 @@ double dais_counter_value(const dais_counter *c)
 
 void dais_gauge_set(dais_gauge *g, double v)
 {
-    if (g != NULL)
-        atomic_store_explicit(&g->bits, d2u(v), memory_order_relaxed);
+    if (g != NULL) atomic_store_explicit(&g->bits, d2u(v), memory_order_relaxed);
 }
 
 void dais_gauge_add(dais_gauge *g, double v)
 {
-    if (g != NULL)
-        atomic_add_double(&g->bits, v);
+    if (g != NULL) atomic_add_double(&g->bits, v);
 }
 
 void dais_gauge_inc(dais_gauge *g)
@@ -168,8 +162,7 @@ void dais_gauge_dec(dais_gauge *g)
 
 double dais_gauge_value(const dais_gauge *g)
 {
-    if (g == NULL)
-        return 0;
+    if (g == NULL) return 0;
     return u2d(atomic_load_explicit(&((dais_gauge *)g)->bits, memory_order_relaxed));
 }
 
@@ -183,8 +176,7 @@ static size_t bucket_index(const double *b, size_t nb, double v)
             i++;
         return i;
     }
-    if (isnan(v))
-        return nb;
+    if (isnan(v)) return nb;
     size_t lo = 0, hi = nb;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -198,8 +190,7 @@ static size_t bucket_index(const double *b, size_t nb, double v)
 
 void dais_histogram_observe(dais_histogram *h, double v)
 {
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     size_t i = bucket_index(h->bounds, h->nb, v);
     atomic_fetch_add_explicit(&h->counts[i], 1, memory_order_relaxed);
     atomic_add_double(&h->sumbits, v);
@@ -207,19 +198,16 @@ void dais_histogram_observe(dais_histogram *h, double v)
 
 void dais_histogram_observe_since(dais_histogram *h, uint64_t start_ns)
 {
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     uint64_t now = dais_now_ns();
     dais_histogram_observe(h, now > start_ns ? (double)(now - start_ns) * 1e-9 : 0.0);
 }
 
 uint64_t dais_histogram_bucket(const dais_histogram *h, size_t i)
 {
-    if (h == NULL)
-        return 0;
+    if (h == NULL) return 0;
     dais_histogram *m = (dais_histogram *)h;
-    if (i > m->nb)
-        i = m->nb;
+    if (i > m->nb) i = m->nb;
     uint64_t sum = 0;
     for (size_t k = 0; k <= i; k++)
         sum += atomic_load_explicit(&m->counts[k], memory_order_relaxed);
@@ -233,8 +221,7 @@ uint64_t dais_histogram_count(const dais_histogram *h)
 
 double dais_histogram_sum(const dais_histogram *h)
 {
-    if (h == NULL)
-        return 0;
+    if (h == NULL) return 0;
     return u2d(atomic_load_explicit(&((dais_histogram *)h)->sumbits, memory_order_relaxed));
 }
 
@@ -243,8 +230,7 @@ double dais_histogram_sum(const dais_histogram *h)
 dais_metrics_registry *dais_metrics_registry_new(void)
 {
     dais_metrics_registry *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
+    if (r == NULL) return NULL;
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
         free(r);
         return NULL;
@@ -254,8 +240,7 @@ dais_metrics_registry *dais_metrics_registry_new(void)
 
 static void free_strv(char **v, size_t n)
 {
-    if (v == NULL)
-        return;
+    if (v == NULL) return;
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
@@ -280,8 +265,7 @@ static void family_free(dais_metric_family *f)
 
 void dais_metrics_registry_free(dais_metrics_registry *r)
 {
-    if (r == NULL)
-        return;
+    if (r == NULL) return;
     dais_metric_family *f = r->first;
     while (f != NULL) {
         dais_metric_family *next = f->next;
@@ -310,14 +294,12 @@ dais_metrics_registry *dais_metrics_default(void)
 
 static bool valid_name(const char *s, bool colon)
 {
-    if (s == NULL || *s == '\0')
-        return false;
+    if (s == NULL || *s == '\0') return false;
     for (const char *p = s; *p != '\0'; p++) {
         char c = *p;
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
                   (colon && c == ':') || (p != s && c >= '0' && c <= '9');
-        if (!ok)
-            return false;
+        if (!ok) return false;
     }
     return true;
 }
@@ -325,8 +307,7 @@ static bool valid_name(const char *s, bool colon)
 static char **copy_strv(const char *const *v, size_t n)
 {
     char **out = calloc(n > 0 ? n : 1, sizeof(char *));
-    if (out == NULL)
-        return NULL;
+    if (out == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {
         out[i] = strdup(v[i]);
         if (out[i] == NULL) {
@@ -344,37 +325,27 @@ static bool same_definition(const dais_metric_family *f, enum dais_metric_type t
     if (f->type != type || f->n_labels != n_labels || f->nb != nb || (f->fn != NULL) != collector)
         return false;
     for (size_t i = 0; i < n_labels; i++)
-        if (strcmp(f->labels[i], labels[i]) != 0)
-            return false;
+        if (strcmp(f->labels[i], labels[i]) != 0) return false;
     for (size_t i = 0; i < nb; i++)
-        if (f->bounds[i] != bounds[i])
-            return false;
+        if (f->bounds[i] != bounds[i]) return false;
     return true;
 }
 
 static bool valid_definition(enum dais_metric_type type, const char *name, size_t n_labels,
                              const char *const *labels, size_t nb, const double *bounds)
 {
-    if (type > DAIS_METRIC_HISTOGRAM || !valid_name(name, true))
-        return false;
-    if (n_labels > DAIS_METRICS_MAX_LABELS || (n_labels > 0 && labels == NULL))
-        return false;
+    if (type > DAIS_METRIC_HISTOGRAM || !valid_name(name, true)) return false;
+    if (n_labels > DAIS_METRICS_MAX_LABELS || (n_labels > 0 && labels == NULL)) return false;
     for (size_t i = 0; i < n_labels; i++) {
-        if (!valid_name(labels[i], false) || strncmp(labels[i], "__", 2) == 0)
-            return false;
-        if (type == DAIS_METRIC_HISTOGRAM && strcmp(labels[i], "le") == 0)
-            return false;
+        if (!valid_name(labels[i], false) || strncmp(labels[i], "__", 2) == 0) return false;
+        if (type == DAIS_METRIC_HISTOGRAM && strcmp(labels[i], "le") == 0) return false;
         for (size_t k = 0; k < i; k++)
-            if (strcmp(labels[i], labels[k]) == 0)
-                return false;
+            if (strcmp(labels[i], labels[k]) == 0) return false;
     }
-    if (type != DAIS_METRIC_HISTOGRAM)
-        return nb == 0;
-    if (nb == 0 || nb > DAIS_METRICS_MAX_BUCKETS || bounds == NULL)
-        return false;
+    if (type != DAIS_METRIC_HISTOGRAM) return nb == 0;
+    if (nb == 0 || nb > DAIS_METRICS_MAX_BUCKETS || bounds == NULL) return false;
     for (size_t i = 0; i < nb; i++) {
-        if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1])))
-            return false;
+        if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) return false;
     }
     return true;
 }
@@ -384,13 +355,11 @@ static dais_metric_family *family_add(dais_metrics_registry *r, enum dais_metric
                                       const char *const *labels, size_t nb, const double *bounds,
                                       dais_metric_collect_fn fn, void *arg)
 {
-    if (r == NULL || !valid_definition(type, name, n_labels, labels, nb, bounds))
-        return NULL;
+    if (r == NULL || !valid_definition(type, name, n_labels, labels, nb, bounds)) return NULL;
     pthread_mutex_lock(&r->mu);
     dais_metric_family *f;
     for (f = r->first; f != NULL; f = f->next) {
-        if (strcmp(f->name, name) != 0)
-            continue;
+        if (strcmp(f->name, name) != 0) continue;
         if (fn != NULL || f->removed ||
             !same_definition(f, type, n_labels, labels, nb, bounds, fn != NULL))
             f = NULL;
@@ -398,8 +367,7 @@ static dais_metric_family *family_add(dais_metrics_registry *r, enum dais_metric
         return f;
     }
     f = calloc(1, sizeof(*f));
-    if (f == NULL)
-        goto fail;
+    if (f == NULL) goto fail;
     f->reg = r;
     f->type = type;
     f->n_labels = n_labels;
@@ -411,8 +379,7 @@ static dais_metric_family *family_add(dais_metrics_registry *r, enum dais_metric
     f->labels = copy_strv(labels, n_labels);
     if (nb > 0) {
         f->bounds = malloc(nb * sizeof(double));
-        if (f->bounds != NULL)
-            memcpy(f->bounds, bounds, nb * sizeof(double));
+        if (f->bounds != NULL) memcpy(f->bounds, bounds, nb * sizeof(double));
     }
     if (f->name == NULL || f->help == NULL || f->labels == NULL || (nb > 0 && f->bounds == NULL))
         goto fail;
@@ -424,8 +391,7 @@ static dais_metric_family *family_add(dais_metrics_registry *r, enum dais_metric
     pthread_mutex_unlock(&r->mu);
     return f;
 fail:
-    if (f != NULL)
-        family_free(f);
+    if (f != NULL) family_free(f);
     pthread_mutex_unlock(&r->mu);
     return NULL;
 }
@@ -438,26 +404,22 @@ dais_metric_family *dais_metrics_family_new(dais_metrics_registry *r, enum dais_
     return family_add(r, type, name, help, n_labels, labels, n_bounds, bounds, NULL, NULL);
 }
 
-dais_metric_family *dais_metrics_collector_new(dais_metrics_registry *r,
-                                               enum dais_metric_type type, const char *name,
-                                               const char *help, size_t n_labels,
-                                               const char *const *labels,
-                                               dais_metric_collect_fn fn, void *arg)
+dais_metric_family *dais_metrics_collector_new(dais_metrics_registry *r, enum dais_metric_type type,
+                                               const char *name, const char *help, size_t n_labels,
+                                               const char *const *labels, dais_metric_collect_fn fn,
+                                               void *arg)
 {
-    if (fn == NULL || type == DAIS_METRIC_HISTOGRAM)
-        return NULL;
+    if (fn == NULL || type == DAIS_METRIC_HISTOGRAM) return NULL;
     return family_add(r, type, name, help, n_labels, labels, 0, NULL, fn, arg);
 }
 
 int dais_metrics_collector_remove(dais_metrics_registry *r, dais_metric_family *f)
 {
-    if (r == NULL || f == NULL)
-        return DAIS_EINVAL;
+    if (r == NULL || f == NULL) return DAIS_EINVAL;
     int rc = DAIS_ENOTFOUND;
     pthread_mutex_lock(&r->mu);
     for (dais_metric_family *p = r->first; p != NULL; p = p->next) {
-        if (p != f)
-            continue;
+        if (p != f) continue;
         if (p->removed) {
             rc = DAIS_ENOTFOUND;
         } else if (p->fn == NULL) {
@@ -490,8 +452,7 @@ static uint64_t hash_values(const char *const *values, size_t n)
 static bool values_equal(char **a, const char *const *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(a[i], b[i]) != 0)
-            return false;
+        if (strcmp(a[i], b[i]) != 0) return false;
     return true;
 }
 
@@ -499,8 +460,7 @@ static int table_grow(dais_metric_family *f)
 {
     size_t size = f->table_size == 0 ? 16 : f->table_size * 2;
     child **t = calloc(size, sizeof(child *));
-    if (t == NULL)
-        return DAIS_ENOMEM;
+    if (t == NULL) return DAIS_ENOMEM;
     for (child *c = f->first; c != NULL; c = c->next) {
         size_t b = (size_t)(c->hash & (size - 1));
         c->hnext = t[b];
@@ -516,18 +476,14 @@ static int table_grow(dais_metric_family *f)
 static child *child_get_locked(dais_metric_family *f, const char *const *values, bool create)
 {
     for (size_t i = 0; i < f->n_labels; i++)
-        if (values == NULL || values[i] == NULL)
-            return NULL;
+        if (values == NULL || values[i] == NULL) return NULL;
     uint64_t h = hash_values(values, f->n_labels);
     if (f->table_size > 0) {
         for (child *c = f->table[h & (f->table_size - 1)]; c != NULL; c = c->hnext)
-            if (c->hash == h && values_equal(c->values, values, f->n_labels))
-                return c;
+            if (c->hash == h && values_equal(c->values, values, f->n_labels)) return c;
     }
-    if (!create || f->n_children >= DAIS_METRICS_MAX_CHILDREN)
-        return NULL;
-    if (f->n_children * 2 >= f->table_size && table_grow(f) != 0)
-        return NULL;
+    if (!create || f->n_children >= DAIS_METRICS_MAX_CHILDREN) return NULL;
+    if (f->n_children * 2 >= f->table_size && table_grow(f) != 0) return NULL;
 
     size_t size = CHILD_HDR;
     if (f->type == DAIS_METRIC_COUNTER)
@@ -538,8 +494,7 @@ static child *child_get_locked(dais_metric_family *f, const char *const *values,
         size += sizeof(dais_histogram) + (f->nb + 1) * sizeof(_Atomic uint64_t);
     size = (size + 63) & ~(size_t)63;
     child *c = aligned_alloc(64, size);
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     memset(c, 0, size);
     c->values = copy_strv(values, f->n_labels);
     if (c->values == NULL) {
@@ -568,12 +523,10 @@ static child *child_get_locked(dais_metric_family *f, const char *const *values,
 static child *child_get(dais_metric_family *f, enum dais_metric_type type,
                         const char *const *values)
 {
-    if (f == NULL || f->type != type || f->fn != NULL || f->removed)
-        return NULL;
+    if (f == NULL || f->type != type || f->fn != NULL || f->removed) return NULL;
     pthread_mutex_lock(&f->reg->mu);
     child *c = child_get_locked(f, values, true);
-    if (c != NULL)
-        c->hidden = false;
+    if (c != NULL) c->hidden = false;
     pthread_mutex_unlock(&f->reg->mu);
     return c;
 }
@@ -598,12 +551,10 @@ dais_histogram *dais_histogram_child(dais_metric_family *f, const char *const *v
 
 int dais_metric_family_hide(dais_metric_family *f, const char *const *values)
 {
-    if (f == NULL)
-        return DAIS_EINVAL;
+    if (f == NULL) return DAIS_EINVAL;
     pthread_mutex_lock(&f->reg->mu);
     child *c = child_get_locked(f, values, false);
-    if (c != NULL)
-        c->hidden = true;
+    if (c != NULL) c->hidden = true;
     pthread_mutex_unlock(&f->reg->mu);
     return c != NULL ? 0 : DAIS_ENOTFOUND;
 }
@@ -623,9 +574,9 @@ dais_gauge *dais_gauge_new(dais_metrics_registry *r, const char *name, const cha
 dais_histogram *dais_histogram_new(dais_metrics_registry *r, const char *name, const char *help,
                                    size_t n_bounds, const double *bounds)
 {
-    return dais_histogram_child(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, name, help, 0,
-                                                        NULL, n_bounds, bounds),
-                                NULL);
+    return dais_histogram_child(
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, name, help, 0, NULL, n_bounds, bounds),
+        NULL);
 }
 
 /* ---- rendering ------------------------------------------------------------------------- */
@@ -639,8 +590,7 @@ typedef struct obuf {
 
 static void ob_put(obuf *b, const char *s, size_t n)
 {
-    if (b->err != 0)
-        return;
+    if (b->err != 0) return;
     if (n > b->max - b->len) {
         b->err = DAIS_ETOOBIG;
         return;
@@ -649,8 +599,7 @@ static void ob_put(obuf *b, const char *s, size_t n)
         size_t cap = b->cap == 0 ? 4096 : b->cap;
         while (cap < b->len + n + 1)
             cap *= 2;
-        if (cap > b->max + 1)
-            cap = b->max + 1;
+        if (cap > b->max + 1) cap = b->max + 1;
         char *p = realloc(b->p, cap);
         if (p == NULL) {
             b->err = DAIS_ENOMEM;
@@ -700,8 +649,7 @@ static void fmt_value(char *out, size_t cap, double v)
         snprintf(out, cap, v > 0 ? "+Inf" : "-Inf");
     } else {
         snprintf(out, cap, "%.15g", v);
-        if (strtod(out, NULL) != v)
-            snprintf(out, cap, "%.17g", v);
+        if (strtod(out, NULL) != v) snprintf(out, cap, "%.17g", v);
     }
 }
 
@@ -725,20 +673,17 @@ static void ob_series(obuf *b, const dais_metric_family *f, const char *suffix,
 {
     ob_str(b, f->name);
     ob_str(b, suffix);
-    if (f->n_labels == 0 && le == NULL)
-        return;
+    if (f->n_labels == 0 && le == NULL) return;
     ob_put(b, "{", 1);
     for (size_t i = 0; i < f->n_labels; i++) {
-        if (i > 0)
-            ob_put(b, ",", 1);
+        if (i > 0) ob_put(b, ",", 1);
         ob_str(b, f->labels[i]);
         ob_put(b, "=\"", 2);
         ob_escaped(b, values[i], true);
         ob_put(b, "\"", 1);
     }
     if (le != NULL) {
-        if (f->n_labels > 0)
-            ob_put(b, ",", 1);
+        if (f->n_labels > 0) ob_put(b, ",", 1);
         ob_put(b, "le=\"", 4);
         ob_str(b, le);
         ob_put(b, "\"", 1);
@@ -800,12 +745,10 @@ struct dais_metric_sink {
 
 void dais_metric_sink_emit(dais_metric_sink *sink, const char *const *values, double value)
 {
-    if (sink == NULL)
-        return;
+    if (sink == NULL) return;
     const dais_metric_family *f = sink->f;
     for (size_t i = 0; i < f->n_labels; i++)
-        if (values == NULL || values[i] == NULL)
-            return;
+        if (values == NULL || values[i] == NULL) return;
     ob_series(sink->b, f, "", values, NULL);
     ob_put(sink->b, " ", 1);
     ob_value(sink->b, value);
@@ -816,8 +759,7 @@ static void render_registry(dais_metrics_registry *r, obuf *b)
 {
     pthread_mutex_lock(&r->mu);
     for (const dais_metric_family *f = r->first; f != NULL && b->err == 0; f = f->next) {
-        if (f->removed)
-            continue;
+        if (f->removed) continue;
         ob_str(b, "# HELP ");
         ob_str(b, f->name);
         ob_put(b, " ", 1);
@@ -833,8 +775,7 @@ static void render_registry(dais_metrics_registry *r, obuf *b)
             continue;
         }
         for (const child *c = f->first; c != NULL; c = c->next)
-            if (!c->hidden)
-                render_child(b, f, c);
+            if (!c->hidden) render_child(b, f, c);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -843,28 +784,21 @@ char *dais_metrics_render_string(dais_metrics_registry *r, size_t max, size_t *l
 {
     obuf b = {.max = max != 0 ? max : DAIS_METRICS_RENDER_MAX};
     if (r == NULL) {
-        if (err != NULL)
-            *err = DAIS_EINVAL;
+        if (err != NULL) *err = DAIS_EINVAL;
         return NULL;
     }
     render_registry(r, &b);
-    if (b.err == 0 && b.p == NULL)
-        ob_put(&b, "", 0);
-    if (b.err == 0 && b.p == NULL) {
+    if (b.err == 0 && b.p == NULL) { /* nothing rendered: an empty string */
         b.p = calloc(1, 1);
-        if (b.p == NULL)
-            b.err = DAIS_ENOMEM;
+        if (b.p == NULL) b.err = DAIS_ENOMEM;
     }
     if (b.err != 0) {
         free(b.p);
-        if (err != NULL)
-            *err = b.err;
+        if (err != NULL) *err = b.err;
         return NULL;
     }
-    if (len != NULL)
-        *len = b.len;
-    if (err != NULL)
-        *err = 0;
+    if (len != NULL) *len = b.len;
+    if (err != NULL) *err = 0;
     return b.p;
 }
 
@@ -877,13 +811,11 @@ static void free_cb(const void *data, size_t len, void *arg)
 
 int dais_metrics_render_evbuffer(dais_metrics_registry *r, struct evbuffer *out, size_t max)
 {
-    if (out == NULL)
-        return DAIS_EINVAL;
+    if (out == NULL) return DAIS_EINVAL;
     int err;
     size_t len;
     char *s = dais_metrics_render_string(r, max, &len, &err);
-    if (s == NULL)
-        return err;
+    if (s == NULL) return err;
     if (len == 0) {
         free(s);
         return 0;
@@ -904,8 +836,7 @@ static const int proc_fields[] = {PF_CPU, PF_RSS, PF_FDS, PF_MAXFDS, PF_START};
 static void collect_proc(void *arg, dais_metric_sink *sink)
 {
     dais_proc_stats st;
-    if (dais_procstats_self(&st) != 0)
-        return;
+    if (dais_procstats_self(&st) != 0) return;
     double v;
     switch (*(const int *)arg) {
     case PF_CPU:
@@ -915,13 +846,11 @@ static void collect_proc(void *arg, dais_metric_sink *sink)
         v = (double)st.rss_bytes;
         break;
     case PF_FDS:
-        if (st.open_fds < 0)
-            return;
+        if (st.open_fds < 0) return;
         v = (double)st.open_fds;
         break;
     case PF_MAXFDS:
-        if (st.max_fds < 0)
-            return;
+        if (st.max_fds < 0) return;
         v = (double)st.max_fds;
         break;
     default:
@@ -945,8 +874,7 @@ int dais_metrics_register_standard(dais_metrics_registry *r, const char *simd)
         {DAIS_METRIC_GAUGE, "process_start_time_seconds",
          "Start time of the process since unix epoch in seconds."},
     };
-    if (r == NULL)
-        return DAIS_EINVAL;
+    if (r == NULL) return DAIS_EINVAL;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
         if (dais_metrics_collector_new(r, defs[i].type, defs[i].name, defs[i].help, 0, NULL,
                                        collect_proc, (void *)&proc_fields[i]) == NULL)
@@ -958,8 +886,7 @@ int dais_metrics_register_standard(dais_metrics_registry *r, const char *simd)
                                 "Build information; the value is always 1.", 3, labels, 0, NULL);
     const char *values[] = {DAIS_VERSION, DAIS_GIT_COMMIT, simd != NULL ? simd : ""};
     dais_gauge *g = dais_gauge_child(f, values);
-    if (g == NULL)
-        return DAIS_ENOMEM;
+    if (g == NULL) return DAIS_ENOMEM;
     dais_gauge_set(g, 1);
     return 0;
 }

@@ -136,11 +136,10 @@ typedef void (*dais_metric_collect_fn)(void *arg, dais_metric_sink *sink);
  * (see the file comment for the thread it runs on). `arg` is borrowed and must outlive the
  * registry, or the family must be removed first with dais_metrics_collector_remove. Returns
  * the family (borrowed) or NULL, as dais_metrics_family_new. */
-dais_metric_family *dais_metrics_collector_new(dais_metrics_registry *r,
-                                               enum dais_metric_type type, const char *name,
-                                               const char *help, size_t n_labels,
-                                               const char *const *labels,
-                                               dais_metric_collect_fn fn, void *arg);
+dais_metric_family *dais_metrics_collector_new(dais_metrics_registry *r, enum dais_metric_type type,
+                                               const char *name, const char *help, size_t n_labels,
+                                               const char *const *labels, dais_metric_collect_fn fn,
+                                               void *arg);
 
 /* Unregisters a callback family so `arg` may be freed; later renders skip it. Returns 0 or
  * DAIS_ENOTFOUND / DAIS_EINVAL (not a callback family). The family memory stays until the

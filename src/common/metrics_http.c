@@ -25,8 +25,7 @@ struct dais_metrics_http {
     dais_metrics_registry *regs[DAIS_METRICS_HTTP_MAX_REGS];
 };
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *text)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
     struct evbuffer *body = evbuffer_new();
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -34,8 +33,7 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     if (body != NULL && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
         evbuffer_add(body, text, strlen(text));
     evhttp_send_reply(req, code, reason, body);
-    if (body != NULL)
-        evbuffer_free(body);
+    if (body != NULL) evbuffer_free(body);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -83,9 +81,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
-dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *addr,
-                                           uint16_t port, dais_metrics_registry *const *regs,
-                                           size_t n_regs, dais_err *err)
+dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *addr, uint16_t port,
+                                           dais_metrics_registry *const *regs, size_t n_regs,
+                                           dais_err *err)
 {
     if (base == NULL || addr == NULL || n_regs > DAIS_METRICS_HTTP_MAX_REGS ||
         (n_regs > 0 && regs == NULL)) {
@@ -125,8 +123,7 @@ dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *
     evhttp_set_gencb(h->http, on_request, h);
     struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(h->http, addr, port);
     if (sock == NULL) {
-        dais_err_set(err, DAIS_EIO, "metrics server: cannot listen on %s:%u", addr,
-                     (unsigned)port);
+        dais_err_set(err, DAIS_EIO, "metrics server: cannot listen on %s:%u", addr, (unsigned)port);
         goto fail;
     }
     struct sockaddr_storage ss;
@@ -141,8 +138,7 @@ dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *
         h->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     return h;
 fail:
-    if (h->http != NULL)
-        evhttp_free(h->http);
+    if (h->http != NULL) evhttp_free(h->http);
     free(h);
     return NULL;
 }
@@ -154,8 +150,7 @@ uint16_t dais_metrics_http_port(const dais_metrics_http *h)
 
 void dais_metrics_http_free(dais_metrics_http *h)
 {
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     evhttp_free(h->http);
     free(h);
 }

@@ -25,9 +25,9 @@ typedef struct dais_metrics_http dais_metrics_http;
  * outlive the server) concatenated in that order; n_regs == 0 serves the default registry.
  * The registries must not define the same metric name twice. Call on the loop thread of
  * `base`. Returns owned, or NULL with `err` filled (cannot bind, bad arguments, no memory). */
-dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *addr,
-                                           uint16_t port, dais_metrics_registry *const *regs,
-                                           size_t n_regs, dais_err *err);
+dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *addr, uint16_t port,
+                                           dais_metrics_registry *const *regs, size_t n_regs,
+                                           dais_err *err);
 
 /* The port actually bound. */
 uint16_t dais_metrics_http_port(const dais_metrics_http *h);

@@ -32,13 +32,11 @@ static bool scan_u64(scan *s, uint64_t *out)
     const char *start = s->p;
     while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
         unsigned d = (unsigned)(*s->p - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
+        if (v > (UINT64_MAX - d) / 10) return false;
         v = v * 10 + d;
         s->p++;
     }
-    if (s->p == start)
-        return false;
+    if (s->p == start) return false;
     *out = v;
     return true;
 }
@@ -47,8 +45,7 @@ static bool scan_u64(scan *s, uint64_t *out)
 static bool scan_decimal(scan *s, double *out)
 {
     uint64_t ip;
-    if (!scan_u64(s, &ip))
-        return false;
+    if (!scan_u64(s, &ip)) return false;
     double v = (double)ip;
     if (s->p < s->end && *s->p == '.') {
         s->p++;
@@ -100,10 +97,8 @@ int dais_procstats_parse_stat(const char *text, size_t len, uint64_t *cpu_ticks,
      * last ')'. Then state is field 3; utime 14, stime 15, starttime 22, vsize 23, rss 24. */
     const char *close = NULL;
     for (size_t i = 0; i < len; i++)
-        if (text[i] == ')')
-            close = text + i;
-    if (close == NULL)
-        return DAIS_EFORMAT;
+        if (text[i] == ')') close = text + i;
+    if (close == NULL) return DAIS_EFORMAT;
     scan s = {close + 1, text + len};
     uint64_t v[25] = {0};
     if (!skip_token(&s)) /* state */
@@ -111,15 +106,12 @@ int dais_procstats_parse_stat(const char *text, size_t len, uint64_t *cpu_ticks,
     for (int field = 4; field <= 24; field++) {
         skip_spaces(&s);
         if (s.p < s.end && *s.p == '-') { /* signed fields (priority, nice…) we do not use */
-            if (!skip_token(&s))
-                return DAIS_EFORMAT;
+            if (!skip_token(&s)) return DAIS_EFORMAT;
             continue;
         }
-        if (!scan_u64(&s, &v[field]))
-            return DAIS_EFORMAT;
+        if (!scan_u64(&s, &v[field])) return DAIS_EFORMAT;
     }
-    if (v[14] > UINT64_MAX - v[15])
-        return DAIS_EFORMAT;
+    if (v[14] > UINT64_MAX - v[15]) return DAIS_EFORMAT;
     *cpu_ticks = v[14] + v[15];
     *start_ticks = v[22];
     *vsize = v[23];
@@ -139,12 +131,10 @@ int dais_procstats_parse_cpu(const char *text, size_t len, dais_cpu_sample *out,
             int n = 0;
             while (n < 8 && scan_u64(&s, &t[n]))
                 n++;
-            if (n < 4)
-                return DAIS_EFORMAT;
+            if (n < 4) return DAIS_EFORMAT;
             uint64_t total = 0;
             for (int i = 0; i < n; i++) {
-                if (total > UINT64_MAX - t[i])
-                    return DAIS_EFORMAT;
+                if (total > UINT64_MAX - t[i]) return DAIS_EFORMAT;
                 total += t[i];
             }
             uint64_t idle = t[3] + t[4]; /* idle + iowait */
@@ -153,12 +143,10 @@ int dais_procstats_parse_cpu(const char *text, size_t len, dais_cpu_sample *out,
             have_cpu = true;
         } else if (!have_btime && starts_with(&s, "btime ")) {
             s.p += 6;
-            if (!scan_u64(&s, btime))
-                return DAIS_EFORMAT;
+            if (!scan_u64(&s, btime)) return DAIS_EFORMAT;
             have_btime = true;
         }
-        if ((have_cpu && have_btime) || !next_line(&s))
-            break;
+        if ((have_cpu && have_btime) || !next_line(&s)) break;
     }
     return have_cpu && have_btime ? 0 : DAIS_EFORMAT;
 }
@@ -180,12 +168,10 @@ int dais_procstats_parse_meminfo(const char *text, size_t len, uint64_t *total, 
         }
         if (dst != NULL) {
             uint64_t kb;
-            if (!scan_u64(&s, &kb) || kb > UINT64_MAX / 1024)
-                return DAIS_EFORMAT;
+            if (!scan_u64(&s, &kb) || kb > UINT64_MAX / 1024) return DAIS_EFORMAT;
             *dst = kb * 1024; /* the kernel always reports kB */
         }
-        if ((have_total && have_avail) || !next_line(&s))
-            break;
+        if ((have_total && have_avail) || !next_line(&s)) break;
     }
     return have_total && have_avail ? 0 : DAIS_EFORMAT;
 }
@@ -194,15 +180,13 @@ int dais_procstats_parse_loadavg(const char *text, size_t len, double load[3])
 {
     scan s = {text, text + len};
     for (int i = 0; i < 3; i++)
-        if (!scan_decimal(&s, &load[i]))
-            return DAIS_EFORMAT;
+        if (!scan_decimal(&s, &load[i])) return DAIS_EFORMAT;
     return 0;
 }
 
 double dais_cpu_percent(const dais_cpu_sample *prev, const dais_cpu_sample *now)
 {
-    if (now->total <= prev->total || now->busy < prev->busy)
-        return 0;
+    if (now->total <= prev->total || now->busy < prev->busy) return 0;
     double pct = 100.0 * (double)(now->busy - prev->busy) / (double)(now->total - prev->total);
     return pct > 100.0 ? 100.0 : pct;
 }
@@ -213,8 +197,7 @@ double dais_cpu_percent(const dais_cpu_sample *prev, const dais_cpu_sample *now)
 static ssize_t read_small(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     size_t n = 0;
     while (n + 1 < cap) {
         ssize_t r = read(fd, buf + n, cap - 1 - n);
@@ -222,8 +205,7 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
             close(fd);
             return -1;
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         n += (size_t)r;
     }
     close(fd);
@@ -239,8 +221,7 @@ static pthread_once_t g_btime_once = PTHREAD_ONCE_INIT;
 static void btime_init(void)
 {
     FILE *f = fopen("/proc/stat", "re");
-    if (f == NULL)
-        return;
+    if (f == NULL) return;
     char line[256];
     bool at_start = true;
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -249,8 +230,7 @@ static void btime_init(void)
         if (at_start && strncmp(line, "btime ", 6) == 0) {
             scan s = {line + 6, line + n};
             uint64_t v;
-            if (scan_u64(&s, &v))
-                g_btime = v;
+            if (scan_u64(&s, &v)) g_btime = v;
             break;
         }
         at_start = whole;
@@ -261,13 +241,11 @@ static void btime_init(void)
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
-        return -1;
+    if (d == NULL) return -1;
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
+        if (e->d_name[0] != '.') n++;
     closedir(d);
     return n > 0 ? n - 1 : 0; /* not counting the descriptor opendir itself holds */
 }
@@ -276,18 +254,14 @@ int dais_procstats_self(dais_proc_stats *out)
 {
     char buf[2048];
     ssize_t n = read_small("/proc/self/stat", buf, sizeof(buf));
-    if (n <= 0)
-        return DAIS_EIO;
+    if (n <= 0) return DAIS_EIO;
     uint64_t cpu, start, vsize, rss;
     int rc = dais_procstats_parse_stat(buf, (size_t)n, &cpu, &start, &vsize, &rss);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     long tck = sysconf(_SC_CLK_TCK);
     long page = sysconf(_SC_PAGESIZE);
-    if (tck <= 0)
-        tck = 100;
-    if (page <= 0)
-        page = 4096;
+    if (tck <= 0) tck = 100;
+    if (page <= 0) page = 4096;
     pthread_once(&g_btime_once, btime_init);
     out->cpu_seconds = (double)cpu / (double)tck;
     out->rss_bytes = rss * (uint64_t)page;
@@ -306,33 +280,27 @@ int dais_sysstats_read(dais_cpu_sample *prev, dais_sys_stats *out)
     char buf[4096];
     /* The aggregate "cpu " line is the first line of /proc/stat. */
     ssize_t n = read_small("/proc/stat", buf, sizeof(buf));
-    if (n <= 0)
-        return DAIS_EIO;
+    if (n <= 0) return DAIS_EIO;
     dais_cpu_sample now;
     int rc = dais_procstats_parse_cpu(buf, (size_t)n, &now, NULL);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     out->cpu_percent = dais_cpu_percent(prev, &now);
     *prev = now;
 
     n = read_small("/proc/meminfo", buf, sizeof(buf));
-    if (n <= 0)
-        return DAIS_EIO;
+    if (n <= 0) return DAIS_EIO;
     rc = dais_procstats_parse_meminfo(buf, (size_t)n, &out->mem_total_bytes,
                                       &out->mem_available_bytes);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     out->mem_used_bytes = out->mem_total_bytes > out->mem_available_bytes
                               ? out->mem_total_bytes - out->mem_available_bytes
                               : 0;
 
     n = read_small("/proc/loadavg", buf, sizeof(buf));
-    if (n <= 0)
-        return DAIS_EIO;
+    if (n <= 0) return DAIS_EIO;
     double load[3];
     rc = dais_procstats_parse_loadavg(buf, (size_t)n, load);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     out->load1 = load[0];
     out->load5 = load[1];
     out->load15 = load[2];

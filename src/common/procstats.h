@@ -31,8 +31,8 @@ typedef struct dais_cpu_sample {
 } dais_cpu_sample;
 
 typedef struct dais_sys_stats {
-    double cpu_percent;     /* 0..100 over the interval since the previous sample */
-    unsigned n_cpus;        /* online CPUs */
+    double cpu_percent; /* 0..100 over the interval since the previous sample */
+    unsigned n_cpus;    /* online CPUs */
     uint64_t mem_total_bytes;
     uint64_t mem_available_bytes;
     uint64_t mem_used_bytes; /* total - available */
@@ -47,8 +47,8 @@ int dais_sysstats_read(dais_cpu_sample *prev, dais_sys_stats *out);
 /* ---- parsers of /proc text (`len` bytes, need not be NUL-terminated) ------------------- */
 
 /* /proc/self/stat: utime+stime (ticks), starttime (ticks after boot), vsize, rss (pages). */
-int dais_procstats_parse_stat(const char *s, size_t len, uint64_t *cpu_ticks,
-                              uint64_t *start_ticks, uint64_t *vsize, uint64_t *rss_pages);
+int dais_procstats_parse_stat(const char *s, size_t len, uint64_t *cpu_ticks, uint64_t *start_ticks,
+                              uint64_t *vsize, uint64_t *rss_pages);
 
 /* /proc/stat: the aggregate "cpu " line into `out`, and "btime" (boot time, epoch seconds)
  * into `*btime` (may be NULL). */

@@ -53,19 +53,15 @@ static void rand_bytes(uint8_t *out, size_t n)
             size_t got = 0;
             while (got < sizeof(t_rand)) {
                 ssize_t r = getrandom(t_rand + got, sizeof(t_rand) - got, 0);
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0)
-                    break;
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) break;
                 got += (size_t)r;
             }
-            if (got < sizeof(t_rand))
-                fallback_fill(t_rand + got, sizeof(t_rand) - got);
+            if (got < sizeof(t_rand)) fallback_fill(t_rand + got, sizeof(t_rand) - got);
             t_rand_pos = 0;
         }
         size_t k = sizeof(t_rand) - t_rand_pos;
-        if (k > n)
-            k = n;
+        if (k > n) k = n;
         memcpy(out, t_rand + t_rand_pos, k);
         memset(t_rand + t_rand_pos, 0, k); /* an id is handed out once */
         t_rand_pos += k;
@@ -77,8 +73,7 @@ static void rand_bytes(uint8_t *out, size_t n)
 static bool all_zero(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (p[i] != 0)
-            return false;
+        if (p[i] != 0) return false;
     return true;
 }
 
@@ -138,10 +133,8 @@ void dais_trace_log_bind(const dais_trace_ctx *ctx)
 /* Lower-case hex digit value, or -1. */
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
 
@@ -149,8 +142,7 @@ static bool hex_decode(const char *s, size_t n_bytes, uint8_t *out)
 {
     for (size_t i = 0; i < n_bytes; i++) {
         int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
+        if (hi < 0 || lo < 0) return false;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return true;
@@ -161,21 +153,17 @@ int dais_traceparent_parse(const char *s, size_t len, dais_trace_ctx *out)
     dais_trace_ctx c;
     memset(&c, 0, sizeof(c));
     memset(out, 0, sizeof(*out));
-    if (s == NULL || len < DAIS_TRACEPARENT_LEN)
-        return DAIS_EFORMAT;
+    if (s == NULL || len < DAIS_TRACEPARENT_LEN) return DAIS_EFORMAT;
     uint8_t version, flags;
-    if (!hex_decode(s, 1, &version) || version == 0xff)
-        return DAIS_EFORMAT;
+    if (!hex_decode(s, 1, &version) || version == 0xff) return DAIS_EFORMAT;
     /* version 00 is exactly 55 bytes; a later version may append "-…" fields */
     if (len != DAIS_TRACEPARENT_LEN && (version == 0 || s[DAIS_TRACEPARENT_LEN] != '-'))
         return DAIS_EFORMAT;
-    if (s[2] != '-' || s[35] != '-' || s[52] != '-')
-        return DAIS_EFORMAT;
+    if (s[2] != '-' || s[35] != '-' || s[52] != '-') return DAIS_EFORMAT;
     if (!hex_decode(s + 3, 16, c.trace_id) || !hex_decode(s + 36, 8, c.span_id) ||
         !hex_decode(s + 53, 1, &flags))
         return DAIS_EFORMAT;
-    if (all_zero(c.trace_id, 16) || all_zero(c.span_id, 8))
-        return DAIS_EFORMAT;
+    if (all_zero(c.trace_id, 16) || all_zero(c.span_id, 8)) return DAIS_EFORMAT;
     c.flags = flags & DAIS_TRACE_FLAG_SAMPLED; /* the only flag version 00 defines */
     c.valid = true;
     *out = c;
@@ -185,8 +173,7 @@ int dais_traceparent_parse(const char *s, size_t len, dais_trace_ctx *out)
 int dais_traceparent_format(const dais_trace_ctx *ctx, char out[DAIS_TRACEPARENT_LEN + 1])
 {
     out[0] = '\0';
-    if (ctx == NULL || !ctx->valid)
-        return DAIS_EINVAL;
+    if (ctx == NULL || !ctx->valid) return DAIS_EINVAL;
     char tid[33], sid[17];
     hex_encode(ctx->trace_id, 16, tid);
     hex_encode(ctx->span_id, 8, sid);
@@ -213,50 +200,39 @@ static bool is_key_char(char c)
 /* key = lcalpha 0*255(keychar) / (lcalpha|DIGIT) 0*240(keychar) "@" lcalpha 0*13(keychar) */
 static bool tracestate_key_valid(const char *k, size_t n)
 {
-    if (n == 0)
-        return false;
+    if (n == 0) return false;
     const char *at = memchr(k, '@', n);
     if (at == NULL) {
-        if (n > 256 || !is_lcalpha(k[0]))
-            return false;
+        if (n > 256 || !is_lcalpha(k[0])) return false;
         for (size_t i = 1; i < n; i++)
-            if (!is_key_char(k[i]))
-                return false;
+            if (!is_key_char(k[i])) return false;
         return true;
     }
     size_t tn = (size_t)(at - k), sn = n - tn - 1;
-    if (tn == 0 || tn > 241 || sn == 0 || sn > 14)
-        return false;
-    if (!is_lcalpha(k[0]) && !is_digit(k[0]))
-        return false;
+    if (tn == 0 || tn > 241 || sn == 0 || sn > 14) return false;
+    if (!is_lcalpha(k[0]) && !is_digit(k[0])) return false;
     for (size_t i = 1; i < tn; i++)
-        if (!is_key_char(k[i]))
-            return false;
-    if (!is_lcalpha(at[1]))
-        return false;
+        if (!is_key_char(k[i])) return false;
+    if (!is_lcalpha(at[1])) return false;
     for (size_t i = 1; i < sn; i++)
-        if (!is_key_char(at[1 + i]))
-            return false;
+        if (!is_key_char(at[1 + i])) return false;
     return true;
 }
 
 /* value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E */
 static bool tracestate_value_valid(const char *v, size_t n)
 {
-    if (n == 0 || n > 256)
-        return false;
+    if (n == 0 || n > 256) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
-        if (c < 0x20 || c > 0x7e || c == ',' || c == '=')
-            return false;
+        if (c < 0x20 || c > 0x7e || c == ',' || c == '=') return false;
     }
     return v[n - 1] != ' ';
 }
 
 bool dais_tracestate_valid(const char *s, size_t len)
 {
-    if (s == NULL || len > DAIS_TRACESTATE_MAX)
-        return false;
+    if (s == NULL || len > DAIS_TRACESTATE_MAX) return false;
     size_t members = 0;
     size_t i = 0;
     for (;;) {
@@ -270,17 +246,13 @@ bool dais_tracestate_valid(const char *s, size_t len)
             b--;
         if (b > a) {
             const char *eq = memchr(s + a, '=', b - a);
-            if (eq == NULL)
-                return false;
+            if (eq == NULL) return false;
             size_t kn = (size_t)(eq - (s + a));
-            if (!tracestate_key_valid(s + a, kn) ||
-                !tracestate_value_valid(eq + 1, b - a - kn - 1))
+            if (!tracestate_key_valid(s + a, kn) || !tracestate_value_valid(eq + 1, b - a - kn - 1))
                 return false;
-            if (++members > 32)
-                return false;
+            if (++members > 32) return false;
         }
-        if (i >= len)
-            return true;
+        if (i >= len) return true;
         i++; /* the comma */
     }
 }
@@ -340,19 +312,14 @@ static size_t utf8_copy(char *out, size_t cap, const char *s)
             ok = false;
         }
         for (size_t i = 1; ok && i < k; i++)
-            if ((p[i] & 0xc0) != 0x80)
-                ok = false;
+            if ((p[i] & 0xc0) != 0x80) ok = false;
         if (ok && k == 3) { /* no overlongs, no surrogates */
-            if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))
-                ok = false;
+            if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) ok = false;
         } else if (ok && k == 4) {
-            if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))
-                ok = false;
+            if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) ok = false;
         }
-        if (!ok)
-            k = 1;
-        if (n + k + 1 > cap)
-            break;
+        if (!ok) k = 1;
+        if (n + k + 1 > cap) break;
         if (ok)
             memcpy(out + n, p, k);
         else
@@ -415,20 +382,16 @@ dais_span *dais_span_start(dais_tracer *t, const char *name, enum dais_span_kind
 {
     dais_trace_ctx ctx;
     dais_trace_ctx_child(parent, &ctx);
-    if (ctx_out != NULL)
-        *ctx_out = ctx;
-    if (t == NULL || !t->enabled || !(ctx.flags & DAIS_TRACE_FLAG_SAMPLED))
-        return NULL;
+    if (ctx_out != NULL) *ctx_out = ctx;
+    if (t == NULL || !t->enabled || !(ctx.flags & DAIS_TRACE_FLAG_SAMPLED)) return NULL;
     dais_span *s = malloc(sizeof(*s));
-    if (s == NULL)
-        return NULL;
+    if (s == NULL) return NULL;
     s->t = t;
     s->ctx = ctx;
     s->has_parent = parent != NULL && parent->valid;
-    if (s->has_parent)
-        memcpy(s->parent_id, parent->span_id, sizeof(s->parent_id));
-    s->kind = (kind >= DAIS_SPAN_INTERNAL && kind <= DAIS_SPAN_CONSUMER) ? kind
-                                                                          : DAIS_SPAN_INTERNAL;
+    if (s->has_parent) memcpy(s->parent_id, parent->span_id, sizeof(s->parent_id));
+    s->kind =
+        (kind >= DAIS_SPAN_INTERNAL && kind <= DAIS_SPAN_CONSUMER) ? kind : DAIS_SPAN_INTERNAL;
     s->status = DAIS_SPAN_UNSET;
     s->status_msg[0] = '\0';
     s->n_attrs = 0;
@@ -443,25 +406,21 @@ dais_span *dais_span_start(dais_tracer *t, const char *name, enum dais_span_kind
 
 static span_attr *attr_slot(dais_span *s, const char *key)
 {
-    if (s == NULL || key == NULL)
-        return NULL;
+    if (s == NULL || key == NULL) return NULL;
     for (unsigned i = 0; i < s->n_attrs; i++)
         if (strncmp(s->attrs[i].key, key, SPAN_KEY_MAX - 1) == 0)
             return NULL; /* first value wins: attributes are set once */
-    if (s->n_attrs >= DAIS_SPAN_MAX_ATTRS)
-        return NULL;
+    if (s->n_attrs >= DAIS_SPAN_MAX_ATTRS) return NULL;
     span_attr *a = &s->attrs[s->n_attrs];
     utf8_copy(a->key, sizeof(a->key), key);
-    if (a->key[0] == '\0')
-        return NULL;
+    if (a->key[0] == '\0') return NULL;
     return a;
 }
 
 void dais_span_set_str(dais_span *s, const char *key, const char *value)
 {
     span_attr *a = attr_slot(s, key);
-    if (a == NULL || s->arena_used >= sizeof(s->arena))
-        return;
+    if (a == NULL || s->arena_used >= sizeof(s->arena)) return;
     a->is_int = false;
     a->off = (uint16_t)s->arena_used;
     size_t n = utf8_copy(s->arena + s->arena_used, sizeof(s->arena) - s->arena_used, value);
@@ -472,8 +431,7 @@ void dais_span_set_str(dais_span *s, const char *key, const char *value)
 void dais_span_set_int(dais_span *s, const char *key, int64_t value)
 {
     span_attr *a = attr_slot(s, key);
-    if (a == NULL)
-        return;
+    if (a == NULL) return;
     a->is_int = true;
     a->ival = value;
     s->n_attrs++;
@@ -481,8 +439,7 @@ void dais_span_set_int(dais_span *s, const char *key, int64_t value)
 
 void dais_span_set_status(dais_span *s, enum dais_span_status st, const char *message)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     s->status = (st >= DAIS_SPAN_UNSET && st <= DAIS_SPAN_ERROR) ? st : DAIS_SPAN_UNSET;
     utf8_copy(s->status_msg, sizeof(s->status_msg), message);
 }
@@ -497,8 +454,7 @@ void dais_span_ctx(const dais_span *s, dais_trace_ctx *out)
 
 void dais_span_end(dais_span *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     dais_tracer *t = s->t;
     uint64_t mono = dais_now_ns();
     s->end_unix_ns = s->start_unix_ns + (mono > s->start_mono_ns ? mono - s->start_mono_ns : 0);
@@ -515,8 +471,7 @@ void dais_span_end(dais_span *s)
     t->pushed++;
     bool wake = t->count == t->batch_max;
     pthread_mutex_unlock(&t->mu);
-    if (wake)
-        pthread_cond_signal(&t->cv);
+    if (wake) pthread_cond_signal(&t->cv);
 }
 
 /* ---- OTLP JSON ------------------------------------------------------------------------- */
@@ -546,8 +501,7 @@ static json_t *encode_span(const dais_span *s)
     hex_encode(s->ctx.span_id, 8, sid);
     json_t *o = json_object();
     json_t *attrs = json_array();
-    if (o == NULL || attrs == NULL)
-        goto fail;
+    if (o == NULL || attrs == NULL) goto fail;
     if (json_object_set_new(o, "traceId", json_string(tid)) != 0 ||
         json_object_set_new(o, "spanId", json_string(sid)) != 0 ||
         json_object_set_new(o, "name", json_string(s->name)) != 0 ||
@@ -557,8 +511,7 @@ static json_t *encode_span(const dais_span *s)
         goto fail;
     if (s->has_parent) {
         hex_encode(s->parent_id, 8, pid);
-        if (json_object_set_new(o, "parentSpanId", json_string(pid)) != 0)
-            goto fail;
+        if (json_object_set_new(o, "parentSpanId", json_string(pid)) != 0) goto fail;
     }
     for (unsigned i = 0; i < s->n_attrs; i++) {
         const span_attr *a = &s->attrs[i];
@@ -570,8 +523,7 @@ static json_t *encode_span(const dais_span *s)
         } else {
             kv = kv_string(a->key, s->arena + a->off);
         }
-        if (!push(attrs, kv))
-            goto fail;
+        if (!push(attrs, kv)) goto fail;
     }
     if (json_object_set_new(o, "attributes", attrs) != 0) {
         attrs = NULL;
@@ -581,8 +533,7 @@ static json_t *encode_span(const dais_span *s)
     json_t *st = json_pack("{s:i}", "code", (int)s->status);
     if (st != NULL && s->status_msg[0] != '\0')
         json_object_set_new(st, "message", json_string(s->status_msg));
-    if (st == NULL || json_object_set_new(o, "status", st) != 0)
-        goto fail;
+    if (st == NULL || json_object_set_new(o, "status", st) != 0) goto fail;
     return o;
 fail:
     json_decref(attrs);
@@ -592,27 +543,22 @@ fail:
 
 char *dais_trace_encode_otlp(const dais_tracer *t, dais_span *const *spans, size_t n)
 {
-    if (t == NULL)
-        return NULL;
+    if (t == NULL) return NULL;
     char *out = NULL;
     json_t *res_attrs = json_array();
     json_t *arr = json_array();
     json_t *root = NULL;
-    if (res_attrs == NULL || arr == NULL)
-        goto done;
-    if (!push(res_attrs, kv_string("service.name", t->service)))
-        goto done;
+    if (res_attrs == NULL || arr == NULL) goto done;
+    if (!push(res_attrs, kv_string("service.name", t->service))) goto done;
     if (t->instance != NULL && !push(res_attrs, kv_string("service.instance.id", t->instance)))
         goto done;
     for (size_t i = 0; i < n; i++)
-        if (!push(arr, encode_span(spans[i])))
-            goto done;
+        if (!push(arr, encode_span(spans[i]))) goto done;
     root = json_pack("{s:[{s:{s:o}, s:[{s:{s:s, s:s}, s:o}]}]}", "resourceSpans", "resource",
                      "attributes", res_attrs, "scopeSpans", "scope", "name", "dais", "version",
                      DAIS_VERSION, "spans", arr);
     res_attrs = arr = NULL; /* "o" steals the references, even on failure */
-    if (root != NULL)
-        out = json_dumps(root, JSON_COMPACT);
+    if (root != NULL) out = json_dumps(root, JSON_COMPACT);
 done:
     json_decref(res_attrs);
     json_decref(arr);
@@ -634,8 +580,7 @@ static bool export_batch(dais_tracer *t, CURL *curl, struct curl_slist *hdrs, da
                          size_t n)
 {
     char *body = dais_trace_encode_otlp(t, batch, n);
-    if (body == NULL)
-        return false;
+    if (body == NULL) return false;
     curl_easy_setopt(curl, CURLOPT_URL, t->url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
@@ -647,8 +592,7 @@ static bool export_batch(dais_tracer *t, CURL *curl, struct curl_slist *hdrs, da
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     CURLcode rc = curl_easy_perform(curl);
     long status = 0;
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     free(body);
     return rc == CURLE_OK && status >= 200 && status < 300;
 }
@@ -663,11 +607,10 @@ static void *export_main(void *arg)
 
     pthread_mutex_lock(&t->mu);
     for (;;) {
-        if (t->stop && t->count == 0)
-            break;
-        /* Sleep until a batch is full, a flush or stop is asked, or flush_ms passed. Ending a
-         * span wakes this thread only when it fills a batch, so the request path rarely pays
-         * for a wake-up; an idle tracer wakes once per flush_ms. */
+        if (t->stop && t->count == 0) break;
+            /* Sleep until a batch is full, a flush or stop is asked, or flush_ms passed. Ending a
+             * span wakes this thread only when it fills a batch, so the request path rarely pays
+             * for a wake-up; an idle tracer wakes once per flush_ms. */
 #define EXPORT_SHOULD_WAIT(t)                                                                      \
     (!(t)->stop && ((t)->count == 0 || ((t)->count < (t)->batch_max && (t)->flush_waiters == 0)))
         if (EXPORT_SHOULD_WAIT(t)) {
@@ -677,13 +620,11 @@ static void *export_main(void *arg)
             dl.tv_sec += (time_t)(ns / 1000000000ull);
             dl.tv_nsec = (long)(ns % 1000000000ull);
             while (EXPORT_SHOULD_WAIT(t)) {
-                if (pthread_cond_timedwait(&t->cv, &t->mu, &dl) == ETIMEDOUT)
-                    break;
+                if (pthread_cond_timedwait(&t->cv, &t->mu, &dl) == ETIMEDOUT) break;
             }
         }
 #undef EXPORT_SHOULD_WAIT
-        if (t->count == 0)
-            continue;
+        if (t->count == 0) continue;
         size_t n = 0;
         while (n < t->batch_max && t->count > 0) {
             batch[n++] = t->ring[t->head];
@@ -724,14 +665,11 @@ static void *export_main(void *arg)
 static bool endpoint_valid(const char *e)
 {
     size_t n = strlen(e);
-    if (n > 1024)
-        return false;
-    if (strncmp(e, "http://", 7) != 0 && strncmp(e, "https://", 8) != 0)
-        return false;
+    if (n > 1024) return false;
+    if (strncmp(e, "http://", 7) != 0 && strncmp(e, "https://", 8) != 0) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)e[i];
-        if (c <= 0x20 || c >= 0x7f)
-            return false;
+        if (c <= 0x20 || c >= 0x7f) return false;
     }
     return true;
 }
@@ -746,14 +684,12 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     bool mu_ok = false, cv_ok = false, done_ok = false;
     const char *endpoint = cfg != NULL ? cfg->endpoint : NULL;
     t->service = strdup(cfg != NULL && cfg->service_name != NULL ? cfg->service_name : "dais");
-    if (cfg != NULL && cfg->instance_id != NULL)
-        t->instance = strdup(cfg->instance_id);
+    if (cfg != NULL && cfg->instance_id != NULL) t->instance = strdup(cfg->instance_id);
     if (t->service == NULL || (cfg != NULL && cfg->instance_id != NULL && t->instance == NULL)) {
         dais_err_set(err, DAIS_ENOMEM, "tracer: out of memory");
         goto fail;
     }
-    if (endpoint == NULL || endpoint[0] == '\0')
-        return t; /* disabled: nothing else to set up */
+    if (endpoint == NULL || endpoint[0] == '\0') return t; /* disabled: nothing else to set up */
 
     if (!endpoint_valid(endpoint)) {
         dais_err_set(err, DAIS_EINVAL, "OTLP endpoint must be an http:// or https:// URL: %.64s",
@@ -770,8 +706,7 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     }
     t->queue_max = cfg->queue_max != 0 ? cfg->queue_max : 2048;
     t->batch_max = cfg->batch_max != 0 ? cfg->batch_max : 512;
-    if (t->batch_max > t->queue_max)
-        t->batch_max = t->queue_max;
+    if (t->batch_max > t->queue_max) t->batch_max = t->queue_max;
     t->flush_ms = cfg->flush_ms != 0 ? cfg->flush_ms : 1000;
     t->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : 2000;
     t->ring = calloc(t->queue_max, sizeof(*t->ring));
@@ -787,15 +722,15 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     dais_metric_family *drop = dais_metrics_family_new(
         reg, DAIS_METRIC_COUNTER, DAIS_M_TRACE_DROPPED,
         "Spans dropped instead of exported (queue full, export failed).", 1, reason, 0, NULL);
-    dais_metric_family *batches = dais_metrics_family_new(
-        reg, DAIS_METRIC_COUNTER, DAIS_M_TRACE_BATCHES,
-        "OTLP export requests by result.", 1, result, 0, NULL);
+    dais_metric_family *batches =
+        dais_metrics_family_new(reg, DAIS_METRIC_COUNTER, DAIS_M_TRACE_BATCHES,
+                                "OTLP export requests by result.", 1, result, 0, NULL);
     t->m_drop_queue = dais_counter_child(drop, (const char *[]){"queue_full"});
     t->m_drop_export = dais_counter_child(drop, (const char *[]){"export_failed"});
     t->m_batch_ok = dais_counter_child(batches, (const char *[]){"ok"});
     t->m_batch_err = dais_counter_child(batches, (const char *[]){"error"});
-    t->m_exported = dais_counter_new(reg, DAIS_M_TRACE_EXPORTED,
-                                     "Spans accepted by the OTLP collector.");
+    t->m_exported =
+        dais_counter_new(reg, DAIS_M_TRACE_EXPORTED, "Spans accepted by the OTLP collector.");
 
     pthread_once(&g_curl_once, curl_init_once);
     mu_ok = pthread_mutex_init(&t->mu, NULL) == 0;
@@ -818,12 +753,9 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     t->thread_started = true;
     return t;
 fail:
-    if (done_ok)
-        pthread_cond_destroy(&t->done_cv);
-    if (cv_ok)
-        pthread_cond_destroy(&t->cv);
-    if (mu_ok)
-        pthread_mutex_destroy(&t->mu);
+    if (done_ok) pthread_cond_destroy(&t->done_cv);
+    if (cv_ok) pthread_cond_destroy(&t->cv);
+    if (mu_ok) pthread_mutex_destroy(&t->mu);
     free(t->ring);
     free(t->batch);
     free(t->url);
@@ -835,8 +767,7 @@ fail:
 
 int dais_tracer_flush(dais_tracer *t, unsigned timeout_ms)
 {
-    if (t == NULL || !t->enabled)
-        return 0;
+    if (t == NULL || !t->enabled) return 0;
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
@@ -861,8 +792,7 @@ int dais_tracer_flush(dais_tracer *t, unsigned timeout_ms)
 void dais_tracer_get_stats(const dais_tracer *t, dais_tracer_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     dais_tracer *m = (dais_tracer *)t;
     out->started = atomic_load(&m->started);
     out->exported = atomic_load(&m->exported);
@@ -873,8 +803,7 @@ void dais_tracer_get_stats(const dais_tracer *t, dais_tracer_stats *out)
 
 void dais_tracer_free(dais_tracer *t)
 {
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     if (t->thread_started) {
         pthread_mutex_lock(&t->mu);
         t->stop = true;

@@ -15,7 +15,8 @@
  * sends batches (every flush interval or when a batch is full) with libcurl under a short
  * timeout. When the queue is full or an export fails the spans are dropped and counted in
  * dais_trace_spans_dropped_total{reason} — the request path never waits for the collector.
- * A span whose parent is not sampled (flags bit 0 clear) is not recorded either.
+ * A span whose parent is not sampled (flags bit 0 clear) is not recorded either. The export
+ * uses libcurl, which honours the usual proxy variables (https_proxy, no_proxy…).
  */
 #ifndef DAIS_COMMON_TRACE_H
 #define DAIS_COMMON_TRACE_H
@@ -30,7 +31,7 @@
 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 #define DAIS_TRACEPARENT_LEN 55
 /* Longest tracestate value passed on (the W3C minimum every vendor must propagate). */
-#define DAIS_TRACESTATE_MAX 512
+#define DAIS_TRACESTATE_MAX     512
 #define DAIS_TRACE_FLAG_SAMPLED 0x01
 
 typedef struct dais_trace_ctx {

@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dais_trace_ctx c;
     if (dais_traceparent_parse(s, size, &c) == 0) {
         char out[DAIS_TRACEPARENT_LEN + 1];
-        if (!c.valid || dais_traceparent_format(&c, out) != 0)
-            abort();
+        if (!c.valid || dais_traceparent_format(&c, out) != 0) abort();
         dais_trace_ctx back;
         if (dais_traceparent_parse(out, strlen(out), &back) != 0 ||
             memcmp(&back, &c, sizeof(c)) != 0)

@@ -40,10 +40,9 @@ static void test_golden(void **state)
     dais_counter_add(c, 41);
 
     static const char *const lbl[] = {"route", "code"};
-    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_COUNTER,
-                                                    "dais_http_requests_total",
-                                                    "HTTP requests by route and code.", 2, lbl,
-                                                    0, NULL);
+    dais_metric_family *f =
+        dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_http_requests_total",
+                                "HTTP requests by route and code.", 2, lbl, 0, NULL);
     assert_non_null(f);
     dais_counter *ok = dais_counter_child(f, (const char *[]){"/api/inference", "200"});
     dais_counter *bad = dais_counter_child(f, (const char *[]){"/api/inference", "503"});
@@ -71,28 +70,27 @@ static void test_golden(void **state)
     dais_counter_add_f(cf, 0.25);
 
     char *s = render(r);
-    const char *want =
-        "# HELP dais_requests_total Requests served.\n"
-        "# TYPE dais_requests_total counter\n"
-        "dais_requests_total 42\n"
-        "# HELP dais_http_requests_total HTTP requests by route and code.\n"
-        "# TYPE dais_http_requests_total counter\n"
-        "dais_http_requests_total{route=\"/api/inference\",code=\"200\"} 7\n"
-        "dais_http_requests_total{route=\"/api/inference\",code=\"503\"} 1\n"
-        "# HELP dais_queue_depth Requests waiting.\n"
-        "# TYPE dais_queue_depth gauge\n"
-        "dais_queue_depth 2.5\n"
-        "# HELP dais_request_duration_seconds Request duration.\n"
-        "# TYPE dais_request_duration_seconds histogram\n"
-        "dais_request_duration_seconds_bucket{le=\"0.1\"} 2\n"
-        "dais_request_duration_seconds_bucket{le=\"1\"} 3\n"
-        "dais_request_duration_seconds_bucket{le=\"2.5\"} 3\n"
-        "dais_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"
-        "dais_request_duration_seconds_sum 7.65\n"
-        "dais_request_duration_seconds_count 4\n"
-        "# HELP dais_cpu_seconds_total Fractional counter.\n"
-        "# TYPE dais_cpu_seconds_total counter\n"
-        "dais_cpu_seconds_total 2.25\n";
+    const char *want = "# HELP dais_requests_total Requests served.\n"
+                       "# TYPE dais_requests_total counter\n"
+                       "dais_requests_total 42\n"
+                       "# HELP dais_http_requests_total HTTP requests by route and code.\n"
+                       "# TYPE dais_http_requests_total counter\n"
+                       "dais_http_requests_total{route=\"/api/inference\",code=\"200\"} 7\n"
+                       "dais_http_requests_total{route=\"/api/inference\",code=\"503\"} 1\n"
+                       "# HELP dais_queue_depth Requests waiting.\n"
+                       "# TYPE dais_queue_depth gauge\n"
+                       "dais_queue_depth 2.5\n"
+                       "# HELP dais_request_duration_seconds Request duration.\n"
+                       "# TYPE dais_request_duration_seconds histogram\n"
+                       "dais_request_duration_seconds_bucket{le=\"0.1\"} 2\n"
+                       "dais_request_duration_seconds_bucket{le=\"1\"} 3\n"
+                       "dais_request_duration_seconds_bucket{le=\"2.5\"} 3\n"
+                       "dais_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"
+                       "dais_request_duration_seconds_sum 7.65\n"
+                       "dais_request_duration_seconds_count 4\n"
+                       "# HELP dais_cpu_seconds_total Fractional counter.\n"
+                       "# TYPE dais_cpu_seconds_total counter\n"
+                       "dais_cpu_seconds_total 2.25\n";
     assert_string_equal(s, want);
     free(s);
 
@@ -109,8 +107,8 @@ static void test_labelled_histogram_and_special_values(void **state)
     dais_metrics_registry *r = dais_metrics_registry_new();
     static const char *const lbl[] = {"worker"};
     static const double b[] = {1};
-    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_x_seconds",
-                                                    "x", 1, lbl, 1, b);
+    dais_metric_family *f =
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_x_seconds", "x", 1, lbl, 1, b);
     dais_histogram *h = dais_histogram_child(f, (const char *[]){"w1"});
     dais_histogram_observe(h, 0.5);
     dais_gauge *g1 = dais_gauge_new(r, "dais_g_inf", "g");
@@ -141,9 +139,8 @@ static void test_escaping(void **state)
     (void)state;
     dais_metrics_registry *r = dais_metrics_registry_new();
     static const char *const lbl[] = {"v"};
-    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_GAUGE, "dais_esc",
-                                                    "back\\slash \"quoted\"\nnext line", 1, lbl,
-                                                    0, NULL);
+    dais_metric_family *f = dais_metrics_family_new(
+        r, DAIS_METRIC_GAUGE, "dais_esc", "back\\slash \"quoted\"\nnext line", 1, lbl, 0, NULL);
     dais_gauge_set(dais_gauge_child(f, (const char *[]){"a\\b\"c\nd"}), 1);
     dais_gauge_set(dais_gauge_child(f, (const char *[]){""}), 2);
     char *s = render(r);
@@ -181,8 +178,8 @@ static void test_bucket_math(void **state)
     assert_int_equal(dais_histogram_bucket(h, 40), 1000);
     assert_int_equal(dais_histogram_count(h), 1000);
 
-    dais_histogram_observe(hs, -5);  /* below the first bound */
-    dais_histogram_observe(hs, 1);   /* exactly on a bound */
+    dais_histogram_observe(hs, -5); /* below the first bound */
+    dais_histogram_observe(hs, 1);  /* exactly on a bound */
     dais_histogram_observe(hs, 1.0000001);
     dais_histogram_observe(hs, INFINITY);
     dais_histogram_observe(hs, NAN); /* counted in +Inf only */
@@ -220,17 +217,15 @@ static void test_definitions(void **state)
     assert_null(dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_a", "x", 2, ldup, 0, NULL));
     assert_null(dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_b", "x", 1, lres, 0, NULL));
     assert_null(dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_c", "x", 1, lbad, 0, NULL));
+    assert_null(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_d", "x", 1, lle, 2, ok_b));
     assert_null(
-        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_d", "x", 1, lle, 2, ok_b));
-    assert_null(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_e", "x", 0, NULL, 2,
-                                        bad_b));
-    assert_null(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_f", "x", 0, NULL, 2,
-                                        nan_b));
-    assert_null(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_g", "x", 0, NULL, 0,
-                                        NULL));
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_e", "x", 0, NULL, 2, bad_b));
+    assert_null(
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_f", "x", 0, NULL, 2, nan_b));
+    assert_null(dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_g", "x", 0, NULL, 0, NULL));
     assert_null(dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_h", "x", 0, NULL, 2, ok_b));
-    assert_null(dais_metrics_family_new(r, (enum dais_metric_type)7, "dais_i", "x", 0, NULL, 0,
-                                        NULL));
+    assert_null(
+        dais_metrics_family_new(r, (enum dais_metric_type)7, "dais_i", "x", 0, NULL, 0, NULL));
 
     /* same definition again: the same family; a different one: refused */
     dais_metric_family *f =
@@ -239,8 +234,8 @@ static void test_definitions(void **state)
     assert_ptr_equal(f, dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_same", "other help",
                                                 1, l1, 0, NULL));
     assert_null(dais_metrics_family_new(r, DAIS_METRIC_GAUGE, "dais_same", "x", 1, l1, 0, NULL));
-    assert_null(dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_same", "x", 0, NULL, 0,
-                                        NULL));
+    assert_null(
+        dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_same", "x", 0, NULL, 0, NULL));
     /* child getters check the family type and the values */
     assert_null(dais_gauge_child(f, (const char *[]){"v"}));
     assert_null(dais_histogram_child(f, (const char *[]){"v"}));
@@ -282,8 +277,7 @@ static void test_child_cap_and_hide(void **state)
         dais_counter *c = dais_counter_child(f, (const char *[]){v});
         assert_non_null(c);
         dais_counter_add(c, (uint64_t)i);
-        if (i == 0)
-            first = c;
+        if (i == 0) first = c;
     }
     /* lookups still find every existing child (hash table growth kept them) */
     for (int i = 0; i < DAIS_METRICS_MAX_CHILDREN; i += 97) {
@@ -350,8 +344,8 @@ static void test_collector(void **state)
     assert_int_equal(dais_metrics_collector_remove(r, f), DAIS_ENOTFOUND);
     dais_counter *plain = dais_counter_new(r, "dais_plain_total", "x");
     assert_int_equal(dais_metrics_collector_remove(
-                         r, dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_plain_total",
-                                                    "x", 0, NULL, 0, NULL)),
+                         r, dais_metrics_family_new(r, DAIS_METRIC_COUNTER, "dais_plain_total", "x",
+                                                    0, NULL, 0, NULL)),
                      DAIS_EINVAL);
     (void)plain;
     s = render(r);
@@ -400,8 +394,9 @@ static void test_standard(void **state)
     assert_non_null(strstr(s, "\nprocess_max_fds "));
     assert_non_null(strstr(s, "\nprocess_start_time_seconds "));
     char want[256];
-    snprintf(want, sizeof(want), "dais_build_info{version=\"%s\",commit=\"%s\",simd=\"avx2,fma\"} 1\n",
-             DAIS_VERSION, DAIS_GIT_COMMIT);
+    snprintf(want, sizeof(want),
+             "dais_build_info{version=\"%s\",commit=\"%s\",simd=\"avx2,fma\"} 1\n", DAIS_VERSION,
+             DAIS_GIT_COMMIT);
     assert_non_null(strstr(s, want));
     /* resident memory is a plausible positive number */
     const char *p = strstr(s, "\nprocess_resident_memory_bytes ");

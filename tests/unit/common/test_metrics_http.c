@@ -62,17 +62,15 @@ static void server_stop(server *s)
 static char *roundtrip(uint16_t port, const char *req, size_t len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     size_t off = 0;
     while (off < len) {
         ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;
+        if (w <= 0) break;
         off += (size_t)w;
     }
     size_t cap = 1 << 16, n = 0;
@@ -83,8 +81,7 @@ static char *roundtrip(uint16_t port, const char *req, size_t len)
             buf = realloc(buf, cap + 1);
         }
         ssize_t r = recv(fd, buf + n, cap - n, 0);
-        if (r <= 0)
-            break;
+        if (r <= 0) break;
         n += (size_t)r;
     }
     buf[n] = '\0';
@@ -201,9 +198,9 @@ static void test_pipelined_and_hangups(void **state)
     /* a registry big enough that a reply does not fit in the socket buffers (~2 MB) */
     dais_metrics_registry *r = dais_metrics_registry_new();
     static const char *const lbl[] = {"worker"};
-    dais_metric_family *f = dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_big_seconds",
-                                                    "big", 1, lbl, dais_buckets_latency_n,
-                                                    dais_buckets_latency);
+    dais_metric_family *f =
+        dais_metrics_family_new(r, DAIS_METRIC_HISTOGRAM, "dais_big_seconds", "big", 1, lbl,
+                                dais_buckets_latency_n, dais_buckets_latency);
     for (int i = 0; i < 2000; i++) {
         char v[32];
         snprintf(v, sizeof(v), "worker-%d", i);
@@ -235,8 +232,7 @@ static void test_pipelined_and_hangups(void **state)
         assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
         if (i % 2 == 1) {
             for (int k = 0; k < 50; k++)
-                if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0)
-                    break;
+                if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0) break;
         }
         char buf[100];
         ssize_t got = recv(fd, buf, sizeof(buf), 0);
@@ -264,8 +260,8 @@ static void test_default_registry_and_errors(void **state)
     dais_err err;
     dais_err_clear(&err);
     struct event_base *b2 = event_base_new();
-    assert_null(dais_metrics_http_start(b2, "127.0.0.1", dais_metrics_http_port(s.http), NULL, 0,
-                                        &err));
+    assert_null(
+        dais_metrics_http_start(b2, "127.0.0.1", dais_metrics_http_port(s.http), NULL, 0, &err));
     assert_int_equal(err.code, DAIS_EIO);
     assert_non_null(strstr(err.msg, "cannot listen"));
     assert_null(dais_metrics_http_start(NULL, "127.0.0.1", 0, NULL, 0, &err));

@@ -94,16 +94,15 @@ static void test_traceparent_invalid(void **state)
         "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* separators */
         "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
-        "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01", /* misplaced dash */
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01", /* non-hex */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",  /* misplaced dash */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01",  /* non-hex */
         "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", /* future, no dash */
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         dais_trace_ctx c;
         memset(&c, 0xab, sizeof(c));
-        if (parse(bad[i], &c) != DAIS_EFORMAT)
-            fail_msg("accepted: \"%s\"", bad[i]);
+        if (parse(bad[i], &c) != DAIS_EFORMAT) fail_msg("accepted: \"%s\"", bad[i]);
         assert_false(c.valid);
     }
     /* embedded NUL inside the counted length */
@@ -290,31 +289,26 @@ static void *receiver_main(void *arg)
     receiver *r = arg;
     while (!atomic_load(&r->stop)) {
         struct pollfd p = {.fd = r->lfd, .events = POLLIN};
-        if (poll(&p, 1, 50) <= 0)
-            continue;
+        if (poll(&p, 1, 50) <= 0) continue;
         int fd = accept(r->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
+        if (fd < 0) continue;
         char *buf = malloc(1 << 20);
         size_t n = 0;
         long want = -1;
         size_t hdr_end = 0;
         for (;;) {
             ssize_t k = recv(fd, buf + n, (1 << 20) - 1 - n, 0);
-            if (k <= 0)
-                break;
+            if (k <= 0) break;
             n += (size_t)k;
             buf[n] = '\0';
             if (hdr_end == 0) {
                 char *e = strstr(buf, "\r\n\r\n");
-                if (e == NULL)
-                    continue;
+                if (e == NULL) continue;
                 hdr_end = (size_t)(e - buf) + 4;
                 char *cl = strcasestr(buf, "Content-Length:");
                 want = cl != NULL ? strtol(cl + 15, NULL, 10) : 0;
             }
-            if (n - hdr_end >= (size_t)want)
-                break;
+            if (n - hdr_end >= (size_t)want) break;
         }
         /* record before answering: once the exporter has its answer, the test may look */
         pthread_mutex_lock(&r->mu);
@@ -388,10 +382,10 @@ static void test_export_to_receiver(void **state)
     dais_metrics_registry *reg = dais_metrics_registry_new();
     dais_err err;
     dais_tracer *t = dais_tracer_new(&(dais_tracer_config){.endpoint = ep,
-                                                          .service_name = "dais-master",
-                                                          .instance_id = "master-1",
-                                                          .flush_ms = 50,
-                                                          .metrics = reg},
+                                                           .service_name = "dais-master",
+                                                           .instance_id = "master-1",
+                                                           .flush_ms = 50,
+                                                           .metrics = reg},
                                      &err);
     assert_non_null(t);
     assert_true(dais_tracer_enabled(t));
@@ -399,18 +393,20 @@ static void test_export_to_receiver(void **state)
     dais_trace_ctx incoming, root_ctx, child_ctx;
     assert_int_equal(parse(TP_OK, &incoming), 0);
     uint64_t t0 = dais_now_ns();
-    dais_span *root = dais_span_start(t, "POST /api/inference", DAIS_SPAN_SERVER, &incoming,
-                                      &root_ctx);
+    dais_span *root =
+        dais_span_start(t, "POST /api/inference", DAIS_SPAN_SERVER, &incoming, &root_ctx);
     assert_non_null(root);
     dais_trace_ctx got;
     dais_span_ctx(root, &got);
     assert_memory_equal(&got, &root_ctx, sizeof(got));
-    dais_span *child = dais_span_start(t, "select_worker", DAIS_SPAN_INTERNAL, &root_ctx,
-                                       &child_ctx);
+    dais_span *child =
+        dais_span_start(t, "select_worker", DAIS_SPAN_INTERNAL, &root_ctx, &child_ctx);
     dais_span_set_str(child, "worker.id", "w1");
     dais_span_set_int(child, "attempt", 2);
     dais_span_set_int(child, "attempt", 3); /* first value wins */
-    dais_span_set_str(child, "bad.utf8", "ok\xff\xc3(\x01" "end");
+    dais_span_set_str(child, "bad.utf8",
+                      "ok\xff\xc3(\x01"
+                      "end");
     usleep(2000);
     dais_span_end(child);
     dais_span_set_int(root, "http.status_code", 503);
@@ -463,19 +459,19 @@ static void test_export_to_receiver(void **state)
     json_t *cattrs = json_object_get(c, "attributes");
     assert_string_equal(attr_value(cattrs, "worker.id", "stringValue"), "w1");
     assert_string_equal(attr_value(cattrs, "attempt", "intValue"), "2");
-    assert_string_equal(attr_value(cattrs, "bad.utf8", "stringValue"), "ok?" "?(?end");
-    assert_string_equal(attr_value(json_object_get(p, "attributes"), "http.status_code",
-                                   "intValue"),
-                        "503");
+    assert_string_equal(attr_value(cattrs, "bad.utf8", "stringValue"), "ok?"
+                                                                       "?(?end");
+    assert_string_equal(
+        attr_value(json_object_get(p, "attributes"), "http.status_code", "intValue"), "503");
     /* times are decimal strings of unix nanoseconds; durations are sensible */
-    unsigned long long ps = strtoull(json_string_value(json_object_get(p, "startTimeUnixNano")),
-                                     NULL, 10);
-    unsigned long long pe = strtoull(json_string_value(json_object_get(p, "endTimeUnixNano")),
-                                     NULL, 10);
-    unsigned long long cs = strtoull(json_string_value(json_object_get(c, "startTimeUnixNano")),
-                                     NULL, 10);
-    unsigned long long ce = strtoull(json_string_value(json_object_get(c, "endTimeUnixNano")),
-                                     NULL, 10);
+    unsigned long long ps =
+        strtoull(json_string_value(json_object_get(p, "startTimeUnixNano")), NULL, 10);
+    unsigned long long pe =
+        strtoull(json_string_value(json_object_get(p, "endTimeUnixNano")), NULL, 10);
+    unsigned long long cs =
+        strtoull(json_string_value(json_object_get(c, "startTimeUnixNano")), NULL, 10);
+    unsigned long long ce =
+        strtoull(json_string_value(json_object_get(c, "endTimeUnixNano")), NULL, 10);
     assert_true(ps > 1600000000ull * 1000000000ull);
     assert_true(ps <= cs && ce <= pe);
     assert_true(ce - cs >= 2000000ull);
@@ -499,8 +495,7 @@ static void test_unsampled_and_encode(void **state)
     char ep[64];
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", (unsigned)rcv.port);
     dais_metrics_registry *reg = dais_metrics_registry_new();
-    dais_tracer *t =
-        dais_tracer_new(&(dais_tracer_config){.endpoint = ep, .metrics = reg}, NULL);
+    dais_tracer *t = dais_tracer_new(&(dais_tracer_config){.endpoint = ep, .metrics = reg}, NULL);
     assert_non_null(t);
     dais_trace_ctx unsampled, ctx;
     assert_int_equal(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &unsampled),
@@ -528,10 +523,9 @@ static void test_unsampled_and_encode(void **state)
     assert_non_null(doc);
     json_t *sp = json_array_get(
         json_object_get(
-            json_array_get(
-                json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0),
-                                "scopeSpans"),
-                0),
+            json_array_get(json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
             "spans"),
         0);
     assert_null(json_object_get(sp, "parentSpanId"));
@@ -562,8 +556,7 @@ static uint64_t end_spans(dais_tracer *t, int n)
         uint64_t a = dais_now_ns();
         dais_span_end(s);
         uint64_t d = dais_now_ns() - a;
-        if (d > worst)
-            worst = d;
+        if (d > worst) worst = d;
     }
     return worst;
 }
@@ -608,9 +601,8 @@ static void test_export_non_2xx(void **state)
     char ep[64];
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", (unsigned)rcv.port);
     dais_metrics_registry *reg = dais_metrics_registry_new();
-    dais_tracer *t =
-        dais_tracer_new(&(dais_tracer_config){.endpoint = ep, .flush_ms = 20, .metrics = reg},
-                        NULL);
+    dais_tracer *t = dais_tracer_new(
+        &(dais_tracer_config){.endpoint = ep, .flush_ms = 20, .metrics = reg}, NULL);
     end_spans(t, 5);
     assert_int_equal(dais_tracer_flush(t, 5000), 0);
     dais_tracer_stats st;
@@ -633,11 +625,11 @@ static void test_export_slow_collector(void **state)
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", (unsigned)port);
     dais_metrics_registry *reg = dais_metrics_registry_new();
     dais_tracer *t = dais_tracer_new(&(dais_tracer_config){.endpoint = ep,
-                                                          .queue_max = 8,
-                                                          .batch_max = 4,
-                                                          .flush_ms = 10,
-                                                          .timeout_ms = 300,
-                                                          .metrics = reg},
+                                                           .queue_max = 8,
+                                                           .batch_max = 4,
+                                                           .flush_ms = 10,
+                                                           .timeout_ms = 300,
+                                                           .metrics = reg},
                                      NULL);
     assert_non_null(t);
     end_spans(t, 4); /* one full batch: the export thread is now stuck in the POST */
@@ -682,12 +674,10 @@ static void test_concurrent_spans(void **state)
     char ep[64];
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", (unsigned)rcv.port);
     dais_metrics_registry *reg = dais_metrics_registry_new();
-    dais_tracer *t = dais_tracer_new(&(dais_tracer_config){.endpoint = ep,
-                                                          .queue_max = 4096,
-                                                          .batch_max = 256,
-                                                          .flush_ms = 20,
-                                                          .metrics = reg},
-                                     NULL);
+    dais_tracer *t = dais_tracer_new(
+        &(dais_tracer_config){
+            .endpoint = ep, .queue_max = 4096, .batch_max = 256, .flush_ms = 20, .metrics = reg},
+        NULL);
     pthread_t th[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&th[i], NULL, span_thread, t);
@@ -706,10 +696,9 @@ static void test_concurrent_spans(void **state)
         json_t *doc = json_loads(rcv.bodies[i], 0, NULL);
         assert_non_null(doc);
         json_t *spans = json_object_get(
-            json_array_get(
-                json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0),
-                                "scopeSpans"),
-                0),
+            json_array_get(json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
             "spans");
         total += json_array_size(spans);
         assert_true(json_array_size(spans) <= 256);
