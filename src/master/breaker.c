@@ -291,6 +291,7 @@ void dais_breaker_snapshot(const dais_breaker *b, uint64_t now_ns, dais_breaker_
     out->window_failures = bad > UINT32_MAX ? UINT32_MAX : (uint32_t)bad;
     out->opens_total = b->opens_total;
     out->retry_at_ns = 0;
+    out->since_ns = b->changed_at_ns;
     if (b->state == DAIS_BREAKER_OPEN) {
         uint64_t t = b->opened_at_ns + b->cooldown_ns;
         out->retry_at_ns = t < b->opened_at_ns ? UINT64_MAX : t;

@@ -90,6 +90,7 @@ typedef struct dais_breaker_info {
     uint32_t window_failures;
     uint64_t opens_total;
     uint64_t retry_at_ns; /* OPEN: when probes will be admitted; otherwise 0 */
+    uint64_t since_ns;    /* time of the last state change (init/reset included) */
 } dais_breaker_info;
 
 /* Defaults: 5 consecutive failures; or >= 50 % failures over 30 s with at least 10 outcomes;

@@ -135,7 +135,6 @@ void dais_detector_sent(dais_detector *d, uint64_t now_ns, uint64_t id)
     p->state = PROBE_PENDING;
     d->head = (d->head + 1) % DAIS_DETECTOR_RING;
     d->last_sent_ns = now_ns;
-    d->sent_any = true;
     d->probes_sent++;
 }
 

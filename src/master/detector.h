@@ -68,10 +68,9 @@ typedef struct dais_detector {
     dais_detector_config cfg;
     enum dais_detector_verdict verdict;
     uint64_t last_heard_ns; /* last answer (init counts as one: the worker just registered) */
-    uint64_t last_sent_ns;  /* last probe sent; 0 before the first */
-    bool sent_any;
-    uint32_t missed; /* consecutive missed probes since last_heard_ns */
-    uint32_t head;   /* next ring slot */
+    uint64_t last_sent_ns;  /* last probe sent (the registration time before the first) */
+    uint32_t missed;        /* consecutive missed probes since last_heard_ns */
+    uint32_t head;          /* next ring slot */
     dais_detector_probe ring[DAIS_DETECTOR_RING];
     uint64_t history;   /* last 64 resolved probes, bit set = missed (newest = bit 0) */
     uint32_t history_n; /* valid bits in history (<= 64) */

@@ -97,6 +97,7 @@ static void test_consecutive_failures_open(void **state)
     assert_int_equal(info.state, DAIS_BREAKER_OPEN);
     assert_int_equal(info.opens_total, 1);
     assert_int_equal(info.retry_at_ns, now + 5 * SEC);
+    assert_int_equal(info.since_ns, now);
 
     uint64_t t = 77;
     assert_false(dais_breaker_allow(&b, now + 1, &t));
