@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -51,6 +52,20 @@ static void write_file(const char *dir, const char *name, const char *content)
     fputs(content, f);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(rename(tmp, path), 0); /* the server never reads half a file */
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* rm -rf without a shell (the tests must not depend on PATH). */
+static int rm_tree(const char *dir)
+{
+    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static char *read_file(const char *dir, const char *name)
@@ -663,9 +678,7 @@ static void test_client_config(void **state)
     assert_null(dais_k8s_client_new(NULL, &e));
     dais_k8s_client_free(NULL);
 
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rm_tree(dir), 0);
 }
 
 /* ---- against the fake API server -------------------------------------------------------- */
@@ -754,11 +767,7 @@ static int server_teardown(void **state)
         kill(g.server, SIGTERM);
         waitpid(g.server, NULL, 0);
     }
-    if (g.dir[0] != '\0') {
-        char cmd[400];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", g.dir);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g.dir);
-    }
+    if (g.dir[0] != '\0' && rm_tree(g.dir) != 0) fprintf(stderr, "could not remove %s\n", g.dir);
     return 0;
 }
 
