@@ -306,6 +306,7 @@ static bool valid_name(const char *s, bool colon)
 
 static char **copy_strv(const char *const *v, size_t n)
 {
+    if (n > 0 && v == NULL) return NULL;
     char **out = calloc(n > 0 ? n : 1, sizeof(char *));
     if (out == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {

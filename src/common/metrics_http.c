@@ -126,16 +126,21 @@ dais_metrics_http *dais_metrics_http_start(struct event_base *base, const char *
         dais_err_set(err, DAIS_EIO, "metrics server: cannot listen on %s:%u", addr, (unsigned)port);
         goto fail;
     }
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t sl = sizeof(ss);
     if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sl) != 0) {
         dais_err_set(err, DAIS_EIO, "metrics server: getsockname failed");
         goto fail;
     }
-    if (ss.ss_family == AF_INET6)
-        h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    else
-        h->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 a6;
+        memcpy(&a6, &ss, sizeof(a6));
+        h->port = ntohs(a6.sin6_port);
+    } else {
+        struct sockaddr_in a4;
+        memcpy(&a4, &ss, sizeof(a4));
+        h->port = ntohs(a4.sin_port);
+    }
     return h;
 fail:
     if (h->http != NULL) evhttp_free(h->http);

@@ -709,8 +709,8 @@ dais_tracer *dais_tracer_new(const dais_tracer_config *cfg, dais_err *err)
     if (t->batch_max > t->queue_max) t->batch_max = t->queue_max;
     t->flush_ms = cfg->flush_ms != 0 ? cfg->flush_ms : 1000;
     t->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : 2000;
-    t->ring = calloc(t->queue_max, sizeof(*t->ring));
-    t->batch = calloc(t->batch_max, sizeof(*t->batch));
+    t->ring = calloc(t->queue_max, sizeof(dais_span *));
+    t->batch = calloc(t->batch_max, sizeof(dais_span *));
     if (t->ring == NULL || t->batch == NULL) {
         dais_err_set(err, DAIS_ENOMEM, "tracer: out of memory");
         goto fail;
