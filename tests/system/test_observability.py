@@ -358,10 +358,13 @@ class Prometheus:
         assert status == 200 and doc["status"] == "success", doc
         return doc["data"]["result"]
 
-    def wait_value(self, q, pred, what, timeout=30):
+    def wait_value(self, q, pred, what, timeout=30, count=None):
+        """Waits until `q` has results (exactly `count` series when given), all matching."""
         def check():
             res = self.query(q)
-            return res if res and all(pred(float(r["value"][1])) for r in res) else None
+            if not res or (count is not None and len(res) != count):
+                return None
+            return res if all(pred(float(r["value"][1])) for r in res) else None
         return wait_until(check, timeout, what)
 
 
@@ -440,9 +443,11 @@ def test_collector_down_master(procs, tmp_path):
 # ---- tests: a cluster (master + workers) -----------------------------------------------------
 
 @needs_worker
-def test_cluster_metrics_prometheus_and_dashboard(procs, tmp_path):
-    m = Master(procs, tmp_path)
-    workers = [Worker(procs, tmp_path, m, f"worker-{i}") for i in (1, 2)]
+def test_cluster_metrics_prometheus_and_dashboard(procs, tmp_path, receiver):
+    # tracing on, so that the tracer's metrics (a dashboard panel) are registered too
+    m = Master(procs, tmp_path, trace_endpoint=receiver.endpoint)
+    workers = [Worker(procs, tmp_path, m, f"worker-{i}", trace_endpoint=receiver.endpoint)
+               for i in (1, 2)]
     wait_ready(m, 2)
     for _ in range(3):
         status, _, body = infer(m)
@@ -464,8 +469,8 @@ def test_cluster_metrics_prometheus_and_dashboard(procs, tmp_path):
 
     prom = Prometheus(procs, tmp_path, [("master", m.metrics)] +
                       [("worker", w.metrics) for w in workers])
-    prom.wait_value('up{job="dais"}', lambda v: v == 1, "every target up")
-    assert len(prom.query('up{job="dais"}')) == 3
+    up = prom.wait_value('up{job="dais"}', lambda v: v == 1, "every target up", count=3)
+    assert sorted(r["metric"]["role"] for r in up) == ["master", "worker", "worker"]
     prom.wait_value('sum(dais_http_requests_total{route="/api/inference",code="200"})',
                     lambda v: v == 3, "three answered requests")
     prom.wait_value('sum(dais_worker_decode_tokens_total)', lambda v: v > 0, "decode tokens")
