@@ -557,6 +557,12 @@ static void conn_close(worker *w, const char *why, bool retry)
     bool was_active = w->state == C_ACTIVE;
     DAIS_DEBUG("closing the cluster connection while %s", state_names[w->state]);
     if (w->bev != NULL) {
+        /* One non-blocking write of what is queued (an ERROR explaining the close, final
+         * frames), then the socket goes; a peer that does not read loses the rest. */
+        struct evbuffer *out = bufferevent_get_output(w->bev);
+        evutil_socket_t fd = bufferevent_getfd(w->bev);
+        if (fd >= 0 && evbuffer_get_length(out) > 0 && w->state >= C_REGISTERING)
+            evbuffer_write(out, fd);
         bufferevent_free(w->bev);
         w->bev = NULL;
     }
@@ -1152,8 +1158,11 @@ int dais_worker_run(const dais_worker_config *cfg)
     w->dns = w->base != NULL ? evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                            EVDNS_BASE_NAMESERVERS_NO_DEFAULT)
                              : NULL;
-    if (w->dns == NULL && w->base != NULL) /* no resolv.conf: names come from /etc/hosts only */
+    if (w->dns == NULL && w->base != NULL) { /* no resolv.conf: names from /etc/hosts only */
         w->dns = evdns_base_new(w->base, 0);
+        if (w->dns != NULL)
+            evdns_base_load_hosts(w->dns, NULL);
+    }
     if (w->base == NULL || w->dns == NULL) {
         DAIS_ERROR("cannot create the event loop");
         goto done;

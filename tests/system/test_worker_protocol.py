@@ -255,7 +255,9 @@ def start_worker(master_port, tmp_path, *extra, token=TOKEN, host="127.0.0.1", n
     args = [BIN, "worker", "--model", MODEL, "--master", "%s:%d" % (host, master_port),
             "--id", name, "--addr", "127.0.0.1", "--heartbeat-port", "0", "--metrics-port", "0",
             "--threads", "1", "--retry-base", "50ms", "--retry-max", "300ms",
-            "--log-level", "debug"] + list(extra)
+            # the fake master heartbeats only when a test asks; tests that check the
+            # silence timeout pass their own (a later flag wins)
+            "--master-timeout", "60s", "--log-level", "debug"] + list(extra)
     p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     p.logfile = log
     return p

@@ -105,9 +105,11 @@ static void absorb(collector *c)
         case DAIS_SEV_PIECE:
         case DAIS_SEV_FINAL:
             assert_true(r->text_len + ev->text_len < sizeof(r->text));
-            memcpy(r->text + r->text_len, ev->text, ev->text_len);
+            if (ev->text_len > 0)
+                memcpy(r->text + r->text_len, ev->text, ev->text_len);
             r->text_len += ev->text_len;
-            memcpy(r->tokens + r->n_tokens, ev->tokens, (size_t)ev->n_tokens * sizeof(int32_t));
+            if (ev->n_tokens > 0)
+                memcpy(r->tokens + r->n_tokens, ev->tokens, (size_t)ev->n_tokens * 4);
             r->n_tokens += ev->n_tokens;
             if (ev->kind == DAIS_SEV_PIECE) {
                 r->pieces++;
