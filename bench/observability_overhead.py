@@ -17,6 +17,7 @@ at once: the cheapest request there is, where the relative cost of observability
 """
 import argparse
 import concurrent.futures
+import multiprocessing
 import http.client
 import http.server
 import json
@@ -164,10 +165,11 @@ def measure(args, mode, logdir):
         if args.no_worker:
             body["model"] = "no-such-model"
         data = json.dumps(body).encode()
-        stop = threading.Event()
+        # the scraper is its own process, so it does not take the clients' interpreter lock
+        stop = multiprocessing.Event()
         scr = None
         if mode == "scraping":
-            scr = threading.Thread(target=scraper, args=(cluster.metrics_ports, stop))
+            scr = multiprocessing.Process(target=scraper, args=(cluster.metrics_ports, stop))
             scr.start()
         t0 = time.monotonic()
         stop_at = t0 + args.seconds
