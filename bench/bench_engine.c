@@ -40,8 +40,7 @@ static int32_t argmax(const float *x, int32_t n)
 {
     int32_t b = 0;
     for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
+        if (x[i] > x[b]) b = i;
     return b;
 }
 
@@ -62,20 +61,27 @@ static int run_once(dais_ctx *c, dais_kv *kv, const int32_t *prompt, int32_t np,
                     float *logits, int32_t n_layers, int32_t n_vocab, double *t_pre, double *t_dec)
 {
     int32_t *pos = malloc((size_t)np * sizeof *pos), *seq = calloc((size_t)np, sizeof *seq);
-    if (pos == NULL || seq == NULL)
-        return DAIS_ENOMEM;
+    if (pos == NULL || seq == NULL) return DAIS_ENOMEM;
     for (int32_t i = 0; i < np; i++)
         pos[i] = i;
     dais_kv_truncate(kv, 0);
-    dais_batch b = {.n_tokens = np, .token = prompt, .pos = pos, .seq = seq,
-                    .layer_first = 0, .layer_last = n_layers};
+    dais_batch b = {.n_tokens = np,
+                    .token = prompt,
+                    .pos = pos,
+                    .seq = seq,
+                    .layer_first = 0,
+                    .layer_last = n_layers};
     uint64_t t0 = dais_now_ns();
     int rc = dais_forward(c, &b, &kv, 1, logits);
     uint64_t t1 = dais_now_ns();
     for (int32_t i = 0; rc == 0 && i < n_dec; i++) {
         int32_t tok = argmax(logits, n_vocab), p = np + i, s0 = 0;
-        dais_batch d = {.n_tokens = 1, .token = &tok, .pos = &p, .seq = &s0,
-                        .layer_first = 0, .layer_last = n_layers};
+        dais_batch d = {.n_tokens = 1,
+                        .token = &tok,
+                        .pos = &p,
+                        .seq = &s0,
+                        .layer_first = 0,
+                        .layer_last = n_layers};
         rc = dais_forward(c, &d, &kv, 1, logits);
     }
     uint64_t t2 = dais_now_ns();
@@ -93,11 +99,21 @@ int main(int argc, char **argv)
     int32_t np = 128, n_dec = 128;
     while ((opt = getopt(argc, argv, "m:t:r:p:n:h")) != -1) {
         switch (opt) {
-        case 'm': path = optarg; break;
-        case 't': threads = (int)arg_long(optarg, 1, 256, "-t"); break;
-        case 'r': runs = (int)arg_long(optarg, 1, 100, "-r"); break;
-        case 'p': np = (int32_t)arg_long(optarg, 1, 1 << 16, "-p"); break;
-        case 'n': n_dec = (int32_t)arg_long(optarg, 1, 1 << 16, "-n"); break;
+        case 'm':
+            path = optarg;
+            break;
+        case 't':
+            threads = (int)arg_long(optarg, 1, 256, "-t");
+            break;
+        case 'r':
+            runs = (int)arg_long(optarg, 1, 100, "-r");
+            break;
+        case 'p':
+            np = (int32_t)arg_long(optarg, 1, 1 << 16, "-p");
+            break;
+        case 'n':
+            n_dec = (int32_t)arg_long(optarg, 1, 1 << 16, "-n");
+            break;
         default:
             fprintf(stderr, "usage: bench_engine -m MODEL.gguf [-t THREADS] [-r RUNS] "
                             "[-p PROMPT_TOKENS] [-n DECODE_STEPS]\n");
@@ -141,14 +157,15 @@ int main(int argc, char **argv)
     }
 
     const dais_gguf_tensor *t = dais_gguf_find_tensor(dais_model_gguf(m), "blk.0.ffn_down.weight");
-    printf("model      %s\n           %s, dim %d, %d layers, %d/%d heads, ffn %d, vocab %d\n",
-           path, t ? dais_dtype_name(t->type) : "?", hp->dim, hp->n_layers, hp->n_heads,
-           hp->n_kv_heads, hp->ffn_dim, hp->n_vocab);
+    printf("model      %s\n           %s, dim %d, %d layers, %d/%d heads, ffn %d, vocab %d\n", path,
+           t ? dais_dtype_name(t->type) : "?", hp->dim, hp->n_layers, hp->n_heads, hp->n_kv_heads,
+           hp->ffn_dim, hp->n_vocab);
     printf("machine    %ld online CPUs, kernels %s (%s), %d threads; loaded in %.2f s\n",
            sysconf(_SC_NPROCESSORS_ONLN), dais_kernels_isa() == DAIS_ISA_AVX2 ? "avx2" : "scalar",
            dais_kernels_features(), threads, load_s);
     printf("method     prompt %d tokens in one pass, %d greedy decode steps, median of %d runs "
-           "(+1 warm-up)\n", np, n_dec, runs);
+           "(+1 warm-up)\n",
+           np, n_dec, runs);
     fflush(stdout);
 
     double wp, wd;

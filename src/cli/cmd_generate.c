@@ -22,7 +22,8 @@ int dais_cmd_generate(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: dais generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
         "\n"
         "Generates text from a prompt with a GGUF Llama model on this machine. The text is\n"
@@ -38,7 +39,8 @@ static void usage(FILE *out)
         "      --temp F            temperature; 0 = greedy (default 0.8)\n"
         "      --top-k N           keep the N most likely tokens; 0 = off (default 40)\n"
         "      --top-p F           nucleus sampling; 1 = off (default 0.95)\n"
-        "      --min-p F           drop tokens below F x the top probability; 0 = off (default 0.05)\n"
+        "      --min-p F           drop tokens below F x the top probability; 0 = off (default "
+        "0.05)\n"
         "      --repeat-penalty F  penalise the last --repeat-last-n tokens; 1 = off (default 1)\n"
         "      --repeat-last-n N   window of the penalty (default 64)\n"
         "  -s, --seed N            RNG seed (default: from the clock; printed in the summary)\n"
@@ -48,7 +50,8 @@ static void usage(FILE *out)
         "      --no-echo           do not print the prompt\n"
         "  -h, --help              this text\n"
         "\n"
-        "With --temp 1 --top-p P --top-k 0 --min-p 0 and a seed, sampling matches llama2.c's run.c.\n",
+        "With --temp 1 --top-p P --top-k 0 --min-p 0 and a seed, sampling matches llama2.c's "
+        "run.c.\n",
         DEFAULT_CTX_CAP, DAIS_STOP_MAX);
 }
 
@@ -131,8 +134,7 @@ typedef struct out_state {
 static int on_text(void *user, const char *text, size_t len)
 {
     out_state *o = user;
-    if (len == 0)
-        return 0;
+    if (len == 0) return 0;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
     o->printed = true;
@@ -141,8 +143,16 @@ static int on_text(void *user, const char *text, size_t len)
 }
 
 enum {
-    OPT_TEMP = 256, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPPEN, OPT_REPN, OPT_STOP, OPT_IGNORE_EOS,
-    OPT_SPECIAL, OPT_NO_ECHO,
+    OPT_TEMP = 256,
+    OPT_TOPK,
+    OPT_TOPP,
+    OPT_MINP,
+    OPT_REPPEN,
+    OPT_REPN,
+    OPT_STOP,
+    OPT_IGNORE_EOS,
+    OPT_SPECIAL,
+    OPT_NO_ECHO,
 };
 
 int dais_cmd_generate(int argc, char **argv)
@@ -174,8 +184,7 @@ int dais_cmd_generate(int argc, char **argv)
     int n_stop = 0;
     long threads = sysconf(_SC_NPROCESSORS_ONLN), ctx = 0, batch = 512, v;
     bool seeded = false;
-    if (threads < 1)
-        threads = 1;
+    if (threads < 1) threads = 1;
     dais_gen_params gp;
     dais_gen_params_default(&gp);
     gp.echo_prompt = true;
@@ -183,25 +192,27 @@ int dais_cmd_generate(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:f:n:t:c:b:s:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model_path = optarg; break;
-        case 'p': prompt = optarg; break;
-        case 'f': prompt_file = optarg; break;
+        case 'm':
+            model_path = optarg;
+            break;
+        case 'p':
+            prompt = optarg;
+            break;
+        case 'f':
+            prompt_file = optarg;
+            break;
         case 'n':
-            if (parse_long(optarg, 0, INT32_MAX, "-n", &v))
-                return 1;
+            if (parse_long(optarg, 0, INT32_MAX, "-n", &v)) return 1;
             gp.n_predict = (int32_t)v;
             break;
         case 't':
-            if (parse_long(optarg, 1, 256, "--threads", &threads))
-                return 1;
+            if (parse_long(optarg, 1, 256, "--threads", &threads)) return 1;
             break;
         case 'c':
-            if (parse_long(optarg, 1, DAIS_MODEL_MAX_CTX, "--ctx", &ctx))
-                return 1;
+            if (parse_long(optarg, 1, DAIS_MODEL_MAX_CTX, "--ctx", &ctx)) return 1;
             break;
         case 'b':
-            if (parse_long(optarg, 1, 65536, "--batch", &batch))
-                return 1;
+            if (parse_long(optarg, 1, 65536, "--batch", &batch)) return 1;
             break;
         case 's': {
             char *end;
@@ -217,29 +228,24 @@ int dais_cmd_generate(int argc, char **argv)
             break;
         }
         case OPT_TEMP:
-            if (parse_float(optarg, 0, 1e6, "--temp", &gp.sampling.temperature))
-                return 1;
+            if (parse_float(optarg, 0, 1e6, "--temp", &gp.sampling.temperature)) return 1;
             break;
         case OPT_TOPK:
-            if (parse_long(optarg, 0, INT32_MAX, "--top-k", &v))
-                return 1;
+            if (parse_long(optarg, 0, INT32_MAX, "--top-k", &v)) return 1;
             gp.sampling.top_k = (int32_t)v;
             break;
         case OPT_TOPP:
-            if (parse_float(optarg, 0, 1, "--top-p", &gp.sampling.top_p))
-                return 1;
+            if (parse_float(optarg, 0, 1, "--top-p", &gp.sampling.top_p)) return 1;
             break;
         case OPT_MINP:
-            if (parse_float(optarg, 0, 1, "--min-p", &gp.sampling.min_p))
-                return 1;
+            if (parse_float(optarg, 0, 1, "--min-p", &gp.sampling.min_p)) return 1;
             break;
         case OPT_REPPEN:
             if (parse_float(optarg, 1e-3, 1e3, "--repeat-penalty", &gp.sampling.repeat_penalty))
                 return 1;
             break;
         case OPT_REPN:
-            if (parse_long(optarg, 0, 1 << 20, "--repeat-last-n", &v))
-                return 1;
+            if (parse_long(optarg, 0, 1 << 20, "--repeat-last-n", &v)) return 1;
             gp.sampling.repeat_last_n = (int32_t)v;
             break;
         case OPT_STOP:
@@ -250,11 +256,21 @@ int dais_cmd_generate(int argc, char **argv)
             }
             stops[n_stop++] = optarg;
             break;
-        case OPT_IGNORE_EOS: gp.ignore_eos = true; break;
-        case OPT_SPECIAL: gp.parse_special = true; break;
-        case OPT_NO_ECHO: gp.echo_prompt = false; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case OPT_IGNORE_EOS:
+            gp.ignore_eos = true;
+            break;
+        case OPT_SPECIAL:
+            gp.parse_special = true;
+            break;
+        case OPT_NO_ECHO:
+            gp.echo_prompt = false;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (optind < argc) {
@@ -270,8 +286,7 @@ int dais_cmd_generate(int argc, char **argv)
         fprintf(stderr, "dais generate: give -p or -f, not both\n");
         return 1;
     }
-    if (!seeded)
-        gp.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (!seeded) gp.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     gp.stop = stops;
     gp.n_stop = n_stop;
 
@@ -279,8 +294,7 @@ int dais_cmd_generate(int argc, char **argv)
     char *file_text = NULL;
     size_t plen = 0;
     if (prompt_file != NULL) {
-        if ((file_text = read_file(prompt_file, &plen)) == NULL)
-            return 1;
+        if ((file_text = read_file(prompt_file, &plen)) == NULL) return 1;
         prompt = file_text;
     } else if (prompt != NULL) {
         plen = strlen(prompt);
@@ -294,12 +308,17 @@ int dais_cmd_generate(int argc, char **argv)
     dais_kv *kv = NULL;
     m = dais_model_load(model_path, &err);
     if (m == NULL) {
-        fprintf(stderr, "dais generate: %s: %s\n", model_path, err.msg);
+        /* GGUF reader messages already start with the path; the model's own do not. */
+        if (strncmp(err.msg, model_path, strlen(model_path)) == 0)
+            fprintf(stderr, "dais generate: %s\n", err.msg);
+        else
+            fprintf(stderr, "dais generate: %s: %s\n", model_path, err.msg);
         goto out;
     }
     const dais_hparams *hp = dais_model_hparams(m);
-    int32_t n_ctx = (int32_t)(ctx > 0 ? ctx : (hp->n_ctx_train < DEFAULT_CTX_CAP ? hp->n_ctx_train
-                                                                                 : DEFAULT_CTX_CAP));
+    int32_t n_ctx = (int32_t)(ctx > 0 ? ctx
+                                      : (hp->n_ctx_train < DEFAULT_CTX_CAP ? hp->n_ctx_train
+                                                                           : DEFAULT_CTX_CAP));
     cx = dais_ctx_new(m, (int)threads, (int32_t)batch, &err);
     if (cx == NULL) {
         fprintf(stderr, "dais generate: %s\n", err.msg);
@@ -314,13 +333,11 @@ int dais_cmd_generate(int argc, char **argv)
     dais_gen_callbacks cb = {.on_text = on_text, .user = &os};
     dais_gen_stats st;
     if (dais_generate(cx, kv, prompt, plen, &gp, &cb, &st, &err) != 0) {
-        if (os.printed)
-            fputc('\n', stdout);
+        if (os.printed) fputc('\n', stdout);
         fprintf(stderr, "dais generate: %s\n", err.msg);
         goto out;
     }
-    if (os.printed && !os.last_newline)
-        fputc('\n', stdout);
+    if (os.printed && !os.last_newline) fputc('\n', stdout);
     fflush(stdout);
     double pf = st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0;
     double dc = st.decode_s > 0 ? st.n_decode / st.decode_s : 0;

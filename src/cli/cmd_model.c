@@ -21,7 +21,8 @@ int dais_cmd_model(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: dais model info FILE [--arrays N] [--hash]\n"
         "       dais model synth [shape options] --type TYPE -o FILE\n"
         "\n"
@@ -31,7 +32,8 @@ static void usage(FILE *out)
         "\n"
         "synth: writes a Llama GGUF with random weights and a real llama-kind vocabulary.\n"
         "  --preset NAME     start from a shape: tiny (the default: dim 64, 2 layers, 4 heads,\n"
-        "                    2 kv heads, ffn 160, vocab 320, ctx 256) or tinyllama (TinyLlama-1.1B:\n"
+        "                    2 kv heads, ffn 160, vocab 320, ctx 256) or tinyllama "
+        "(TinyLlama-1.1B:\n"
         "                    dim 2048, 22 layers, 32 heads, 4 kv heads, ffn 5632, vocab 32000,\n"
         "                    ctx 2048)\n"
         "  --dim D  --layers L  --heads H  --kv-heads K  --ffn F  --vocab V  --ctx C\n"
@@ -49,8 +51,8 @@ static int parse_i(const char *s, long lo, long hi, const char *what, long *out)
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "dais model: %s must be an integer in [%ld, %ld], got '%s'\n", what, lo,
-                hi, s);
+        fprintf(stderr, "dais model: %s must be an integer in [%ld, %ld], got '%s'\n", what, lo, hi,
+                s);
         return -1;
     }
     *out = v;
@@ -72,12 +74,17 @@ static int cmd_info(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'a':
-            if (parse_i(optarg, -1, 1 << 30, "--arrays", &arrays))
-                return 1;
+            if (parse_i(optarg, -1, 1 << 30, "--arrays", &arrays)) return 1;
             break;
-        case 'H': hash = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'H':
+            hash = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (optind != argc - 1) {
@@ -88,7 +95,10 @@ static int cmd_info(int argc, char **argv)
     dais_err err;
     dais_gguf *g = dais_gguf_open(path, &err);
     if (g == NULL) {
-        fprintf(stderr, "dais model info: %s: %s\n", path, err.msg);
+        if (strncmp(err.msg, path, strlen(path)) == 0)
+            fprintf(stderr, "dais model info: %s\n", err.msg);
+        else
+            fprintf(stderr, "dais model info: %s: %s\n", path, err.msg);
         return 1;
     }
     int rc = dais_gguf_dump(g, stdout, (int)arrays);
@@ -109,9 +119,10 @@ static int cmd_info(int argc, char **argv)
            hp->arch, hp->name[0] ? " '" : "", hp->name, hp->name[0] ? "'" : "", hp->n_vocab,
            hp->dim, hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim,
            hp->n_ctx_train, (double)hp->rope_base,
-           hp->rope_freqs_tensor ? " (rope_freqs factors)"
+           hp->rope_freqs_tensor                          ? " (rope_freqs factors)"
            : hp->rope_scaling == DAIS_ROPE_SCALING_LLAMA3 ? " (llama3 scaling)"
-           : hp->rope_scaling == DAIS_ROPE_SCALING_LINEAR ? " (linear scaling)" : "",
+           : hp->rope_scaling == DAIS_ROPE_SCALING_LINEAR ? " (linear scaling)"
+                                                          : "",
            hp->tied_output ? "tied to the embedding" : "separate",
            (double)dais_model_weight_bytes(m) / 1e6);
     if (hash) {
@@ -124,8 +135,20 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
-enum { O_PRESET = 256, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB, O_CTX, O_TYPE, O_SEED,
-       O_ROPE, O_TIED };
+enum {
+    O_PRESET = 256,
+    O_DIM,
+    O_LAYERS,
+    O_HEADS,
+    O_KV,
+    O_FFN,
+    O_VOCAB,
+    O_CTX,
+    O_TYPE,
+    O_SEED,
+    O_ROPE,
+    O_TIED
+};
 
 static int cmd_synth(int argc, char **argv)
 {
@@ -176,14 +199,36 @@ static int cmd_synth(int argc, char **argv)
         int32_t *field = NULL;
         long lo = 1, hi = 1 << 20;
         switch (c) {
-        case O_PRESET: break;
-        case O_DIM: field = &p.dim; hi = DAIS_MODEL_MAX_DIM; break;
-        case O_LAYERS: field = &p.n_layers; hi = DAIS_MODEL_MAX_LAYERS; break;
-        case O_HEADS: field = &p.n_heads; hi = DAIS_MODEL_MAX_HEADS; break;
-        case O_KV: field = &p.n_kv_heads; hi = DAIS_MODEL_MAX_HEADS; break;
-        case O_FFN: field = &p.ffn_dim; hi = DAIS_MODEL_MAX_FFN; break;
-        case O_VOCAB: field = &p.n_vocab; hi = 1000000; break;
-        case O_CTX: field = &p.n_ctx; hi = DAIS_MODEL_MAX_CTX; break;
+        case O_PRESET:
+            break;
+        case O_DIM:
+            field = &p.dim;
+            hi = DAIS_MODEL_MAX_DIM;
+            break;
+        case O_LAYERS:
+            field = &p.n_layers;
+            hi = DAIS_MODEL_MAX_LAYERS;
+            break;
+        case O_HEADS:
+            field = &p.n_heads;
+            hi = DAIS_MODEL_MAX_HEADS;
+            break;
+        case O_KV:
+            field = &p.n_kv_heads;
+            hi = DAIS_MODEL_MAX_HEADS;
+            break;
+        case O_FFN:
+            field = &p.ffn_dim;
+            hi = DAIS_MODEL_MAX_FFN;
+            break;
+        case O_VOCAB:
+            field = &p.n_vocab;
+            hi = 1000000;
+            break;
+        case O_CTX:
+            field = &p.n_ctx;
+            hi = DAIS_MODEL_MAX_CTX;
+            break;
         case O_TYPE: {
             int t = dais_dtype_from_name(optarg);
             if (t < 0) {
@@ -214,19 +259,25 @@ static int cmd_synth(int argc, char **argv)
             p.rope_base = (float)d;
             break;
         }
-        case O_TIED: p.tied_output = true; break;
+        case O_TIED:
+            p.tied_output = true;
+            break;
         case 't':
-            if (parse_i(optarg, 1, 256, "--threads", &v))
-                return 1;
+            if (parse_i(optarg, 1, 256, "--threads", &v)) return 1;
             p.n_threads = (int)v;
             break;
-        case 'o': out = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
         if (field != NULL) {
-            if (parse_i(optarg, lo, hi, opts[c - O_PRESET].name, &v))
-                return 1;
+            if (parse_i(optarg, lo, hi, opts[c - O_PRESET].name, &v)) return 1;
             *field = (int32_t)v;
         }
     }
@@ -246,14 +297,13 @@ static int cmd_synth(int argc, char **argv)
     }
     FILE *f = fopen(out, "rb");
     long size = -1;
-    if (f != NULL && fseek(f, 0, SEEK_END) == 0)
-        size = ftell(f);
-    if (f != NULL)
-        fclose(f);
-    fprintf(stderr, "dais model synth: wrote %s (%s, dim %d, %d layers, %d/%d heads, ffn %d, "
-            "vocab %d, ctx %d; %.1f MB) in %.1f s\n", out, dais_dtype_name(p.type), p.dim,
-            p.n_layers, p.n_heads, p.n_kv_heads, p.ffn_dim, p.n_vocab, p.n_ctx,
-            (double)size / 1e6, (double)(dais_now_ns() - t0) * 1e-9);
+    if (f != NULL && fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (f != NULL) fclose(f);
+    fprintf(stderr,
+            "dais model synth: wrote %s (%s, dim %d, %d layers, %d/%d heads, ffn %d, "
+            "vocab %d, ctx %d; %.1f MB) in %.1f s\n",
+            out, dais_dtype_name(p.type), p.dim, p.n_layers, p.n_heads, p.n_kv_heads, p.ffn_dim,
+            p.n_vocab, p.n_ctx, (double)size / 1e6, (double)(dais_now_ns() - t0) * 1e-9);
     return 0;
 }
 
@@ -263,10 +313,8 @@ int dais_cmd_model(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
     }
-    if (strcmp(argv[1], "info") == 0)
-        return cmd_info(argc - 1, argv + 1);
-    if (strcmp(argv[1], "synth") == 0)
-        return cmd_synth(argc - 1, argv + 1);
+    if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(argv[1], "synth") == 0) return cmd_synth(argc - 1, argv + 1);
     fprintf(stderr, "dais model: unknown subcommand '%s' (info, synth)\n", argv[1]);
     usage(stderr);
     return 1;

@@ -27,8 +27,7 @@ void dais_attn_head_scalar(const float *q, const float *k, const float *v, int64
             for (int32_t i = 0; i < hd; i++)
                 d += q[i] * kr[i];
             s[j] = d * scale;
-            if (s[j] > cm)
-                cm = s[j];
+            if (s[j] > cm) cm = s[j];
         }
         if (cm > m) {
             float f = expf(m - cm); /* 0 on the first chunk (m = -inf) */
@@ -52,7 +51,6 @@ void dais_attn_head_scalar(const float *q, const float *k, const float *v, int64
 
 dais_attn_fn dais_attn_select(enum dais_isa isa)
 {
-    if (isa == DAIS_ISA_AVX2)
-        return dais_attn_head_avx2;
+    if (isa == DAIS_ISA_AVX2) return dais_attn_head_avx2;
     return dais_attn_head_scalar;
 }

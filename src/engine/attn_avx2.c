@@ -63,8 +63,7 @@ void dais_attn_head_avx2(const float *q, const float *k, const float *v, int64_t
         float cm = -INFINITY;
         for (int32_t j = 0; j < n; j++) {
             s[j] = dot(q, k + (int64_t)(p0 + j) * stride, hd) * scale;
-            if (s[j] > cm)
-                cm = s[j];
+            if (s[j] > cm) cm = s[j];
         }
         float f = 1.0f;
         if (cm > m) {

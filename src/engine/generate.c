@@ -16,14 +16,11 @@
 int dais_prefill(dais_ctx *c, dais_kv *kv, const int32_t *tokens, int32_t n, float *logits)
 {
     const dais_hparams *hp = dais_model_hparams(dais_ctx_model(c));
-    if (n < 1 || tokens == NULL || logits == NULL)
-        return DAIS_EINVAL;
-    if ((int64_t)dais_kv_len(kv) + n > dais_kv_n_ctx(kv))
-        return DAIS_ECTXFULL;
+    if (n < 1 || tokens == NULL || logits == NULL) return DAIS_EINVAL;
+    if ((int64_t)dais_kv_len(kv) + n > dais_kv_n_ctx(kv)) return DAIS_ECTXFULL;
     int32_t mb = dais_ctx_max_batch(c);
     int32_t *pos = malloc((size_t)mb * 2 * sizeof(int32_t));
-    if (pos == NULL)
-        return DAIS_ENOMEM;
+    if (pos == NULL) return DAIS_ENOMEM;
     int32_t *seq = pos + mb;
     memset(seq, 0, (size_t)mb * sizeof(int32_t));
     int rc = 0;
@@ -33,8 +30,13 @@ int dais_prefill(dais_ctx *c, dais_kv *kv, const int32_t *tokens, int32_t n, flo
         for (int32_t i = 0; i < k; i++)
             pos[i] = start + i;
         dais_batch b = {
-            .n_tokens = k, .token = tokens + done, .pos = pos, .seq = seq, .logits = NULL,
-            .layer_first = 0, .layer_last = hp->n_layers,
+            .n_tokens = k,
+            .token = tokens + done,
+            .pos = pos,
+            .seq = seq,
+            .logits = NULL,
+            .layer_first = 0,
+            .layer_last = hp->n_layers,
         };
         rc = dais_forward(c, &b, &kv, 1, logits);
         done += k;
@@ -81,26 +83,20 @@ int dais_tokenize_alloc(const dais_tokenizer *t, const char *text, size_t len, b
 int dais_stopper_init(dais_stopper *s, const char *const *stop, int n_stop)
 {
     memset(s, 0, sizeof *s);
-    if (n_stop < 0 || (n_stop > 0 && stop == NULL))
-        return DAIS_EINVAL;
+    if (n_stop < 0 || (n_stop > 0 && stop == NULL)) return DAIS_EINVAL;
     for (int i = 0; i < n_stop; i++) {
-        if (stop[i] == NULL)
-            return DAIS_EINVAL;
+        if (stop[i] == NULL) return DAIS_EINVAL;
         size_t l = strlen(stop[i]);
-        if (l == 0)
-            continue;
-        if (s->n_stop == DAIS_STOP_MAX || l > DAIS_STOP_MAX_LEN)
-            return DAIS_EINVAL;
+        if (l == 0) continue;
+        if (s->n_stop == DAIS_STOP_MAX || l > DAIS_STOP_MAX_LEN) return DAIS_EINVAL;
         s->stop[s->n_stop] = stop[i];
         s->stop_len[s->n_stop++] = l;
-        if (l > s->max_len)
-            s->max_len = l;
+        if (l > s->max_len) s->max_len = l;
     }
     if (s->n_stop > 0) {
         s->cap = s->max_len + STOP_CHUNK;
         s->buf = malloc(s->cap);
-        if (s->buf == NULL)
-            return DAIS_ENOMEM;
+        if (s->buf == NULL) return DAIS_ENOMEM;
     }
     return 0;
 }
@@ -118,16 +114,14 @@ static int stopper_scan(dais_stopper *s, dais_text_fn emit, void *user)
     size_t first = SIZE_MAX;
     for (int i = 0; i < s->n_stop; i++) {
         const char *p = memmem(s->buf, s->n_buf, s->stop[i], s->stop_len[i]);
-        if (p != NULL && (size_t)(p - s->buf) < first)
-            first = (size_t)(p - s->buf);
+        if (p != NULL && (size_t)(p - s->buf) < first) first = (size_t)(p - s->buf);
     }
     if (first != SIZE_MAX) {
         s->hit = true;
         s->n_buf = 0;
         if (first > 0 && emit != NULL) {
             int rc = emit(user, s->buf, first);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
         return 1;
     }
@@ -142,20 +136,16 @@ static int stopper_scan(dais_stopper *s, dais_text_fn emit, void *user)
     }
     size_t out = s->n_buf - hold;
     int rc = 0;
-    if (out > 0 && emit != NULL)
-        rc = emit(user, s->buf, out);
+    if (out > 0 && emit != NULL) rc = emit(user, s->buf, out);
     memmove(s->buf, s->buf + out, hold);
     s->n_buf = hold;
     return rc;
 }
 
-int dais_stopper_push(dais_stopper *s, const char *text, size_t len, dais_text_fn emit,
-                      void *user)
+int dais_stopper_push(dais_stopper *s, const char *text, size_t len, dais_text_fn emit, void *user)
 {
-    if (s->hit)
-        return 1;
-    if (s->n_stop == 0)
-        return (len > 0 && emit != NULL) ? emit(user, text, len) : 0;
+    if (s->hit) return 1;
+    if (s->n_stop == 0) return (len > 0 && emit != NULL) ? emit(user, text, len) : 0;
     while (len > 0) {
         size_t k = s->cap - s->n_buf < len ? s->cap - s->n_buf : len;
         memcpy(s->buf + s->n_buf, text, k);
@@ -163,16 +153,14 @@ int dais_stopper_push(dais_stopper *s, const char *text, size_t len, dais_text_f
         text += k;
         len -= k;
         int rc = stopper_scan(s, emit, user);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
 
 int dais_stopper_finish(dais_stopper *s, dais_text_fn emit, void *user)
 {
-    if (s->hit || s->n_buf == 0)
-        return 0;
+    if (s->hit || s->n_buf == 0) return 0;
     int rc = emit != NULL ? emit(user, s->buf, s->n_buf) : 0;
     s->n_buf = 0;
     return rc;
@@ -185,12 +173,18 @@ int dais_stopper_finish(dais_stopper *s, dais_text_fn emit, void *user)
 const char *dais_gen_stop_name(int stop)
 {
     switch (stop) {
-    case DAIS_GEN_STOP_LIMIT: return "limit";
-    case DAIS_GEN_STOP_EOS: return "eos";
-    case DAIS_GEN_STOP_STRING: return "stop";
-    case DAIS_GEN_STOP_CTX: return "context";
-    case DAIS_GEN_STOP_CANCELLED: return "cancelled";
-    default: return "unknown";
+    case DAIS_GEN_STOP_LIMIT:
+        return "limit";
+    case DAIS_GEN_STOP_EOS:
+        return "eos";
+    case DAIS_GEN_STOP_STRING:
+        return "stop";
+    case DAIS_GEN_STOP_CTX:
+        return "context";
+    case DAIS_GEN_STOP_CANCELLED:
+        return "cancelled";
+    default:
+        return "unknown";
     }
 }
 
@@ -202,7 +196,10 @@ void dais_gen_params_default(dais_gen_params *p)
     p->add_bos = -1;
 }
 
-static double secs(uint64_t a, uint64_t b) { return (double)(b - a) * 1e-9; }
+static double secs(uint64_t a, uint64_t b)
+{
+    return (double)(b - a) * 1e-9;
+}
 
 int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
                   const dais_gen_params *p, const dais_gen_callbacks *cb, dais_gen_stats *st,
@@ -215,10 +212,8 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
     const dais_tokenizer *tok = dais_model_tokenizer(m);
     dais_gen_callbacks none = {0};
     dais_gen_stats stats = {0};
-    if (cb == NULL)
-        cb = &none;
-    if (st == NULL)
-        st = &stats;
+    if (cb == NULL) cb = &none;
+    if (st == NULL) st = &stats;
     memset(st, 0, sizeof *st);
     if (p == NULL || (prompt == NULL && len > 0) || kv == NULL)
         return dais_err_set(err, DAIS_EINVAL, "missing argument");
@@ -232,8 +227,10 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
     dais_stopper stopper;
     int rc = dais_stopper_init(&stopper, p->stop, p->n_stop);
     if (rc) {
-        dais_err_set(err, rc, rc == DAIS_EINVAL ? "at most %d stop strings of at most %d bytes"
-                                                : "out of memory", DAIS_STOP_MAX, DAIS_STOP_MAX_LEN);
+        dais_err_set(err, rc,
+                     rc == DAIS_EINVAL ? "at most %d stop strings of at most %d bytes"
+                                       : "out of memory",
+                     DAIS_STOP_MAX, DAIS_STOP_MAX_LEN);
         goto out;
     }
     bool add_bos = p->add_bos < 0 ? dais_tokenizer_add_bos(tok) : p->add_bos != 0;
@@ -248,7 +245,8 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
     if (dais_kv_n_ctx(kv) <= n_ids) {
         rc = dais_err_set(err, DAIS_ECTXFULL,
                           "the prompt is %d tokens; the context holds %d (one more is needed to "
-                          "generate)", n_ids, dais_kv_n_ctx(kv));
+                          "generate)",
+                          n_ids, dais_kv_n_ctx(kv));
         goto out;
     }
     size_t piece_cap = 3 * dais_tokenizer_max_token_len(tok) + 16;
@@ -268,7 +266,8 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
     for (int32_t i = 0; i < n_ids; i++) {
         dais_sampler_accept(smp, ids[i]);
         int k = dais_detok_push(&dt, ids[i], piece, piece_cap);
-        if (k > 0 && p->echo_prompt && cb->on_text != NULL && cb->on_text(cb->user, piece, (size_t)k))
+        if (k > 0 && p->echo_prompt && cb->on_text != NULL &&
+            cb->on_text(cb->user, piece, (size_t)k))
             cancelled = true;
     }
     dais_kv_truncate(kv, 0);
@@ -321,8 +320,13 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
             break;
         }
         dais_batch b = {
-            .n_tokens = 1, .token = &next, .pos = &pos, .seq = &seq0, .logits = NULL,
-            .layer_first = 0, .layer_last = hp->n_layers,
+            .n_tokens = 1,
+            .token = &next,
+            .pos = &pos,
+            .seq = &seq0,
+            .logits = NULL,
+            .layer_first = 0,
+            .layer_last = hp->n_layers,
         };
         if ((rc = dais_forward(c, &b, &kv, 1, logits))) {
             dais_err_set(err, rc, "decode step at position %d failed: %s", pos, dais_strerror(rc));

@@ -36,17 +36,17 @@ int dais_tokenize_alloc(const dais_tokenizer *t, const char *text, size_t len, b
  * stop string found (which is not emitted). Buffers are sized at init; pushes never allocate. */
 typedef int (*dais_text_fn)(void *user, const char *text, size_t len); /* non-zero = cancel */
 
-#define DAIS_STOP_MAX 16        /* stop strings */
-#define DAIS_STOP_MAX_LEN 256   /* bytes in one stop string */
+#define DAIS_STOP_MAX     16  /* stop strings */
+#define DAIS_STOP_MAX_LEN 256 /* bytes in one stop string */
 
 typedef struct dais_stopper {
     const char *stop[DAIS_STOP_MAX]; /* borrowed */
     size_t stop_len[DAIS_STOP_MAX];
     int n_stop;
-    size_t max_len;  /* longest stop string */
-    char *buf;       /* held-back text, cap bytes */
+    size_t max_len; /* longest stop string */
+    char *buf;      /* held-back text, cap bytes */
     size_t n_buf, cap;
-    bool hit;        /* a stop string was found; further pushes emit nothing */
+    bool hit; /* a stop string was found; further pushes emit nothing */
 } dais_stopper;
 
 /* Borrows the n_stop strings (must outlive the stopper). Empty strings are ignored. Returns 0,
@@ -55,49 +55,48 @@ int dais_stopper_init(dais_stopper *s, const char *const *stop, int n_stop);
 void dais_stopper_free(dais_stopper *s);
 /* Adds text; calls emit for what is safe to show. Returns 0, 1 when a stop string was found
  * (emit has received the text before it), or the callback's non-zero value. */
-int dais_stopper_push(dais_stopper *s, const char *text, size_t len, dais_text_fn emit,
-                      void *user);
+int dais_stopper_push(dais_stopper *s, const char *text, size_t len, dais_text_fn emit, void *user);
 /* End of stream: emits whatever is held back (unless a stop string was found). */
 int dais_stopper_finish(dais_stopper *s, dais_text_fn emit, void *user);
 
 /* ---- the generation loop ------------------------------------------------------------------ */
 
 enum dais_gen_stop {
-    DAIS_GEN_STOP_LIMIT = 0,  /* n_predict tokens generated */
-    DAIS_GEN_STOP_EOS,        /* the model produced an end-of-generation token (or BOS) */
-    DAIS_GEN_STOP_STRING,     /* a stop string appeared */
-    DAIS_GEN_STOP_CTX,        /* the context (KV cache) is full */
-    DAIS_GEN_STOP_CANCELLED,  /* a callback returned non-zero */
+    DAIS_GEN_STOP_LIMIT = 0, /* n_predict tokens generated */
+    DAIS_GEN_STOP_EOS,       /* the model produced an end-of-generation token (or BOS) */
+    DAIS_GEN_STOP_STRING,    /* a stop string appeared */
+    DAIS_GEN_STOP_CTX,       /* the context (KV cache) is full */
+    DAIS_GEN_STOP_CANCELLED, /* a callback returned non-zero */
 };
 const char *dais_gen_stop_name(int stop); /* "limit", "eos", "stop", "context", "cancelled" */
 
 typedef struct dais_gen_params {
-    int32_t n_predict;          /* most new tokens (default 128); <= 0: until EOS or context */
+    int32_t n_predict; /* most new tokens (default 128); <= 0: until EOS or context */
     dais_sampler_params sampling;
-    const char *const *stop;    /* n_stop stop strings (borrowed), at most DAIS_STOP_MAX */
+    const char *const *stop; /* n_stop stop strings (borrowed), at most DAIS_STOP_MAX */
     int n_stop;
-    int add_bos;                /* -1 = the tokenizer's default (default), 0 no, 1 yes */
-    bool parse_special;         /* control-token spellings in the prompt become tokens (false) */
-    bool echo_prompt;           /* pass the prompt's decoded text to on_text first (false) */
-    bool ignore_eos;            /* keep going past EOS (false) */
+    int add_bos;        /* -1 = the tokenizer's default (default), 0 no, 1 yes */
+    bool parse_special; /* control-token spellings in the prompt become tokens (false) */
+    bool echo_prompt;   /* pass the prompt's decoded text to on_text first (false) */
+    bool ignore_eos;    /* keep going past EOS (false) */
 } dais_gen_params;
 
 void dais_gen_params_default(dais_gen_params *p);
 
 typedef struct dais_gen_callbacks {
-    dais_text_fn on_text;                           /* decoded text as it is produced */
-    int (*on_token)(void *user, int32_t token);     /* each generated id; non-zero = cancel */
+    dais_text_fn on_text;                       /* decoded text as it is produced */
+    int (*on_token)(void *user, int32_t token); /* each generated id; non-zero = cancel */
     void *user;
 } dais_gen_callbacks;
 
 typedef struct dais_gen_stats {
-    int32_t n_prompt;   /* prompt tokens, BOS included */
-    int32_t n_gen;      /* generated tokens (the EOS that ended generation is not counted) */
-    int32_t n_decode;   /* single-token forward passes after the prefill */
-    double prefill_s;   /* the prompt's forward passes */
-    double decode_s;    /* from the end of the prefill to the end (forward + sampling) */
-    double total_s;     /* the whole call */
-    int stop;           /* enum dais_gen_stop */
+    int32_t n_prompt; /* prompt tokens, BOS included */
+    int32_t n_gen;    /* generated tokens (the EOS that ended generation is not counted) */
+    int32_t n_decode; /* single-token forward passes after the prefill */
+    double prefill_s; /* the prompt's forward passes */
+    double decode_s;  /* from the end of the prefill to the end (forward + sampling) */
+    double total_s;   /* the whole call */
+    int stop;         /* enum dais_gen_stop */
 } dais_gen_stats;
 
 /* Generates from `prompt` (len bytes, any bytes) with the model of `c` into `kv` (which must

@@ -47,15 +47,15 @@ struct dais_model {
     dais_gguf *g;
     dais_tokenizer *tok;
     dais_hparams hp;
-    int32_t q_dim;          /* n_heads * head_dim */
-    int32_t kv_dim;         /* n_kv_heads * head_dim */
-    dais_matrix embd;       /* (n_vocab rows, dim) token_embd.weight */
+    int32_t q_dim;    /* n_heads * head_dim */
+    int32_t kv_dim;   /* n_kv_heads * head_dim */
+    dais_matrix embd; /* (n_vocab rows, dim) token_embd.weight */
     size_t embd_row_bytes;
-    dais_matrix output;     /* (n_vocab rows, dim) output.weight, or embd when tied */
-    float *norms;           /* (2 * n_layers + 1, dim) owned f32 copies of every norm vector */
-    const float *out_norm;  /* (dim) into norms */
-    float *inv_freq;        /* (rope_dim / 2) RoPE frequencies after any scaling */
-    layer *layers;          /* (n_layers) */
+    dais_matrix output;    /* (n_vocab rows, dim) output.weight, or embd when tied */
+    float *norms;          /* (2 * n_layers + 1, dim) owned f32 copies of every norm vector */
+    const float *out_norm; /* (dim) into norms */
+    float *inv_freq;       /* (rope_dim / 2) RoPE frequencies after any scaling */
+    layer *layers;         /* (n_layers) */
     uint64_t weight_bytes;
     pthread_mutex_t hash_mu;
     bool hash_done;
@@ -92,10 +92,10 @@ struct dais_ctx {
     const dais_batch *b;
     dais_kv *const *kvs;
     dais_attn_fn attn;
-    int32_t layer;        /* absolute layer index */
-    const float *norm_w;  /* (dim) weight of the norm op_norm applies */
-    bool add_delta;       /* op_norm / op_final first add delta into x */
-    int32_t n_out;        /* rows that want logits */
+    int32_t layer;       /* absolute layer index */
+    const float *norm_w; /* (dim) weight of the norm op_norm applies */
+    bool add_delta;      /* op_norm / op_final first add delta into x */
+    int32_t n_out;       /* rows that want logits */
 };
 
 /* ============================================================================================
@@ -119,8 +119,7 @@ static int get_int(const dais_gguf *g, const char *key, bool required, int64_t d
     int64_t v = def;
     int rc = dais_gguf_get_i64(g, key, &v, err);
     if (rc == DAIS_ENOTFOUND) {
-        if (required)
-            return dais_err_set(err, DAIS_EFORMAT, "missing metadata key %s", key);
+        if (required) return dais_err_set(err, DAIS_EFORMAT, "missing metadata key %s", key);
         v = def;
     } else if (rc < 0) {
         return rc;
@@ -132,8 +131,8 @@ static int get_int(const dais_gguf *g, const char *key, bool required, int64_t d
     return 0;
 }
 
-static int get_float(const dais_gguf *g, const char *key, float def, float lo, float hi,
-                     float *out, dais_err *err)
+static int get_float(const dais_gguf *g, const char *key, float def, float lo, float hi, float *out,
+                     dais_err *err)
 {
     float v = def;
     int rc = dais_gguf_get_f32(g, key, &v, err);
@@ -160,8 +159,7 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
     int rc = dais_gguf_get_str(g, "general.architecture", &s, err);
     if (rc == DAIS_ENOTFOUND)
         return dais_err_set(err, DAIS_EFORMAT, "missing metadata key general.architecture");
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     copy_printable(hp->arch, sizeof hp->arch, s);
     if (!str_eq(s, "llama"))
         return dais_err_set(err, DAIS_EUNSUPPORTED,
@@ -170,8 +168,10 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
     if (dais_gguf_get_str(g, "general.name", &s, NULL) == 0)
         copy_printable(hp->name, sizeof hp->name, s);
 
-    if ((rc = get_int(g, "llama.embedding_length", true, 0, 1, DAIS_MODEL_MAX_DIM, &hp->dim, err)) ||
-        (rc = get_int(g, "llama.block_count", true, 0, 1, DAIS_MODEL_MAX_LAYERS, &hp->n_layers, err)) ||
+    if ((rc =
+             get_int(g, "llama.embedding_length", true, 0, 1, DAIS_MODEL_MAX_DIM, &hp->dim, err)) ||
+        (rc = get_int(g, "llama.block_count", true, 0, 1, DAIS_MODEL_MAX_LAYERS, &hp->n_layers,
+                      err)) ||
         (rc = get_int(g, "llama.attention.head_count", true, 0, 1, DAIS_MODEL_MAX_HEADS,
                       &hp->n_heads, err)) ||
         (rc = get_int(g, "llama.feed_forward_length", true, 0, 1, DAIS_MODEL_MAX_FFN, &hp->ffn_dim,
@@ -184,11 +184,13 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
     if (hp->n_heads % hp->n_kv_heads != 0)
         return dais_err_set(err, DAIS_EFORMAT,
                             "llama.attention.head_count (%d) is not a multiple of "
-                            "llama.attention.head_count_kv (%d)", hp->n_heads, hp->n_kv_heads);
+                            "llama.attention.head_count_kv (%d)",
+                            hp->n_heads, hp->n_kv_heads);
     if (dais_gguf_find(g, "llama.attention.key_length") == NULL && hp->dim % hp->n_heads != 0)
         return dais_err_set(err, DAIS_EFORMAT,
                             "llama.embedding_length (%d) is not a multiple of "
-                            "llama.attention.head_count (%d)", hp->dim, hp->n_heads);
+                            "llama.attention.head_count (%d)",
+                            hp->dim, hp->n_heads);
     if ((rc = get_int(g, "llama.attention.key_length", false, hp->dim / hp->n_heads, 1,
                       DAIS_MODEL_MAX_HEAD_DIM, &hp->head_dim, err)))
         return rc;
@@ -221,8 +223,7 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
     hp->rope_high_freq_factor = 4.0f;
     hp->rope_orig_ctx = hp->n_ctx_train;
     rc = dais_gguf_get_str(g, "llama.rope.scaling.type", &s, err);
-    if (rc < 0 && rc != DAIS_ENOTFOUND)
-        return rc;
+    if (rc < 0 && rc != DAIS_ENOTFOUND) return rc;
     if (rc == 0 && !str_eq(s, "none")) {
         char ty[32];
         copy_printable(ty, sizeof ty, s);
@@ -233,15 +234,15 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
         else
             return dais_err_set(err, DAIS_EUNSUPPORTED,
                                 "llama.rope.scaling.type '%s' is not supported "
-                                "(none, linear, llama3 are)", ty);
+                                "(none, linear, llama3 are)",
+                                ty);
         if ((rc = get_float(g, "llama.rope.scaling.factor", 1.0f, 1e-3f, 1e6f,
                             &hp->rope_scale_factor, err)))
             return rc;
     } else {
         /* Older files: llama.rope.scale_linear. */
         float lin = 1.0f;
-        if ((rc = get_float(g, "llama.rope.scale_linear", 1.0f, 1e-3f, 1e6f, &lin, err)))
-            return rc;
+        if ((rc = get_float(g, "llama.rope.scale_linear", 1.0f, 1e-3f, 1e6f, &lin, err))) return rc;
         if (lin != 1.0f) {
             hp->rope_scaling = DAIS_ROPE_SCALING_LINEAR;
             hp->rope_scale_factor = lin;
@@ -258,7 +259,8 @@ static int read_hparams(const dais_gguf *g, dais_hparams *hp, dais_err *err)
         if (!(hp->rope_high_freq_factor > hp->rope_low_freq_factor))
             return dais_err_set(err, DAIS_EFORMAT,
                                 "llama.rope.scaling.high_freq_factor (%g) must exceed "
-                                "low_freq_factor (%g)", (double)hp->rope_high_freq_factor,
+                                "low_freq_factor (%g)",
+                                (double)hp->rope_high_freq_factor,
                                 (double)hp->rope_low_freq_factor);
     }
     return 0;
@@ -274,8 +276,7 @@ static void fmt_shape(char *buf, size_t cap, uint32_t n_dims, const uint64_t *ne
     o += (size_t)snprintf(buf + o, cap - o, "[");
     for (uint32_t i = 0; i < n_dims && o < cap; i++)
         o += (size_t)snprintf(buf + o, cap - o, "%s%llu", i ? ", " : "", (unsigned long long)ne[i]);
-    if (o < cap)
-        snprintf(buf + o, cap - o, "]");
+    if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
 /* Finds tensor `name` and checks its type and shape (ne0, ne1; ne1 = 0 for a vector). Returns 0
@@ -312,8 +313,8 @@ static int find_tensor(const dais_gguf *g, const char *name, uint64_t ne0, uint6
                             name, (unsigned long long)ne0, ti->name);
     uint64_t rows = ne1 ? ne1 : 1;
     if (rows > SIZE_MAX / row || t->nbytes < row * rows || t->data == NULL)
-        return dais_err_set(err, DAIS_EFORMAT, "tensor %s: %zu bytes of data, %llu expected",
-                            name, t->nbytes, (unsigned long long)(row * rows));
+        return dais_err_set(err, DAIS_EFORMAT, "tensor %s: %zu bytes of data, %llu expected", name,
+                            t->nbytes, (unsigned long long)(row * rows));
     *out = t;
     return 0;
 }
@@ -323,8 +324,7 @@ static int find_matrix(const dais_gguf *g, const char *name, int64_t n_in, int64
 {
     const dais_gguf_tensor *t;
     int rc = find_tensor(g, name, (uint64_t)n_in, (uint64_t)n_out, &t, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     mx->type = t->type;
     mx->n_in = n_in;
     mx->n_out = n_out;
@@ -334,20 +334,18 @@ static int find_matrix(const dais_gguf *g, const char *name, int64_t n_in, int64
 }
 
 /* Reads a vector of n values of any compute type into dst as f32. */
-static int read_vector(const dais_gguf *g, const char *name, int64_t n, float *dst,
-                       uint64_t *bytes, dais_err *err)
+static int read_vector(const dais_gguf *g, const char *name, int64_t n, float *dst, uint64_t *bytes,
+                       dais_err *err)
 {
     const dais_gguf_tensor *t;
     int rc = find_tensor(g, name, (uint64_t)n, 0, &t, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     dais_dequantize_row(t->type, t->data, dst, n);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(dst[i]))
             return dais_err_set(err, DAIS_EFORMAT, "tensor %s: element %lld is not finite", name,
                                 (long long)i);
-    if (bytes)
-        *bytes += dais_dtype_row_bytes(t->type, (uint64_t)n, NULL);
+    if (bytes) *bytes += dais_dtype_row_bytes(t->type, (uint64_t)n, NULL);
     return 0;
 }
 
@@ -361,8 +359,7 @@ static int rope_setup(dais_model *m, dais_err *err)
         m->inv_freq[i] = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
     if (dais_gguf_find_tensor(m->g, "rope_freqs.weight") != NULL) {
         float *f = malloc((size_t)n * sizeof *f);
-        if (f == NULL)
-            return dais_err_set(err, DAIS_ENOMEM, "out of memory");
+        if (f == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
         int rc = read_vector(m->g, "rope_freqs.weight", n, f, NULL, err);
         for (int32_t i = 0; rc == 0 && i < n; i++) {
             if (!(f[i] > 0.0f))
@@ -388,8 +385,7 @@ static int rope_setup(dais_model *m, dais_err *err)
         for (int32_t i = 0; i < n; i++) {
             float f = m->inv_freq[i];
             float wl = two_pi / f;
-            if (wl < hi_wl)
-                continue;
+            if (wl < hi_wl) continue;
             if (wl > lo_wl) {
                 m->inv_freq[i] = f / hp->rope_scale_factor;
             } else {
@@ -416,21 +412,17 @@ dais_model *dais_model_load(const char *path, dais_err *err)
     }
     pthread_mutex_init(&m->hash_mu, NULL);
     m->g = dais_gguf_open(path, err);
-    if (m->g == NULL)
-        goto fail;
+    if (m->g == NULL) goto fail;
     dais_hparams *hp = &m->hp;
-    if (read_hparams(m->g, hp, err))
-        goto fail;
+    if (read_hparams(m->g, hp, err)) goto fail;
     m->q_dim = hp->n_heads * hp->head_dim;
     m->kv_dim = hp->n_kv_heads * hp->head_dim;
 
     m->tok = dais_tokenizer_from_gguf(m->g, err);
-    if (m->tok == NULL)
-        goto fail;
+    if (m->tok == NULL) goto fail;
     hp->n_vocab = dais_tokenizer_n_vocab(m->tok);
     int32_t vs;
-    if (get_int(m->g, "llama.vocab_size", false, hp->n_vocab, 1, INT32_MAX, &vs, err))
-        goto fail;
+    if (get_int(m->g, "llama.vocab_size", false, hp->n_vocab, 1, INT32_MAX, &vs, err)) goto fail;
     if (vs != hp->n_vocab) {
         dais_err_set(err, DAIS_EFORMAT,
                      "llama.vocab_size (%d) differs from the tokenizer's %d tokens", vs,
@@ -462,8 +454,7 @@ dais_model *dais_model_load(const char *path, dais_err *err)
         goto fail;
     }
     float *on = m->norms + (size_t)(2 * L) * (size_t)dim;
-    if (read_vector(m->g, "output_norm.weight", dim, on, &wb, err))
-        goto fail;
+    if (read_vector(m->g, "output_norm.weight", dim, on, &wb, err)) goto fail;
     m->out_norm = on;
 
     for (int64_t l = 0; l < L; l++) {
@@ -485,8 +476,7 @@ dais_model *dais_model_load(const char *path, dais_err *err)
         ly->attn_norm = an;
         ly->ffn_norm = fn;
     }
-    if (rope_setup(m, err))
-        goto fail;
+    if (rope_setup(m, err)) goto fail;
     m->weight_bytes = wb;
     return m;
 fail:
@@ -496,8 +486,7 @@ fail:
 
 void dais_model_free(dais_model *m)
 {
-    if (m == NULL)
-        return;
+    if (m == NULL) return;
     free(m->layers);
     free(m->inv_freq);
     free(m->norms);
@@ -507,10 +496,22 @@ void dais_model_free(dais_model *m)
     free(m);
 }
 
-const dais_hparams *dais_model_hparams(const dais_model *m) { return &m->hp; }
-const dais_tokenizer *dais_model_tokenizer(const dais_model *m) { return m->tok; }
-const dais_gguf *dais_model_gguf(const dais_model *m) { return m->g; }
-uint64_t dais_model_weight_bytes(const dais_model *m) { return m->weight_bytes; }
+const dais_hparams *dais_model_hparams(const dais_model *m)
+{
+    return &m->hp;
+}
+const dais_tokenizer *dais_model_tokenizer(const dais_model *m)
+{
+    return m->tok;
+}
+const dais_gguf *dais_model_gguf(const dais_model *m)
+{
+    return m->g;
+}
+uint64_t dais_model_weight_bytes(const dais_model *m)
+{
+    return m->weight_bytes;
+}
 
 /* The whole file, as mapped: tensor data pointers are the mapping's base plus the data
  * section's offset plus the tensor's offset. */
@@ -547,8 +548,7 @@ const char *dais_model_hash(const dais_model *m)
             mm->hash_done = true;
         }
     }
-    if (mm->hash_done)
-        res = mm->hash;
+    if (mm->hash_done) res = mm->hash;
     pthread_mutex_unlock(&mm->hash_mu);
     return res;
 }
@@ -563,11 +563,9 @@ dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, in
         layer_first >= layer_last || layer_last > m->hp.n_layers)
         return NULL;
     uint64_t n = (uint64_t)(layer_last - layer_first) * (uint64_t)n_ctx * (uint64_t)m->kv_dim;
-    if (n > SIZE_MAX / sizeof(float))
-        return NULL;
+    if (n > SIZE_MAX / sizeof(float)) return NULL;
     dais_kv *kv = calloc(1, sizeof *kv);
-    if (kv == NULL)
-        return NULL;
+    if (kv == NULL) return NULL;
     kv->n_ctx = n_ctx;
     kv->layer_first = layer_first;
     kv->layer_last = layer_last;
@@ -584,20 +582,24 @@ dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, in
 
 void dais_kv_free(dais_kv *kv)
 {
-    if (kv == NULL)
-        return;
+    if (kv == NULL) return;
     free(kv->k);
     free(kv->v);
     free(kv);
 }
 
-int32_t dais_kv_n_ctx(const dais_kv *kv) { return kv->n_ctx; }
-int32_t dais_kv_len(const dais_kv *kv) { return kv->len; }
+int32_t dais_kv_n_ctx(const dais_kv *kv)
+{
+    return kv->n_ctx;
+}
+int32_t dais_kv_len(const dais_kv *kv)
+{
+    return kv->len;
+}
 
 void dais_kv_truncate(dais_kv *kv, int32_t len)
 {
-    if (len >= 0 && len < kv->len)
-        kv->len = len;
+    if (len >= 0 && len < kv->len) kv->len = len;
 }
 
 uint64_t dais_kv_bytes(const dais_kv *kv)
@@ -625,15 +627,12 @@ dais_ctx *dais_ctx_new(const dais_model *m, int n_threads, int32_t max_batch, da
     }
     const dais_hparams *hp = &m->hp;
     dais_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        goto nomem;
+    if (c == NULL) goto nomem;
     c->m = m;
     c->max_batch = max_batch;
     int64_t max_in = hp->dim;
-    if (m->q_dim > max_in)
-        max_in = m->q_dim;
-    if (hp->ffn_dim > max_in)
-        max_in = hp->ffn_dim;
+    if (m->q_dim > max_in) max_in = m->q_dim;
+    if (hp->ffn_dim > max_in) max_in = hp->ffn_dim;
     c->pool = dais_pool_new(n_threads);
     c->mm = dais_mm_scratch_new(max_in, max_batch);
     c->x = alloc_f32(max_batch, hp->dim);
@@ -660,8 +659,7 @@ nomem:
 
 void dais_ctx_free(dais_ctx *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     free(c->out_rows);
     free(c->rope);
     free(c->hb2);
@@ -678,9 +676,18 @@ void dais_ctx_free(dais_ctx *c)
     free(c);
 }
 
-dais_pool *dais_ctx_pool(dais_ctx *c) { return c->pool; }
-int32_t dais_ctx_max_batch(const dais_ctx *c) { return c->max_batch; }
-const dais_model *dais_ctx_model(const dais_ctx *c) { return c->m; }
+dais_pool *dais_ctx_pool(dais_ctx *c)
+{
+    return c->pool;
+}
+int32_t dais_ctx_max_batch(const dais_ctx *c)
+{
+    return c->max_batch;
+}
+const dais_model *dais_ctx_model(const dais_ctx *c)
+{
+    return c->m;
+}
 
 /* ============================================================================================
  * Forward: the per-row operations, each split over the pool by (ith, nth)
@@ -714,8 +721,8 @@ static void op_embed(void *arg, int ith, int nth)
     for (int64_t t = lo; t < hi; t++) {
         float *x = c->x + t * dim;
         if (b->layer_first == 0) {
-            const uint8_t *row = (const uint8_t *)m->embd.data +
-                                 (size_t)b->token[t] * m->embd_row_bytes;
+            const uint8_t *row =
+                (const uint8_t *)m->embd.data + (size_t)b->token[t] * m->embd_row_bytes;
             dais_dequantize_row(m->embd.type, row, x, dim);
         } else {
             memcpy(x, b->act_in + t * dim, (size_t)dim * sizeof(float));
@@ -779,8 +786,9 @@ static void op_rope_store(void *arg, int ith, int nth)
         rope_rotate(c->q + t * m->q_dim, hp->n_heads, hp->head_dim, nf, r);
         rope_rotate(k, hp->n_kv_heads, hp->head_dim, nf, r);
         dais_kv *kv = c->kvs[b->seq[t]];
-        size_t off = ((size_t)(c->layer - kv->layer_first) * (size_t)kv->n_ctx +
-                      (size_t)b->pos[t]) * (size_t)kvd;
+        size_t off =
+            ((size_t)(c->layer - kv->layer_first) * (size_t)kv->n_ctx + (size_t)b->pos[t]) *
+            (size_t)kvd;
         memcpy(kv->k + off, k, (size_t)kvd * sizeof(float));
         memcpy(kv->v + off, c->v + t * kvd, (size_t)kvd * sizeof(float));
     }
@@ -802,8 +810,9 @@ static void op_attn(void *arg, int ith, int nth)
         int64_t t = i / hp->n_heads;
         int32_t h = (int32_t)(i % hp->n_heads);
         const dais_kv *kv = c->kvs[b->seq[t]];
-        size_t base = (size_t)(c->layer - kv->layer_first) * (size_t)kv->n_ctx * (size_t)kv->kv_dim +
-                      (size_t)(h / group) * (size_t)hd;
+        size_t base =
+            (size_t)(c->layer - kv->layer_first) * (size_t)kv->n_ctx * (size_t)kv->kv_dim +
+            (size_t)(h / group) * (size_t)hd;
         c->attn(c->q + t * m->q_dim + (int64_t)h * hd, kv->k + base, kv->v + base, kv->kv_dim,
                 b->pos[t] + 1, hd, scale, c->att + t * m->q_dim + (int64_t)h * hd);
     }
@@ -860,21 +869,18 @@ static int check_batch(const dais_ctx *c, const dais_batch *b, dais_kv *const *k
     if ((b->layer_first == 0 && b->token == NULL) || (b->layer_first > 0 && b->act_in == NULL))
         return DAIS_EINVAL;
     bool to_logits = b->layer_last == hp->n_layers;
-    if (!to_logits && b->act_out == NULL)
-        return DAIS_EINVAL;
+    if (!to_logits && b->act_out == NULL) return DAIS_EINVAL;
     if (to_logits && logits == NULL) {
         bool any = b->logits == NULL;
         for (int32_t i = 0; !any && i < b->n_tokens; i++)
             any = b->logits[i];
-        if (any)
-            return DAIS_EINVAL;
+        if (any) return DAIS_EINVAL;
     }
     for (int32_t i = 0; i < b->n_tokens; i++) {
         if (b->layer_first == 0 && (b->token[i] < 0 || b->token[i] >= hp->n_vocab))
             return DAIS_EINVAL;
         int32_t s = b->seq[i];
-        if (s < 0 || s >= n_kv || kvs[s] == NULL)
-            return DAIS_EINVAL;
+        if (s < 0 || s >= n_kv || kvs[s] == NULL) return DAIS_EINVAL;
         const dais_kv *kv = kvs[s];
         if (kv->layer_first != b->layer_first || kv->layer_last != b->layer_last ||
             kv->kv_dim != c->m->kv_dim)
@@ -883,28 +889,22 @@ static int check_batch(const dais_ctx *c, const dais_batch *b, dais_kv *const *k
         while (j >= 0 && b->seq[j] != s)
             j--;
         if (j >= 0) {
-            if (b->pos[i] != b->pos[j] + 1)
-                return DAIS_EINVAL;
+            if (b->pos[i] != b->pos[j] + 1) return DAIS_EINVAL;
         } else {
-            if (b->pos[i] != kv->len)
-                return DAIS_EINVAL;
+            if (b->pos[i] != kv->len) return DAIS_EINVAL;
             /* The first token of this sequence: no other sequence index may share its cache. */
             for (int32_t k = 0; k < i; k++)
-                if (b->seq[k] != s && kvs[b->seq[k]] == kv)
-                    return DAIS_EINVAL;
+                if (b->seq[k] != s && kvs[b->seq[k]] == kv) return DAIS_EINVAL;
         }
-        if (b->pos[i] >= kv->n_ctx)
-            return DAIS_ECTXFULL;
+        if (b->pos[i] >= kv->n_ctx) return DAIS_ECTXFULL;
     }
     return 0;
 }
 
-int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t n_kv,
-                 float *logits)
+int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t n_kv, float *logits)
 {
     int rc = check_batch(c, b, kvs, n_kv, logits);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     const dais_model *m = c->m;
     int32_t n = b->n_tokens;
     c->b = b;
@@ -912,8 +912,7 @@ int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t 
     c->attn = dais_attn_select(dais_kernels_isa());
     c->n_out = 0;
     for (int32_t i = 0; i < n; i++)
-        if (b->logits ? b->logits[i] : i == n - 1)
-            c->out_rows[c->n_out++] = i;
+        if (b->logits ? b->logits[i] : i == n - 1) c->out_rows[c->n_out++] = i;
 
     dais_pool_run(c->pool, op_embed, c);
     c->add_delta = false;
@@ -929,16 +928,14 @@ int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t 
             goto fail;
         dais_pool_run(c->pool, op_rope_store, c);
         dais_pool_run(c->pool, op_attn, c);
-        if ((rc = dais_matmul(c->pool, c->mm, &ly->wo, c->att, c->delta, n)))
-            goto fail;
+        if ((rc = dais_matmul(c->pool, c->mm, &ly->wo, c->att, c->delta, n))) goto fail;
         c->norm_w = ly->ffn_norm;
         dais_pool_run(c->pool, op_norm, c);
         if ((rc = dais_matmul(c->pool, c->mm, &ly->w_gate, c->xb, c->hb, n)) ||
             (rc = dais_matmul(c->pool, c->mm, &ly->w_up, c->xb, c->hb2, n)))
             goto fail;
         dais_pool_run(c->pool, op_swiglu, c);
-        if ((rc = dais_matmul(c->pool, c->mm, &ly->w_down, c->hb, c->delta, n)))
-            goto fail;
+        if ((rc = dais_matmul(c->pool, c->mm, &ly->w_down, c->hb, c->delta, n))) goto fail;
     }
     dais_pool_run(c->pool, op_final, c);
     if (b->layer_last == m->hp.n_layers && c->n_out > 0 &&
@@ -948,8 +945,7 @@ int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t 
     /* Positions are consecutive from each cache's len, so its new len is its last pos + 1. */
     for (int32_t i = 0; i < n; i++) {
         dais_kv *kv = kvs[b->seq[i]];
-        if (b->pos[i] + 1 > kv->len)
-            kv->len = b->pos[i] + 1;
+        if (b->pos[i] + 1 > kv->len) kv->len = b->pos[i] + 1;
     }
     c->b = NULL;
     c->kvs = NULL;

@@ -30,12 +30,12 @@
 #include <stdint.h>
 
 /* Limits on hyper-parameters read from a file (anything larger is rejected as malformed). */
-#define DAIS_MODEL_MAX_DIM 65536
-#define DAIS_MODEL_MAX_LAYERS 1024
-#define DAIS_MODEL_MAX_HEADS 1024
+#define DAIS_MODEL_MAX_DIM      65536
+#define DAIS_MODEL_MAX_LAYERS   1024
+#define DAIS_MODEL_MAX_HEADS    1024
 #define DAIS_MODEL_MAX_HEAD_DIM 1024
-#define DAIS_MODEL_MAX_FFN (1 << 20)
-#define DAIS_MODEL_MAX_CTX (1 << 24)
+#define DAIS_MODEL_MAX_FFN      (1 << 20)
+#define DAIS_MODEL_MAX_CTX      (1 << 24)
 
 enum dais_rope_scaling {
     DAIS_ROPE_SCALING_NONE = 0,
@@ -44,26 +44,26 @@ enum dais_rope_scaling {
 };
 
 typedef struct dais_hparams {
-    char arch[32];        /* general.architecture ("llama") */
-    char name[128];       /* general.name, may be empty */
+    char arch[32];  /* general.architecture ("llama") */
+    char name[128]; /* general.name, may be empty */
     int32_t n_vocab;
-    int32_t dim;          /* embedding_length */
-    int32_t n_layers;     /* block_count */
-    int32_t n_heads;      /* attention.head_count */
-    int32_t n_kv_heads;   /* attention.head_count_kv (defaults to n_heads) */
-    int32_t head_dim;     /* dim / n_heads (or attention.key_length) */
-    int32_t ffn_dim;      /* feed_forward_length */
-    int32_t n_ctx_train;  /* context_length */
-    int32_t rope_dim;     /* rope.dimension_count (defaults to head_dim) */
-    float rms_eps;        /* attention.layer_norm_rms_epsilon, default 1e-5 */
-    float rope_base;      /* rope.freq_base, default 10000 */
+    int32_t dim;         /* embedding_length */
+    int32_t n_layers;    /* block_count */
+    int32_t n_heads;     /* attention.head_count */
+    int32_t n_kv_heads;  /* attention.head_count_kv (defaults to n_heads) */
+    int32_t head_dim;    /* dim / n_heads (or attention.key_length) */
+    int32_t ffn_dim;     /* feed_forward_length */
+    int32_t n_ctx_train; /* context_length */
+    int32_t rope_dim;    /* rope.dimension_count (defaults to head_dim) */
+    float rms_eps;       /* attention.layer_norm_rms_epsilon, default 1e-5 */
+    float rope_base;     /* rope.freq_base, default 10000 */
     /* rope.scaling.type: "none" / "linear" / "llama3"; for llama3 also rope.scaling.factor,
      * .low_freq_factor (default 1), .high_freq_factor (default 4), .original_context_length */
     int32_t rope_scaling; /* enum dais_rope_scaling */
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int32_t rope_orig_ctx;
     bool rope_freqs_tensor; /* rope_freqs.weight present: its factors divide the frequencies */
-    bool tied_output;     /* output.weight absent: the embedding is reused */
+    bool tied_output;       /* output.weight absent: the embedding is reused */
 } dais_hparams;
 
 typedef struct dais_model dais_model;
@@ -95,11 +95,12 @@ typedef struct dais_kv dais_kv;
  * 1 <= n_ctx <= DAIS_MODEL_MAX_CTX; 0 <= layer_first < layer_last <= n_layers. Returns an
  * owned cache (free with dais_kv_free) or NULL on bad arguments or out of memory. */
 dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, int32_t layer_last);
-void dais_kv_free(dais_kv *kv);                   /* accepts NULL */
+void dais_kv_free(dais_kv *kv); /* accepts NULL */
 int32_t dais_kv_n_ctx(const dais_kv *kv);
-int32_t dais_kv_len(const dais_kv *kv);           /* positions filled so far */
-void dais_kv_truncate(dais_kv *kv, int32_t len);  /* forget positions >= len (no-op if len >= current) */
-uint64_t dais_kv_bytes(const dais_kv *kv);        /* memory the cache holds */
+int32_t dais_kv_len(const dais_kv *kv); /* positions filled so far */
+/* Forgets positions >= len (no-op if len >= the current length). */
+void dais_kv_truncate(dais_kv *kv, int32_t len);
+uint64_t dais_kv_bytes(const dais_kv *kv); /* memory the cache holds */
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
@@ -115,14 +116,14 @@ const dais_model *dais_ctx_model(const dais_ctx *c);
 
 typedef struct dais_batch {
     int32_t n_tokens;
-    const int32_t *token;   /* (n_tokens) ids; used only when layer_first == 0 */
-    const int32_t *pos;     /* (n_tokens) position of each token in its sequence */
-    const int32_t *seq;     /* (n_tokens) index into the kv array passed to dais_forward */
-    const bool *logits;     /* (n_tokens) which tokens want logits; NULL = only the last */
-    int32_t layer_first;    /* run layers [layer_first, layer_last) */
+    const int32_t *token; /* (n_tokens) ids; used only when layer_first == 0 */
+    const int32_t *pos;   /* (n_tokens) position of each token in its sequence */
+    const int32_t *seq;   /* (n_tokens) index into the kv array passed to dais_forward */
+    const bool *logits;   /* (n_tokens) which tokens want logits; NULL = only the last */
+    int32_t layer_first;  /* run layers [layer_first, layer_last) */
     int32_t layer_last;
-    const float *act_in;    /* (n_tokens, dim) when layer_first > 0 */
-    float *act_out;         /* (n_tokens, dim) when layer_last < n_layers */
+    const float *act_in; /* (n_tokens, dim) when layer_first > 0 */
+    float *act_out;      /* (n_tokens, dim) when layer_last < n_layers */
 } dais_batch;
 
 /* Runs the batch. `kvs` holds n_kv caches; b->seq[i] indexes it. Positions of one sequence

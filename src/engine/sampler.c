@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define SEED_ZERO_REPLACEMENT 0x9E3779B97F4A7C15ull
-#define MAX_REPEAT_LAST_N (1 << 20)
+#define MAX_REPEAT_LAST_N     (1 << 20)
 
 typedef struct prob_index {
     float prob;
@@ -23,12 +23,12 @@ struct dais_sampler {
     dais_sampler_params p;
     int32_t n_vocab;
     uint64_t rng;
-    prob_index *cand;  /* (n_vocab) candidates */
-    prob_index *tmp;   /* (n_vocab) merge-sort scratch */
-    int32_t *recent;   /* (repeat_last_n) ring of the last tokens */
-    int32_t n_recent;  /* filled entries */
-    int32_t head;      /* next slot to write */
-    uint8_t *seen;     /* (n_vocab) marks so a repeated token is penalised once */
+    prob_index *cand; /* (n_vocab) candidates */
+    prob_index *tmp;  /* (n_vocab) merge-sort scratch */
+    int32_t *recent;  /* (repeat_last_n) ring of the last tokens */
+    int32_t n_recent; /* filled entries */
+    int32_t head;     /* next slot to write */
+    uint8_t *seen;    /* (n_vocab) marks so a repeated token is penalised once */
 };
 
 void dais_sampler_params_default(dais_sampler_params *p)
@@ -54,11 +54,9 @@ int dais_sampler_params_check(const dais_sampler_params *p)
 
 dais_sampler *dais_sampler_new(const dais_sampler_params *p, int32_t n_vocab)
 {
-    if (dais_sampler_params_check(p) != 0 || n_vocab < 1)
-        return NULL;
+    if (dais_sampler_params_check(p) != 0 || n_vocab < 1) return NULL;
     dais_sampler *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return NULL;
+    if (s == NULL) return NULL;
     s->p = *p;
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
@@ -75,8 +73,7 @@ dais_sampler *dais_sampler_new(const dais_sampler_params *p, int32_t n_vocab)
 
 void dais_sampler_free(dais_sampler *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     free(s->recent);
     free(s->seen);
     free(s->tmp);
@@ -93,12 +90,10 @@ void dais_sampler_reset(dais_sampler *s, uint64_t seed)
 
 void dais_sampler_accept(dais_sampler *s, int32_t token)
 {
-    if (s->p.repeat_last_n == 0 || token < 0 || token >= s->n_vocab)
-        return;
+    if (s->p.repeat_last_n == 0 || token < 0 || token >= s->n_vocab) return;
     s->recent[s->head] = token;
     s->head = (s->head + 1) % s->p.repeat_last_n;
-    if (s->n_recent < s->p.repeat_last_n)
-        s->n_recent++;
+    if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
 }
 
 /* ---- run.c's RNG and helpers ----------------------------------------------------------- */
@@ -132,8 +127,7 @@ static void softmax(float *x, int32_t n)
 {
     float max_val = x[0];
     for (int32_t i = 1; i < n; i++)
-        if (x[i] > max_val)
-            max_val = x[i];
+        if (x[i] > max_val) max_val = x[i];
     float sum = 0.0f;
     for (int32_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max_val);
@@ -148,8 +142,7 @@ static int32_t sample_mult(const float *p, int32_t n, float coin)
     float cdf = 0.0f;
     for (int32_t i = 0; i < n; i++) {
         cdf += p[i];
-        if (coin < cdf)
-            return i;
+        if (coin < cdf) return i;
     }
     return n - 1;
 }
@@ -181,8 +174,7 @@ static void sort_desc(prob_index *c, prob_index *tmp, int32_t n)
         src = dst;
         dst = t;
     }
-    if (src != c)
-        memcpy(c, src, (size_t)n * sizeof *c);
+    if (src != c) memcpy(c, src, (size_t)n * sizeof *c);
 }
 
 /* Heap of candidates ordered so that the root ranks last (the worst kept so far). */
@@ -190,12 +182,9 @@ static void sift_down(prob_index *c, int32_t k, int32_t r)
 {
     for (;;) {
         int32_t ch = 2 * r + 1;
-        if (ch >= k)
-            return;
-        if (ch + 1 < k && before(&c[ch], &c[ch + 1]))
-            ch++;
-        if (!before(&c[r], &c[ch]))
-            return;
+        if (ch >= k) return;
+        if (ch + 1 < k && before(&c[ch], &c[ch + 1])) ch++;
+        if (!before(&c[r], &c[ch])) return;
         prob_index t = c[r];
         c[r] = c[ch];
         c[ch] = t;
@@ -244,8 +233,7 @@ static int32_t sample_topp(dais_sampler *s, const float *p, float topp, float co
     float cdf = 0.0f;
     for (int32_t i = 0; i <= last; i++) {
         cdf += s->cand[i].prob;
-        if (r < cdf)
-            return s->cand[i].index;
+        if (r < cdf) return s->cand[i].index;
     }
     return s->cand[last].index;
 }
@@ -287,8 +275,7 @@ static int32_t sample_filtered(dais_sampler *s, const float *p, float coin)
     float cdf = 0.0f;
     for (int32_t i = 0; i <= last; i++) {
         cdf += s->cand[i].prob;
-        if (r < cdf)
-            return s->cand[i].index;
+        if (r < cdf) return s->cand[i].index;
     }
     return s->cand[last].index;
 }
@@ -298,8 +285,7 @@ static void apply_penalty(dais_sampler *s, float *logits)
     float pen = s->p.repeat_penalty;
     for (int32_t i = 0; i < s->n_recent; i++) {
         int32_t t = s->recent[i];
-        if (s->seen[t])
-            continue;
+        if (s->seen[t]) continue;
         s->seen[t] = 1;
         logits[t] = logits[t] > 0.0f ? logits[t] / pen : logits[t] * pen;
     }
@@ -310,18 +296,15 @@ static void apply_penalty(dais_sampler *s, float *logits)
 int32_t dais_sampler_sample(dais_sampler *s, float *logits)
 {
     int32_t n = s->n_vocab;
-    if (s->p.repeat_penalty != 1.0f && s->n_recent > 0)
-        apply_penalty(s, logits);
-    if (s->p.temperature == 0.0f || n == 1)
-        return argmax(logits, n);
+    if (s->p.repeat_penalty != 1.0f && s->n_recent > 0) apply_penalty(s, logits);
+    if (s->p.temperature == 0.0f || n == 1) return argmax(logits, n);
     for (int32_t q = 0; q < n; q++)
         logits[q] /= s->p.temperature;
     softmax(logits, n);
     float coin = random_f32(&s->rng);
     bool topp = s->p.top_p > 0.0f && s->p.top_p < 1.0f;
     if ((s->p.top_k == 0 || s->p.top_k >= n) && s->p.min_p == 0.0f) {
-        if (!topp)
-            return sample_mult(logits, n, coin);
+        if (!topp) return sample_mult(logits, n, coin);
         return sample_topp(s, logits, s->p.top_p, coin);
     }
     return sample_filtered(s, logits, coin);

@@ -21,12 +21,12 @@
 
 typedef struct dais_synth_params {
     int32_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_vocab, n_ctx;
-    uint32_t type;          /* enum dais_dtype of every weight matrix and the embedding */
+    uint32_t type; /* enum dais_dtype of every weight matrix and the embedding */
     uint64_t seed;
-    float rope_base;        /* written as llama.rope.freq_base */
-    bool tied_output;       /* omit output.weight (the embedding is reused) */
+    float rope_base;  /* written as llama.rope.freq_base */
+    bool tied_output; /* omit output.weight (the embedding is reused) */
     /* Optional rope scaling metadata (DAIS_ROPE_SCALING_NONE = none written). */
-    int32_t rope_scaling;   /* enum dais_rope_scaling */
+    int32_t rope_scaling; /* enum dais_rope_scaling */
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int32_t rope_orig_ctx;
     bool rope_freqs_tensor; /* also write rope_freqs.weight (head_dim/2 factors in [1, 8]) */

@@ -28,8 +28,8 @@ static float frand(void)
     return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 
-static void reference(const float *q, const float *k, const float *v, int64_t stride, int n,
-                      int hd, float scale, double *out)
+static void reference(const float *q, const float *k, const float *v, int64_t stride, int n, int hd,
+                      float scale, double *out)
 {
     double *s = malloc((size_t)n * sizeof *s), mx = -INFINITY, sum = 0;
     for (int p = 0; p < n; p++) {
@@ -37,8 +37,7 @@ static void reference(const float *q, const float *k, const float *v, int64_t st
         for (int i = 0; i < hd; i++)
             d += (double)q[i] * k[p * stride + i];
         s[p] = d * scale;
-        if (s[p] > mx)
-            mx = s[p];
+        if (s[p] > mx) mx = s[p];
     }
     for (int p = 0; p < n; p++)
         sum += (s[p] = exp(s[p] - mx));

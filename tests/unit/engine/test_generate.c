@@ -43,8 +43,7 @@ static void push_all(dais_stopper *st, sink *s, const char *const *pieces, int *
     *last_rc = 0;
     for (int i = 0; pieces[i] && *last_rc == 0; i++)
         *last_rc = dais_stopper_push(st, pieces[i], strlen(pieces[i]), emit, s);
-    if (*last_rc == 0)
-        *last_rc = dais_stopper_finish(st, emit, s);
+    if (*last_rc == 0) *last_rc = dais_stopper_finish(st, emit, s);
 }
 
 static void test_stopper(void **state)
@@ -135,8 +134,7 @@ static int setup(void **state)
     (void)state;
     snprintf(model_path, sizeof model_path, "/tmp/dais_test_gen_XXXXXX");
     int fd = mkstemp(model_path);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     close(fd);
     dais_synth_params p;
     dais_synth_params_default(&p);
@@ -148,8 +146,7 @@ static int setup(void **state)
         return -1;
     }
     model = dais_model_load(model_path, &err);
-    if (model == NULL)
-        fprintf(stderr, "load: %s\n", err.msg);
+    if (model == NULL) fprintf(stderr, "load: %s\n", err.msg);
     return model ? 0 : -1;
 }
 
@@ -349,10 +346,8 @@ static void test_prefill_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stopper),
-        cmocka_unit_test(test_limit_and_determinism),
-        cmocka_unit_test(test_edge_prompts),
-        cmocka_unit_test(test_stop_string_and_cancel),
+        cmocka_unit_test(test_stopper),        cmocka_unit_test(test_limit_and_determinism),
+        cmocka_unit_test(test_edge_prompts),   cmocka_unit_test(test_stop_string_and_cancel),
         cmocka_unit_test(test_prefill_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

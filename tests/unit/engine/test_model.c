@@ -84,8 +84,7 @@ static const char *synth(const char *name, const dais_synth_params *p)
     const char *path = tmp_path(name);
     dais_err err;
     int rc = dais_synth_write(p, path, &err);
-    if (rc != 0)
-        fprintf(stderr, "synth %s: %s\n", name, err.msg);
+    if (rc != 0) fprintf(stderr, "synth %s: %s\n", name, err.msg);
     assert_int_equal(rc, 0);
     return path;
 }
@@ -94,8 +93,7 @@ static dais_model *load(const char *path)
 {
     dais_err err;
     dais_model *m = dais_model_load(path, &err);
-    if (m == NULL)
-        fprintf(stderr, "load %s: %s\n", path, err.msg);
+    if (m == NULL) fprintf(stderr, "load %s: %s\n", path, err.msg);
     assert_non_null(m);
     return m;
 }
@@ -141,8 +139,7 @@ static int64_t meta_i(const dais_gguf *g, const char *key, int64_t def)
 static double meta_f(const dais_gguf *g, const char *key, double def)
 {
     float v = (float)def;
-    if (dais_gguf_get_f32(g, key, &v, NULL) != 0)
-        return def;
+    if (dais_gguf_get_f32(g, key, &v, NULL) != 0) return def;
     return v;
 }
 
@@ -165,9 +162,8 @@ static ref *ref_load(const char *path)
     int64_t dim = r->dim, kvd = (int64_t)r->n_kv * r->hd;
     r->embd = deq(g, "token_embd.weight", dim * r->n_vocab);
     r->out_norm = deq(g, "output_norm.weight", dim);
-    r->out = dais_gguf_find_tensor(g, "output.weight")
-                 ? deq(g, "output.weight", dim * r->n_vocab)
-                 : r->embd;
+    r->out = dais_gguf_find_tensor(g, "output.weight") ? deq(g, "output.weight", dim * r->n_vocab)
+                                                       : r->embd;
 
     /* Frequencies: θ_i = base^(-2i/d), then (Llama 3.1) the wavelength bands, or the factors of
      * rope_freqs.weight, written here from the formulas, not from the engine. */
@@ -190,8 +186,7 @@ static ref *ref_load(const char *path)
         double orig = (double)meta_i(g, "llama.rope.scaling.original_context_length", 0);
         for (int i = 0; i < nf; i++) {
             double f = r->inv_freq[i], wl = 2 * M_PI / f;
-            if (wl < orig / hi)
-                continue;
+            if (wl < orig / hi) continue;
             if (wl > orig / lo) {
                 r->inv_freq[i] = f / factor;
             } else {
@@ -229,8 +224,7 @@ static void ref_free(ref *r)
             free(a[i]);
     }
     free(r->l);
-    if (r->out != r->embd)
-        free(r->out);
+    if (r->out != r->embd) free(r->out);
     free(r->embd);
     free(r->out_norm);
     free(r->inv_freq);
@@ -300,8 +294,7 @@ static double *ref_forward(const ref *r, const int32_t *tok, int n)
                     for (int i = 0; i < r->hd; i++)
                         d += q[h * r->hd + i] * kp[i];
                     sc[p] = d / sqrt((double)r->hd);
-                    if (sc[p] > mx)
-                        mx = sc[p];
+                    if (sc[p] > mx) mx = sc[p];
                 }
                 for (int p = 0; p <= t; p++)
                     sum += (sc[p] = exp(sc[p] - mx));
@@ -336,11 +329,14 @@ static double *ref_forward(const ref *r, const int32_t *tok, int n)
  * Engine helpers
  * ========================================================================================== */
 
-static const int32_t seq_tokens[] = {1, 5, 77, 260, 299, 3, 150, 42, 263, 7, 8, 201,
-                                     13, 99, 280, 1, 2, 0, 259, 30};
+static const int32_t seq_tokens[] = {1, 5,   77, 260, 299, 3, 150, 42, 263, 7,
+                                     8, 201, 13, 99,  280, 1, 2,   0,  259, 30};
 #define N_SEQ ((int)(sizeof seq_tokens / sizeof seq_tokens[0]))
 
-static int32_t tok_at(int i, int n_vocab) { return (int32_t)((i * 37 + 11) % n_vocab); }
+static int32_t tok_at(int i, int n_vocab)
+{
+    return (int32_t)((i * 37 + 11) % n_vocab);
+}
 
 /* Engine logits of every position of tok[0..n), fed `chunk` tokens per forward pass. */
 static float *engine_forward(dais_model *m, int threads, const int32_t *tok, int n, int chunk)
@@ -359,8 +355,13 @@ static float *engine_forward(dais_model *m, int threads, const int32_t *tok, int
         int k = n - d < chunk ? n - d : chunk;
         for (int i = 0; i < k; i++)
             pos[i] = d + i;
-        dais_batch b = {.n_tokens = k, .token = tok + d, .pos = pos, .seq = seq, .logits = want,
-                        .layer_first = 0, .layer_last = hp->n_layers};
+        dais_batch b = {.n_tokens = k,
+                        .token = tok + d,
+                        .pos = pos,
+                        .seq = seq,
+                        .logits = want,
+                        .layer_first = 0,
+                        .layer_last = hp->n_layers};
         assert_int_equal(dais_forward(c, &b, &kv, 1, logits + (int64_t)d * hp->n_vocab), 0);
     }
     assert_int_equal(dais_kv_len(kv), n);
@@ -374,8 +375,7 @@ static double max_abs(const float *a, int64_t n)
 {
     double m = 0;
     for (int64_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m)
-            m = fabs(a[i]);
+        if (fabs(a[i]) > m) m = fabs(a[i]);
     return m;
 }
 
@@ -396,10 +396,8 @@ static double rel_err_ref(const float *a, const double *b, int64_t n)
     double m = 0, s = 0;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m))
-            m = isnan(d) ? INFINITY : d;
-        if (fabs(b[i]) > s)
-            s = fabs(b[i]);
+        if (!(d <= m)) m = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > s) s = fabs(b[i]);
     }
     return m / s;
 }
@@ -422,8 +420,10 @@ static void check_type(uint32_t type, double tol, int n)
     ref *r = ref_load(path);
     double *want = ref_forward(r, tok, n);
     double e = rel_err_ref(got, want, (int64_t)n * p.n_vocab);
-    fprintf(stderr, "  %-5s %d tokens: max |engine - reference| / max |reference| = %.2e "
-            "(tolerance %.0e)\n", dais_dtype_name(type), n, e, tol);
+    fprintf(stderr,
+            "  %-5s %d tokens: max |engine - reference| / max |reference| = %.2e "
+            "(tolerance %.0e)\n",
+            dais_dtype_name(type), n, e, tol);
     assert_true(e <= tol);
     free(got);
     free(want);
@@ -431,13 +431,41 @@ static void check_type(uint32_t type, double tol, int n)
     dais_model_free(m);
 }
 
-static void test_type_f32(void **s) { (void)s; check_type(DAIS_F32, 1e-4, 100); }
-static void test_type_f16(void **s) { (void)s; check_type(DAIS_F16, 1e-4, N_SEQ); }
-static void test_type_bf16(void **s) { (void)s; check_type(DAIS_BF16, 1e-4, N_SEQ); }
-static void test_type_q8_0(void **s) { (void)s; check_type(DAIS_Q8_0, 3e-2, N_SEQ); }
-static void test_type_q4_0(void **s) { (void)s; check_type(DAIS_Q4_0, 3e-2, N_SEQ); }
-static void test_type_q4_k(void **s) { (void)s; check_type(DAIS_Q4_K, 3e-2, N_SEQ); }
-static void test_type_q6_k(void **s) { (void)s; check_type(DAIS_Q6_K, 3e-2, N_SEQ); }
+static void test_type_f32(void **s)
+{
+    (void)s;
+    check_type(DAIS_F32, 1e-4, 100);
+}
+static void test_type_f16(void **s)
+{
+    (void)s;
+    check_type(DAIS_F16, 1e-4, N_SEQ);
+}
+static void test_type_bf16(void **s)
+{
+    (void)s;
+    check_type(DAIS_BF16, 1e-4, N_SEQ);
+}
+static void test_type_q8_0(void **s)
+{
+    (void)s;
+    check_type(DAIS_Q8_0, 3e-2, N_SEQ);
+}
+static void test_type_q4_0(void **s)
+{
+    (void)s;
+    check_type(DAIS_Q4_0, 3e-2, N_SEQ);
+}
+static void test_type_q4_k(void **s)
+{
+    (void)s;
+    check_type(DAIS_Q4_K, 3e-2, N_SEQ);
+}
+static void test_type_q6_k(void **s)
+{
+    (void)s;
+    check_type(DAIS_Q6_K, 3e-2, N_SEQ);
+}
 
 /* Batched (all tokens in one pass) vs one token at a time vs uneven chunks, 1 vs 2 threads,
  * and scalar vs AVX2 kernels. */
@@ -457,9 +485,10 @@ static void check_batching(uint32_t type, double tol)
     float *sc = engine_forward(m, 2, seq_tokens, N_SEQ, N_SEQ);
     dais_kernels_force_isa(isa);
     double es = rel_err(sc, all, nl);
-    fprintf(stderr, "  %-5s batched vs single %.1e, vs chunks of 3 (1 thread) %.1e, "
-            "scalar vs %s %.1e\n", dais_dtype_name(type), e1, e3,
-            isa == DAIS_ISA_AVX2 ? "avx2" : "scalar", es);
+    fprintf(stderr,
+            "  %-5s batched vs single %.1e, vs chunks of 3 (1 thread) %.1e, "
+            "scalar vs %s %.1e\n",
+            dais_dtype_name(type), e1, e3, isa == DAIS_ISA_AVX2 ? "avx2" : "scalar", es);
     assert_true(e1 <= tol);
     assert_true(e3 <= tol);
     assert_true(es <= tol);
@@ -508,8 +537,13 @@ static void test_two_sequences(void **s)
         want[i] = true;
     }
     float *lg = malloc(10 * (size_t)V * sizeof(float));
-    dais_batch bt = {.n_tokens = 10, .token = tok, .pos = pos, .seq = seq, .logits = want,
-                     .layer_first = 0, .layer_last = hp->n_layers};
+    dais_batch bt = {.n_tokens = 10,
+                     .token = tok,
+                     .pos = pos,
+                     .seq = seq,
+                     .logits = want,
+                     .layer_first = 0,
+                     .layer_last = hp->n_layers};
     assert_int_equal(dais_forward(c, &bt, kvs, 2, lg), 0);
     assert_int_equal(dais_kv_len(kvs[0]), 6);
     assert_int_equal(dais_kv_len(kvs[1]), 4);
@@ -520,8 +554,13 @@ static void test_two_sequences(void **s)
     /* decode: b first, then a, in one batch; only the a row asks for logits */
     int32_t t2[2] = {b_next, a_next}, p2[2] = {4, 6}, s2[2] = {1, 0};
     bool w2[2] = {false, true};
-    dais_batch bd = {.n_tokens = 2, .token = t2, .pos = p2, .seq = s2, .logits = w2,
-                     .layer_first = 0, .layer_last = hp->n_layers};
+    dais_batch bd = {.n_tokens = 2,
+                     .token = t2,
+                     .pos = p2,
+                     .seq = s2,
+                     .logits = w2,
+                     .layer_first = 0,
+                     .layer_last = hp->n_layers};
     assert_int_equal(dais_forward(c, &bd, kvs, 2, lg), 0);
     assert_true(rel_err(lg, ra + 6 * (int64_t)V, V) < 1e-5);
     w2[0] = true;
@@ -567,10 +606,21 @@ static void test_layer_split(void **s)
         pos[i] = i;
         want[i] = true;
     }
-    dais_batch b1 = {.n_tokens = n, .token = seq_tokens, .pos = pos, .seq = seq, .logits = want,
-                     .layer_first = 0, .layer_last = 2, .act_out = act};
-    dais_batch b2 = {.n_tokens = n, .pos = pos, .seq = seq, .logits = want, .layer_first = 2,
-                     .layer_last = 4, .act_in = act};
+    dais_batch b1 = {.n_tokens = n,
+                     .token = seq_tokens,
+                     .pos = pos,
+                     .seq = seq,
+                     .logits = want,
+                     .layer_first = 0,
+                     .layer_last = 2,
+                     .act_out = act};
+    dais_batch b2 = {.n_tokens = n,
+                     .pos = pos,
+                     .seq = seq,
+                     .logits = want,
+                     .layer_first = 2,
+                     .layer_last = 4,
+                     .act_in = act};
     assert_int_equal(dais_forward(c, &b1, &k1, 1, NULL), 0);
     assert_int_equal(dais_forward(c, &b2, &k2, 1, lg), 0);
     assert_true(rel_err(lg, whole, (int64_t)n * V) < 1e-5);
@@ -652,8 +702,12 @@ static void test_ctx_overflow(void **s)
     dais_kv *kv = dais_kv_new(m, 4, 0, hp->n_layers);
     float *lg = malloc((size_t)hp->n_vocab * sizeof(float));
     int32_t pos[8] = {0, 1, 2, 3, 4, 5, 6, 7}, seq[8] = {0};
-    dais_batch b = {.n_tokens = 5, .token = seq_tokens, .pos = pos, .seq = seq,
-                    .layer_first = 0, .layer_last = hp->n_layers};
+    dais_batch b = {.n_tokens = 5,
+                    .token = seq_tokens,
+                    .pos = pos,
+                    .seq = seq,
+                    .layer_first = 0,
+                    .layer_last = hp->n_layers};
     assert_int_equal(dais_forward(c, &b, &kv, 1, lg), DAIS_ECTXFULL);
     assert_int_equal(dais_kv_len(kv), 0);
     b.n_tokens = 4;
@@ -694,8 +748,12 @@ static void test_bad_batches(void **s)
     dais_kv *half = dais_kv_new(m, 16, 0, 1);
     float *lg = malloc(4 * (size_t)V * sizeof(float));
     int32_t pos[4] = {0, 1, 2, 3}, seq[4] = {0, 0, 0, 0};
-    dais_batch b = {.n_tokens = 3, .token = seq_tokens, .pos = pos, .seq = seq,
-                    .layer_first = 0, .layer_last = L};
+    dais_batch b = {.n_tokens = 3,
+                    .token = seq_tokens,
+                    .pos = pos,
+                    .seq = seq,
+                    .layer_first = 0,
+                    .layer_last = L};
     assert_int_equal(dais_forward(c, &b, &kv, 1, lg), 0); /* positions 0..2 filled */
 
     int32_t tk[4] = {seq_tokens[3], seq_tokens[4], seq_tokens[5], 0};
@@ -703,8 +761,8 @@ static void test_bad_batches(void **s)
     dais_kv *two[2] = {kv, kv};
     dais_kv *with_null[2] = {kv, NULL};
     dais_kv *wrong[1] = {half};
-    dais_batch g = {.n_tokens = 3, .token = tk, .pos = ps, .seq = sq, .layer_first = 0,
-                    .layer_last = L};
+    dais_batch g = {
+        .n_tokens = 3, .token = tk, .pos = ps, .seq = sq, .layer_first = 0, .layer_last = L};
     struct {
         const char *what;
         dais_batch b;
@@ -714,9 +772,17 @@ static void test_bad_batches(void **s)
         int rc;
     } cases[32];
     int nc = 0;
-#define CASE(w, ...) do { cases[nc].what = w; cases[nc].b = g; cases[nc].kvs = &kv; \
-    cases[nc].n_kv = 1; cases[nc].logits = lg; cases[nc].rc = DAIS_EINVAL; __VA_ARGS__; nc++; } \
-    while (0)
+#define CASE(w, ...)                                                                               \
+    do {                                                                                           \
+        cases[nc].what = w;                                                                        \
+        cases[nc].b = g;                                                                           \
+        cases[nc].kvs = &kv;                                                                       \
+        cases[nc].n_kv = 1;                                                                        \
+        cases[nc].logits = lg;                                                                     \
+        cases[nc].rc = DAIS_EINVAL;                                                                \
+        __VA_ARGS__;                                                                               \
+        nc++;                                                                                      \
+    } while (0)
     static const int32_t big_tok[3] = {1, 300, 2}, neg_tok[3] = {1, -1, 2};
     static const int32_t gap[3] = {3, 5, 6}, back[3] = {2, 3, 4}, rev[3] = {4, 3, 5};
     static const int32_t seq_oob[3] = {0, 1, 0}, seq_neg[3] = {0, -1, 0};
@@ -757,8 +823,13 @@ static void test_bad_batches(void **s)
     /* A batch that asks for no logits needs no buffer. */
     bool none[3] = {false, false, false};
     dais_kv *o1 = other;
-    dais_batch nb = {.n_tokens = 1, .token = seq_tokens, .pos = pos, .seq = seq, .logits = none,
-                     .layer_first = 0, .layer_last = L};
+    dais_batch nb = {.n_tokens = 1,
+                     .token = seq_tokens,
+                     .pos = pos,
+                     .seq = seq,
+                     .logits = none,
+                     .layer_first = 0,
+                     .layer_last = L};
     assert_int_equal(dais_forward(c, &nb, &o1, 1, NULL), 0);
     assert_int_equal(dais_kv_len(other), 1);
 
@@ -783,7 +854,7 @@ typedef struct edit {
     const char *drop_tensor;
     const char *reshape_tensor; /* new shape (ne0, ne1), zero data */
     uint64_t ne0, ne1;
-    const char *retype_tensor;  /* new type, zero data of that type's size */
+    const char *retype_tensor; /* new type, zero data of that type's size */
     uint32_t type;
     const char *drop_key;
     const char *str_key, *str_val; /* replace a string value */
@@ -801,10 +872,8 @@ static void rewrite(const char *src, const char *dst, const edit *e)
         const dais_gguf_kv *kv = dais_gguf_kv_at(g, i);
         char key[128];
         snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
-        if (e->drop_key && strcmp(key, e->drop_key) == 0)
-            continue;
-        if (strcmp(key, "general.alignment") == 0)
-            continue;
+        if (e->drop_key && strcmp(key, e->drop_key) == 0) continue;
+        if (strcmp(key, "general.alignment") == 0) continue;
         switch (kv->type) {
         case DAIS_GGUF_U32:
             if (e->i32_key && strcmp(key, e->i32_key) == 0)
@@ -843,8 +912,8 @@ static void rewrite(const char *src, const char *dst, const edit *e)
                 free(strs);
                 free(lens);
             } else {
-                assert_int_equal(dais_gguf_writer_set_arr(w, key, kv->arr_type, kv->arr_data,
-                                                          kv->arr_n), 0);
+                assert_int_equal(
+                    dais_gguf_writer_set_arr(w, key, kv->arr_type, kv->arr_data, kv->arr_n), 0);
             }
             break;
         default:
@@ -853,8 +922,7 @@ static void rewrite(const char *src, const char *dst, const edit *e)
     }
     for (uint64_t i = 0; i < dais_gguf_n_tensors(g); i++) {
         const dais_gguf_tensor *t = dais_gguf_tensor_at(g, i);
-        if (e->drop_tensor && strcmp(t->name, e->drop_tensor) == 0)
-            continue;
+        if (e->drop_tensor && strcmp(t->name, e->drop_tensor) == 0) continue;
         uint64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
         uint32_t type = t->type, nd = t->n_dims;
         const void *data = t->data;
@@ -864,8 +932,7 @@ static void rewrite(const char *src, const char *dst, const edit *e)
             ne[1] = e->ne1;
             nd = 2;
         }
-        if (e->retype_tensor && strcmp(t->name, e->retype_tensor) == 0)
-            type = e->type;
+        if (e->retype_tensor && strcmp(t->name, e->retype_tensor) == 0) type = e->type;
         if (type != t->type || ne[0] != t->ne[0] || ne[1] != t->ne[1]) {
             size_t rb = dais_dtype_row_bytes(type, ne[0], NULL);
             zero = calloc(rb * ne[1] * ne[2] * ne[3] + 1, 1);
@@ -874,8 +941,7 @@ static void rewrite(const char *src, const char *dst, const edit *e)
         assert_int_equal(dais_gguf_writer_add_tensor(w, t->name, type, nd, ne, data), 0);
         free(zero);
     }
-    if (dais_gguf_writer_write(w, dst, &err) != 0)
-        fail_msg("writing %s: %s", dst, err.msg);
+    if (dais_gguf_writer_write(w, dst, &err) != 0) fail_msg("writing %s: %s", dst, err.msg);
     dais_gguf_writer_free(w);
     dais_gguf_free(g);
 }
@@ -884,8 +950,7 @@ static void expect_load_error(const char *path, const char *const *needles)
 {
     dais_err err;
     dais_model *m = dais_model_load(path, &err);
-    if (m != NULL)
-        fail_msg("%s loaded but should not", path);
+    if (m != NULL) fail_msg("%s loaded but should not", path);
     assert_int_not_equal(err.code, 0);
     for (int i = 0; needles[i]; i++)
         if (strstr(err.msg, needles[i]) == NULL)
@@ -905,8 +970,8 @@ static void test_load_errors(void **s)
     dais_model_free(load(dst));
 
     rewrite(src, dst, &(edit){.drop_tensor = "blk.1.ffn_up.weight"});
-    expect_load_error(dst, (const char *[]){"missing tensor blk.1.ffn_up.weight", "[64, 96]",
-                                            NULL});
+    expect_load_error(dst,
+                      (const char *[]){"missing tensor blk.1.ffn_up.weight", "[64, 96]", NULL});
     rewrite(src, dst, &(edit){.drop_tensor = "output_norm.weight"});
     expect_load_error(dst, (const char *[]){"output_norm.weight", NULL});
     rewrite(src, dst, &(edit){.reshape_tensor = "blk.0.attn_k.weight", .ne0 = 64, .ne1 = 64});

@@ -46,7 +46,7 @@ static void test_rng_matches_runc(void **state)
 {
     (void)state;
     static const int expect[16] = {86, 200, 202, 241, 195, 213, 52, 112,
-                                   77, 172, 108, 87, 224, 48, 18, 156};
+                                   77, 172, 108, 87,  224, 48,  18, 156};
     dais_sampler_params p = plain(1.0f, 42);
     dais_sampler *s = dais_sampler_new(&p, 256);
     assert_non_null(s);
@@ -302,16 +302,11 @@ static void test_nonfinite_logits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),
-        cmocka_unit_test(test_rng_matches_runc),
-        cmocka_unit_test(test_distribution),
-        cmocka_unit_test(test_top_k),
-        cmocka_unit_test(test_top_p),
-        cmocka_unit_test(test_min_p),
-        cmocka_unit_test(test_repeat_penalty),
-        cmocka_unit_test(test_deterministic_per_seed),
-        cmocka_unit_test(test_validation),
-        cmocka_unit_test(test_nonfinite_logits),
+        cmocka_unit_test(test_greedy),         cmocka_unit_test(test_rng_matches_runc),
+        cmocka_unit_test(test_distribution),   cmocka_unit_test(test_top_k),
+        cmocka_unit_test(test_top_p),          cmocka_unit_test(test_min_p),
+        cmocka_unit_test(test_repeat_penalty), cmocka_unit_test(test_deterministic_per_seed),
+        cmocka_unit_test(test_validation),     cmocka_unit_test(test_nonfinite_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
