@@ -578,7 +578,7 @@ static inline size_t round_up(size_t v, size_t a)
 
 void dais__q8a_layout(int64_t n_in, size_t *stride, size_t *d_off, size_t *s_off)
 {
-    size_t nb = (size_t)n_in / QK8_0;
+    size_t nb = round_up((size_t)n_in / QK8_0, 8);
     *d_off = round_up((size_t)n_in, 64);
     *s_off = round_up(*d_off + 4 * nb, 32);
     *stride = round_up(*s_off + 4 * nb, 64);
@@ -673,7 +673,17 @@ static void quantize_units(const mm_job *j, int64_t u0, int64_t u1)
                                 (int16_t *)(row + m->s_off) + off / 16);
         else
             j->impl->quant_q8a(x, n, (int8_t *)row + off, (float *)(row + m->d_off) + off / QK8_0,
-                               (int32_t *)(row + m->s_off) + off / QK8_0);
+                               (float *)(row + m->s_off) + off / QK8_0, j->type == DAIS_Q4_0);
+        if (!q8k_act(j->type) && off + n == m->n_in) {
+            /* zero the entries of the missing blocks of the last group of 8, which the
+             * kernels load with the others */
+            int64_t nb = m->n_in / QK8_0;
+            for (int64_t b = nb; b % 8; b++) {
+                int64_t pos = j->type == DAIS_Q4_0 ? dais__q8p_pos(b) : b;
+                ((float *)(row + m->d_off))[pos] = 0.0f;
+                ((float *)(row + m->s_off))[pos] = 0.0f;
+            }
+        }
     }
 }
 

@@ -84,17 +84,25 @@ static ALWAYS_INLINE float hmax_ps(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
-static void quant_q8a(const float *x, int64_t n, int8_t *qs, float *d, int32_t *s)
+static void quant_q8a(const float *x, int64_t n, int8_t *qs, float *d, float *s, int paired)
 {
-    for (int64_t b = 0; b < n / QK8_0; b++) {
+    const int64_t nb = n / QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * QK8_0;
         float amax = hmax_ps(absmax_acc(_mm256_setzero_ps(), v, QK8_0));
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        d[b] = amax / 127.0f;
+        int64_t pos = paired ? dais__q8p_pos(b) : b;
+        d[pos] = amax / 127.0f;
         __m256i lo, hi;
         __m256i q = q8_32(v, _mm256_set1_ps(id), &lo, &hi);
-        _mm256_storeu_si256((__m256i *)(qs + b * QK8_0), q);
-        s[b] = hsum_epi32(_mm256_add_epi32(lo, hi));
+        if (paired) {
+            _mm_storeu_si128((__m128i *)(qs + dais__q8p_half(b, nb, 0)), _mm256_castsi256_si128(q));
+            _mm_storeu_si128((__m128i *)(qs + dais__q8p_half(b, nb, 1)),
+                             _mm256_extracti128_si256(q, 1));
+        } else {
+            _mm256_storeu_si256((__m256i *)(qs + b * QK8_0), q);
+        }
+        s[pos] = (paired ? -8.0f * d[pos] : d[pos]) * (float)hsum_epi32(_mm256_add_epi32(lo, hi));
     }
 }
 
@@ -116,40 +124,111 @@ static void quant_q8ka(const float *x, int64_t n, int8_t *qs, float *d, int16_t 
     }
 }
 
-/* ---- Q4_0 x Q8A ------------------------------------------------------------------------------ */
+/* ---- Q4_0 and Q8_0 x Q8A ---------------------------------------------------------------------
+ * Blocks go in groups of 8: the 8 weight scales of a row are converted at once (F16C) and
+ * multiplied by the 8 activation scales of a token in one instruction, so the per-block work
+ * is the integer dot product, one conversion and one FMA. */
 
+static ALWAYS_INLINE uint64_t ld16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* The f16 scales of g <= 8 consecutive blocks `stride` bytes apart, in the order given by
+ * `pos` (block j goes to lane pos(j)); missing blocks give 0. */
+static ALWAYS_INLINE __m256 f16x8_gather(const uint8_t *p, size_t stride, int g, const int paired)
+{
+    if (g == 8) {
+        /* lanes 0..7 take blocks 0 2 4 6 1 3 5 7 (paired) or 0..7 */
+        const int o1 = paired ? 2 : 1, o2 = paired ? 4 : 2, o3 = paired ? 6 : 3;
+        const int o4 = paired ? 1 : 4, o5 = paired ? 3 : 5, o6 = paired ? 5 : 6;
+        __m128i v = _mm_cvtsi32_si128((int)ld16(p));
+        v = _mm_insert_epi16(v, (int)ld16(p + o1 * stride), 1);
+        v = _mm_insert_epi16(v, (int)ld16(p + o2 * stride), 2);
+        v = _mm_insert_epi16(v, (int)ld16(p + o3 * stride), 3);
+        v = _mm_insert_epi16(v, (int)ld16(p + o4 * stride), 4);
+        v = _mm_insert_epi16(v, (int)ld16(p + o5 * stride), 5);
+        v = _mm_insert_epi16(v, (int)ld16(p + o6 * stride), 6);
+        v = _mm_insert_epi16(v, (int)ld16(p + 7 * stride), 7);
+        return _mm256_cvtph_ps(v);
+    }
+    uint16_t h[8] = {0};
+    for (int j = 0; j < g; j++)
+        h[paired ? dais__q8p_pos(j) : j] = (uint16_t)ld16(p + (size_t)j * stride);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* Q4_0: the activations are in the paired layout, so blocks go two at a time: one 32-byte
+ * vector holds the nibbles of blocks A and B ([A | B] per 128-bit lane), its low nibbles meet
+ * activation bytes A[0..16) B[0..16), its high nibbles A[16..32) B[16..32), and the two
+ * products add in 16 bits (at most 2 * 2 * 15 * 127 per lane). The 8 weight scales of a group
+ * are loaded in block order 0 2 4 6 1 3 5 7, like the activation scales, so the scales of
+ * pair p sit in lane p of each 128-bit half and an in-lane permute broadcasts them. */
 static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const int R, const int T)
 {
     const int64_t nb = m->n_in / QK4_0;
+    const size_t bs = sizeof(dais__blk_q4_0);
     const uint8_t *wr[DAIS__RMAX];
     const uint8_t *xr[DAIS__TMAX];
     __m256 acc[DAIS__RMAX][DAIS__TMAX];
+    /* per (row, token) and pair p of the group: [scale of block 2p x4 | of block 2p+1 x4] */
+    __m256 psc[DAIS__RMAX][DAIS__TMAX][4];
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) acc[i][k] =
         _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i shift = _mm256_set_epi64x(4, 4, 0, 0); /* high lane: upper nibbles */
     const __m256i ones = _mm256_set1_epi16(1);
 
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[DAIS__RMAX];
-        __m256 wd[DAIS__RMAX];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
         UNROLL for (int i = 0; i < R; i++) {
-            const uint8_t *blk = wr[i] + b * (int64_t)sizeof(dais__blk_q4_0);
-            __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-            wq[i] = _mm256_and_si256(_mm256_srlv_epi64(v, shift), m4);
-            wd[i] = _mm256_set1_ps(f16_at(blk));
-        }
-        UNROLL for (int k = 0; k < T; k++) {
-            __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK4_0));
-            __m256 xd = _mm256_broadcast_ss((const float *)(xr[k] + m->d_off) + b);
-            __m256i xs = _mm256_set1_epi32(((const int32_t *)(xr[k] + m->s_off))[b]);
-            UNROLL for (int i = 0; i < R; i++) {
-                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[i], xv), ones);
-                p = _mm256_sub_epi32(p, xs); /* 8 lanes x block sum = the +8 offset */
-                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[i], xd),
+            __m256 dw = f16x8_gather(wr[i] + b0 * bs, bs, g, 1);
+            UNROLL for (int k = 0; k < T; k++) {
+                __m256 sc = _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0));
+                /* nibbles are stored +8: s holds -8 * dx * (sum of the block's qs) */
+                acc[i][k] = _mm256_fmadd_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->s_off) + b0),
                                             acc[i][k]);
+                psc[i][k][0] = _mm256_permute_ps(sc, 0x00);
+                psc[i][k][1] = _mm256_permute_ps(sc, 0x55);
+                psc[i][k][2] = _mm256_permute_ps(sc, 0xaa);
+                psc[i][k][3] = _mm256_permute_ps(sc, 0xff);
+            }
+        }
+        for (int p = 0; p < g / 2; p++) {
+            const int64_t b = b0 + 2 * p;
+            UNROLL for (int i = 0; i < R; i++) {
+                const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
+                __m256i v = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk)),
+                    _mm_loadu_si128((const __m128i *)(blk + bs)), 1);
+                __m256i lo = _mm256_and_si256(v, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                UNROLL for (int k = 0; k < T; k++) {
+                    const __m256i *y = (const __m256i *)((const int8_t *)xr[k] + b * QK4_0);
+                    __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
+                                                   _mm256_maddubs_epi16(hi, _mm256_load_si256(y + 1)));
+                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                    acc[i][k] = _mm256_fmadd_ps(f, psc[i][k][p], acc[i][k]);
+                }
+            }
+        }
+        if (g & 1) { /* the unpaired last block of the row, natural order */
+            const int64_t b = b0 + g - 1;
+            const __m256i shift = _mm256_set_epi64x(4, 4, 0, 0);
+            UNROLL for (int i = 0; i < R; i++) {
+                const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
+                __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)blk));
+                __m256i w = _mm256_and_si256(_mm256_srlv_epi64(v, shift), m4);
+                UNROLL for (int k = 0; k < T; k++) {
+                    __m256i x = _mm256_load_si256((const __m256i *)((const int8_t *)xr[k] + b * QK4_0));
+                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
+                    /* the low half of pair (g-1)/2 holds this block's scale */
+                    __m256 s = _mm256_permute2f128_ps(psc[i][k][(g - 1) / 2], psc[i][k][(g - 1) / 2], 0x00);
+                    acc[i][k] = _mm256_fmadd_ps(f, s, acc[i][k]);
+                }
             }
         }
     }
@@ -157,37 +236,42 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
         m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(acc[i][k]);
 }
 
-/* ---- Q8_0 x Q8A ------------------------------------------------------------------------------ */
-
 static ALWAYS_INLINE void q8_0_tile(const dais__mm *m, int64_t r, int t, const int R, const int T)
 {
     const int64_t nb = m->n_in / QK8_0;
+    const size_t bs = sizeof(dais__blk_q8_0);
     const uint8_t *wr[DAIS__RMAX];
     const uint8_t *xr[DAIS__TMAX];
     __m256 acc[DAIS__RMAX][DAIS__TMAX];
+    float sc[DAIS__RMAX][DAIS__TMAX][8] __attribute__((aligned(32)));
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) acc[i][k] =
         _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
 
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i ws[DAIS__RMAX], wa[DAIS__RMAX];
-        __m256 wd[DAIS__RMAX];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
         UNROLL for (int i = 0; i < R; i++) {
-            const uint8_t *blk = wr[i] + b * (int64_t)sizeof(dais__blk_q8_0);
-            ws[i] = _mm256_loadu_si256((const __m256i *)(blk + 2));
-            wa[i] = _mm256_sign_epi8(ws[i], ws[i]); /* |w| */
-            wd[i] = _mm256_set1_ps(f16_at(blk));
+            __m256 dw = f16x8_gather(wr[i] + b0 * bs, bs, g, 0);
+            UNROLL for (int k = 0; k < T; k++) _mm256_store_ps(
+                sc[i][k], _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0)));
         }
-        UNROLL for (int k = 0; k < T; k++) {
-            __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK8_0));
-            __m256 xd = _mm256_broadcast_ss((const float *)(xr[k] + m->d_off) + b);
+        for (int j = 0; j < g; j++) {
+            const int64_t b = b0 + j;
+            __m256i ws[DAIS__RMAX], wa[DAIS__RMAX];
             UNROLL for (int i = 0; i < R; i++) {
-                __m256i p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, ws[i]));
-                p = _mm256_madd_epi16(p, ones);
-                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[i], xd),
-                                            acc[i][k]);
+                ws[i] = _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * bs + 2));
+                wa[i] = _mm256_sign_epi8(ws[i], ws[i]); /* |w| */
+            }
+            UNROLL for (int k = 0; k < T; k++) {
+                __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK8_0));
+                UNROLL for (int i = 0; i < R; i++) {
+                    __m256i p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, ws[i]));
+                    p = _mm256_madd_epi16(p, ones);
+                    acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                _mm256_broadcast_ss(&sc[i][k][j]), acc[i][k]);
+                }
             }
         }
     }

@@ -78,16 +78,39 @@ static inline void dais__q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t 
 
 /* ---- activations quantized for a matmul ---------------------------------------------------
  * One row per token, `x_stride` bytes apart (a multiple of 64), n_in elements each:
- *   Q8A (for Q4_0/Q8_0 weights), nb = n_in/32 blocks:
- *       int8 qs[n_in] | float d[nb] at +d_off | int32 s[nb] at +s_off (s = sum of the block's qs)
+ *   Q8A (for Q4_0/Q8_0 weights), nb = n_in/32 blocks, nb8 = nb rounded up to 8:
+ *       int8 qs[n_in] | float d[nb8] at +d_off | float s[nb8] at +s_off
+ *       (s = d * sum of the block's qs, times -8 in the paired layout; entries for blocks
+ *       nb..nb8-1 are zero, so kernels can load the scales of 8 blocks at a time)
+ *     For Q4_0 weights the row is "paired" so that one 32-byte load of weight nibbles serves
+ *     two blocks: the qs of blocks 2p and 2p+1 (A, B) take bytes 64p.. as A[0..16) B[0..16)
+ *     A[16..32) B[16..32) (a last unpaired block stays in natural order), and d/s of each
+ *     group of 8 blocks are stored in block order 0 2 4 6 1 3 5 7 (see dais__q8p_*).
  *   Q8KA (for Q4_K/Q6_K weights), nb = n_in/256 blocks:
  *       int8 qs[n_in] | float d[nb] at +d_off | int16 bsums[16*nb] at +s_off (sums of 16)
  * value = qs[i] * d[i / block]. Both ISAs produce these bytes identically
  * (round to nearest even of x * (127 / amax)).
  * F32/F16/BF16 weights read the caller's f32 activations directly (x_stride = 4 * n_in). */
 
-/* Quantizes one token row of n elements (a multiple of 32 / 256). */
-typedef void (*dais__quant_q8a_fn)(const float *x, int64_t n, int8_t *qs, float *d, int32_t *s);
+/* Paired layout: byte offset of half h (elements 16h..16h+15) of block b in a row of nb. */
+static inline int64_t dais__q8p_half(int64_t b, int64_t nb, int h)
+{
+    if ((nb & 1) && b == nb - 1)
+        return 32 * b + 16 * h; /* the unpaired last block */
+    return 64 * (b / 2) + 16 * (b & 1) + 32 * h;
+}
+
+/* Paired layout: index of block b's entry in the d and s arrays. */
+static inline int64_t dais__q8p_pos(int64_t b)
+{
+    int64_t k = b & 7;
+    return (b & ~(int64_t)7) + ((k & 1) ? 4 + (k >> 1) : (k >> 1));
+}
+
+/* Quantizes one token row of n elements (a multiple of 32 / 256). `paired` selects the
+ * paired Q8A layout; a row may be quantized in pieces that start at multiples of 64 blocks. */
+typedef void (*dais__quant_q8a_fn)(const float *x, int64_t n, int8_t *qs, float *d, float *s,
+                                   int paired);
 typedef void (*dais__quant_q8ka_fn)(const float *x, int64_t n, int8_t *qs, float *d,
                                     int16_t *bsums);
 

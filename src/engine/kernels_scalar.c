@@ -18,21 +18,24 @@ static inline int8_t q8(float v)
     return (int8_t)(q < -127 ? -127 : q > 127 ? 127 : q);
 }
 
-static void quant_q8a(const float *x, int64_t n, int8_t *qs, float *d, int32_t *s)
+static void quant_q8a(const float *x, int64_t n, int8_t *qs, float *d, float *s, int paired)
 {
-    for (int64_t b = 0; b < n / QK8_0; b++) {
+    int64_t nb = n / QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * QK8_0;
         float amax = 0.0f;
         for (int j = 0; j < QK8_0; j++)
             amax = fmaxf(amax, fabsf(v[j]));
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        d[b] = amax / 127.0f;
+        int64_t pos = paired ? dais__q8p_pos(b) : b;
+        d[pos] = amax / 127.0f;
         int32_t sum = 0;
         for (int j = 0; j < QK8_0; j++) {
-            qs[b * QK8_0 + j] = q8(v[j] * id);
-            sum += qs[b * QK8_0 + j];
+            int64_t at = paired ? dais__q8p_half(b, nb, j / 16) + j % 16 : b * QK8_0 + j;
+            qs[at] = q8(v[j] * id);
+            sum += qs[at];
         }
-        s[b] = sum;
+        s[pos] = (paired ? -8.0f * d[pos] : d[pos]) * (float)sum;
     }
 }
 
@@ -73,15 +76,18 @@ static void tile_q4_0(const dais__mm *m, int64_t r, int t, int nr, int nt)
             const uint8_t *xr = XROW(m, t + k);
             const int8_t *xq = (const int8_t *)xr;
             const float *xd = (const float *)(xr + m->d_off);
-            const int32_t *xs = (const int32_t *)(xr + m->s_off);
+            const float *xs = (const float *)(xr + m->s_off);
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
-                const int8_t *y = xq + b * QK4_0;
+                const int8_t *lo = xq + dais__q8p_half(b, nb, 0); /* paired layout */
+                const int8_t *hi = xq + dais__q8p_half(b, nb, 1);
                 int32_t sum = 0;
                 for (int j = 0; j < 16; j++)
-                    sum += (w[b].qs[j] & 0x0f) * y[j] + (w[b].qs[j] >> 4) * y[j + 16];
-                sum -= 8 * xs[b]; /* nibbles are stored +8 */
-                acc += (float)sum * (dais_f16_to_f32(w[b].d) * xd[b]);
+                    sum += (w[b].qs[j] & 0x0f) * lo[j] + (w[b].qs[j] >> 4) * hi[j];
+                float dw = dais_f16_to_f32(w[b].d);
+                int64_t pos = dais__q8p_pos(b);
+                acc += (float)sum * (dw * xd[pos]);
+                acc += dw * xs[pos]; /* nibbles are stored +8: xs = -8 * dx * sum */
             }
             OUT(m, r + i, t + k) = acc;
         }

@@ -405,12 +405,17 @@ static void test_act_quant_identical(void **state)
         x[i] = 0.0f; /* an all-zero block */
     int8_t qa[N], qb[N];
     float da[N / 32], db[N / 32];
-    int32_t sa[N / 32], sb[N / 32];
-    dais__impl_scalar.quant_q8a(x, N, qa, da, sa);
-    dais__impl_avx2.quant_q8a(x, N, qb, db, sb);
-    assert_memory_equal(qa, qb, sizeof(qa));
-    assert_memory_equal(da, db, sizeof(da));
-    assert_memory_equal(sa, sb, sizeof(sa));
+    float sa[N / 32], sb[N / 32];
+    for (int paired = 0; paired < 2; paired++) {
+        /* N - 32: an odd number of blocks, so the paired layout has an unpaired last block */
+        memset(qa, 0, sizeof(qa));
+        memset(qb, 0, sizeof(qb));
+        dais__impl_scalar.quant_q8a(x, N - 32, qa, da, sa, paired);
+        dais__impl_avx2.quant_q8a(x, N - 32, qb, db, sb, paired);
+        assert_memory_equal(qa, qb, N - 32);
+        assert_memory_equal(da, db, sizeof(float) * (N / 32 - 1));
+        assert_memory_equal(sa, sb, sizeof(float) * (N / 32 - 1));
+    }
     int16_t ba[N / 16], bb[N / 16];
     float ka[N / 256], kb[N / 256];
     dais__impl_scalar.quant_q8ka(x, N, qa, ka, ba);
