@@ -265,51 +265,50 @@ static void quant_q4_0(const float *x, dais__blk_q4_0 *b, int64_t nb)
 
 /* Fits x[i] ≈ a * q[i] - m with q in [0, nmax], a >= 0, m >= 0 (a "scale and min" pair as the
  * K-quants store it). Tries a range of scales around (max - min) / nmax, refits each by least
- * squares on its rounded levels, and keeps the pair with the smallest squared error. */
+ * squares on its rounded levels, and keeps the pair with the smallest squared error (computed
+ * in closed form from the sums, so each candidate is one pass over x). */
 static void fit_scale_min(const float *x, int n, int nmax, float *scale, float *min)
 {
     float lo = x[0], hi = x[0];
-    for (int i = 1; i < n; i++) {
+    double sx = 0, sxx = 0;
+    for (int i = 0; i < n; i++) {
         lo = fminf(lo, x[i]);
         hi = fmaxf(hi, x[i]);
+        sx += x[i];
+        sxx += (double)x[i] * x[i];
     }
     if (lo > 0.0f)
         lo = 0.0f; /* the offset can only move values down */
-    if (hi <= lo) {
+    if (!(hi > lo)) {
         *scale = 0.0f;
         *min = -lo;
         return;
     }
     float best_a = (hi - lo) / (float)nmax, best_b = lo;
     double best_err = INFINITY;
-    for (int step = -6; step <= 10; step++) {
-        float iscale = ((float)nmax + 0.1f * (float)step) / (hi - lo);
-        double sq = 0, sq2 = 0, sx = 0, sqx = 0;
-        uint8_t q[QK_K];
+    for (int step = -4; step <= 8; step++) {
+        float iscale = ((float)nmax + 0.125f * (float)step) / (hi - lo);
+        int sq = 0, sq2 = 0;
+        float sqx = 0.0f;
         for (int i = 0; i < n; i++) {
-            q[i] = (uint8_t)qround(iscale * (x[i] - lo), 0, nmax);
-            sq += q[i];
-            sq2 += (double)q[i] * q[i];
-            sx += x[i];
-            sqx += (double)q[i] * x[i];
+            int q = (int)(iscale * (x[i] - lo) + 0.5f); /* x - lo >= 0 */
+            q = q > nmax ? nmax : q;
+            sq += q;
+            sq2 += q * q;
+            sqx += (float)q * x[i];
         }
-        double det = n * sq2 - sq * sq;
-        double a, b;
+        double det = (double)n * sq2 - (double)sq * sq;
         if (det <= 0)
             continue;
-        a = (n * sqx - sq * sx) / det;
-        b = (sx - a * sq) / n;
+        double a = (n * (double)sqx - sq * sx) / det;
+        double b = (sx - a * sq) / n;
         if (b > 0) { /* the offset must be <= 0: refit the scale alone */
             b = 0;
-            a = sq2 > 0 ? sqx / sq2 : 0;
+            a = sqx / (double)sq2;
         }
         if (a < 0)
             continue;
-        double err = 0;
-        for (int i = 0; i < n; i++) {
-            double e = a * q[i] + b - x[i];
-            err += e * e;
-        }
+        double err = a * a * sq2 + 2 * a * b * sq + n * b * b - 2 * a * sqx - 2 * b * sx + sxx;
         if (err < best_err) {
             best_err = err;
             best_a = (float)a;
@@ -358,7 +357,8 @@ static void quant_q4_K(const float *x, dais__blk_q4_K *b, int64_t nb)
 }
 
 /* Best symmetric scale for 16 values on levels [-32, 31]: candidates that map the value of
- * largest magnitude to -32 or slightly inside, each refit by least squares. */
+ * largest magnitude to -32 or slightly inside, each refit by least squares; the squared error
+ * of a refit is sum(x^2) - sum(qx)^2 / sum(q^2), so the best has the largest sum(qx)^2/sum(q^2). */
 static float fit_scale_q6(const float *x)
 {
     float amax = 0.0f, max = 0.0f;
@@ -371,26 +371,22 @@ static float fit_scale_q6(const float *x)
     if (amax == 0.0f)
         return 0.0f;
     float best = max / -32.0f;
-    double best_err = INFINITY;
+    double best_gain = -1.0;
     for (int step = 0; step <= 8; step++) {
-        float s = max / -(32.0f - 0.5f * (float)step);
-        double sqx = 0, sq2 = 0;
-        int q[16];
+        float is = -(32.0f - 0.5f * (float)step) / max;
+        float sqx = 0.0f;
+        int sq2 = 0;
         for (int i = 0; i < 16; i++) {
-            q[i] = qround(x[i] / s, -32, 31);
-            sqx += (double)q[i] * x[i];
-            sq2 += (double)q[i] * q[i];
+            int q = qround(x[i] * is, -32, 31);
+            sqx += (float)q * x[i];
+            sq2 += q * q;
         }
-        if (sq2 <= 0)
+        if (sq2 == 0)
             continue;
-        double a = sqx / sq2, err = 0;
-        for (int i = 0; i < 16; i++) {
-            double e = a * q[i] - x[i];
-            err += e * e;
-        }
-        if (err < best_err) {
-            best_err = err;
-            best = (float)a;
+        double gain = (double)sqx * sqx / sq2;
+        if (gain > best_gain) {
+            best_gain = gain;
+            best = sqx / (float)sq2;
         }
     }
     return best;
