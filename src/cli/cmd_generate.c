@@ -33,7 +33,9 @@ static void usage(FILE *out)
         "  -p, --prompt TEXT       prompt (default: empty, generation starts from BOS)\n"
         "  -f, --file FILE         read the prompt from FILE\n"
         "  -n, --n-predict N       new tokens to generate (default 128; 0 = until EOS/context)\n"
-        "  -t, --threads N         compute threads (default: online CPUs)\n"
+        "  -t, --threads N         compute threads (default: online CPUs, fewer for models under\n"
+        "                          4 MB per thread, where synchronisation costs more than it "
+        "saves)\n"
         "  -c, --ctx N             context length in tokens (default: the model's, at most %d)\n"
         "  -b, --batch N           most prompt tokens per forward pass (default 512)\n"
         "      --temp F            temperature; 0 = greedy (default 0.8)\n"
@@ -182,9 +184,8 @@ int dais_cmd_generate(int argc, char **argv)
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *stops[DAIS_STOP_MAX];
     int n_stop = 0;
-    long threads = sysconf(_SC_NPROCESSORS_ONLN), ctx = 0, batch = 512, v;
+    long threads = 0, ctx = 0, batch = 512, v;
     bool seeded = false;
-    if (threads < 1) threads = 1;
     dais_gen_params gp;
     dais_gen_params_default(&gp);
     gp.echo_prompt = true;
@@ -316,6 +317,12 @@ int dais_cmd_generate(int argc, char **argv)
         goto out;
     }
     const dais_hparams *hp = dais_model_hparams(m);
+    if (threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        long by_size = (long)(dais_model_weight_bytes(m) / (4u << 20));
+        threads = by_size < cpus ? by_size : cpus;
+        if (threads < 1) threads = 1;
+    }
     int32_t n_ctx = (int32_t)(ctx > 0 ? ctx
                                       : (hp->n_ctx_train < DEFAULT_CTX_CAP ? hp->n_ctx_train
                                                                            : DEFAULT_CTX_CAP));
