@@ -9,6 +9,7 @@ PKGS=(
     libcmocka-dev python3 python3-pytest curl
     libclang-rt-dev  # libFuzzer runtime for the fuzz preset (only a Recommends of clang)
     prometheus       # system tests: a real server scrapes the nodes; promtool checks /metrics
+    nginx python3-yaml  # system tests: nginx in front of the master as the Ingress; manifest checks
 )
 
 missing=()
@@ -32,4 +33,13 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: stopping the prometheus system service (it holds port 9090)"
     $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+# Debian's nginx package starts its default site (port 80) as a system service; the tests start
+# their own nginx on a free loopback port with their own configuration. Stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: stopping the nginx system service (the tests run their own nginx)"
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
