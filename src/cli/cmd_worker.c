@@ -21,8 +21,7 @@ int dais_cmd_worker(int argc, char **argv)
     dais_err err;
     dais_err_clear(&err);
     int rc = dais_worker_config_parse(&cfg, argc, argv, env_lookup, stdout, &err);
-    if (rc == 1)
-        return 0;
+    if (rc == 1) return 0;
     if (rc != 0) {
         fprintf(stderr, "dais worker: %s\n", err.msg);
         return 2;

@@ -34,11 +34,9 @@ int64_t dais_wall_ms(void)
 
 bool dais_hex_valid(const char *s, size_t n)
 {
-    if (s == NULL || strlen(s) != n)
-        return false;
+    if (s == NULL || strlen(s) != n) return false;
     for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
     return true;
 }
 
@@ -55,8 +53,7 @@ void dais_hex_encode(const uint8_t *bytes, size_t n, char *out)
 int dais_nonce_new(char out[DAIS_NONCE_HEX_LEN + 1])
 {
     uint8_t b[DAIS_NONCE_HEX_LEN / 2];
-    if (RAND_bytes(b, sizeof(b)) != 1)
-        return DAIS_EINTERNAL;
+    if (RAND_bytes(b, sizeof(b)) != 1) return DAIS_EINTERNAL;
     dais_hex_encode(b, sizeof(b), out);
     return 0;
 }
@@ -74,8 +71,7 @@ static void mac4(const char *token, size_t token_len, const char *p0, const char
         HMAC(EVP_sha256(), token, (int)token_len, (const unsigned char *)msg, (size_t)n, mac,
              &outl) == NULL ||
         outl != 32) {
-        if (RAND_bytes(mac, 32) != 1)
-            memset(mac, 0xa5, 32);
+        if (RAND_bytes(mac, 32) != 1) memset(mac, 0xa5, 32);
     }
     OPENSSL_cleanse(msg, sizeof(msg));
 }
@@ -96,8 +92,7 @@ int dais_auth_make_discovery(const char *token, size_t token_len, const char *no
     memset(out, 0, sizeof(*out));
     out->timestamp_ms = now_ms;
     int rc = dais_nonce_new(out->nonce);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     dais_auth_discovery_mac(token, token_len, node_id, now_ms, out->nonce, out->hmac);
     return 0;
 }
@@ -113,8 +108,7 @@ void dais_auth_accept_mac(const char *token, size_t token_len, const char *node_
 
 static bool hex_equal(const char *a, const char *b)
 {
-    if (!dais_hex_valid(a, DAIS_MAC_HEX_LEN) || !dais_hex_valid(b, DAIS_MAC_HEX_LEN))
-        return false;
+    if (!dais_hex_valid(a, DAIS_MAC_HEX_LEN) || !dais_hex_valid(b, DAIS_MAC_HEX_LEN)) return false;
     return CRYPTO_memcmp(a, b, DAIS_MAC_HEX_LEN) == 0;
 }
 
@@ -153,11 +147,9 @@ struct dais_replay_cache {
 
 dais_replay_cache *dais_replay_cache_new(size_t cap, int64_t window_ms)
 {
-    if (cap == 0 || cap > (1u << 24) || window_ms < 0)
-        return NULL;
+    if (cap == 0 || cap > (1u << 24) || window_ms < 0) return NULL;
     dais_replay_cache *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     c->ring = calloc(cap, sizeof(*c->ring));
     if (c->ring == NULL) {
         free(c);
@@ -170,8 +162,7 @@ dais_replay_cache *dais_replay_cache_new(size_t cap, int64_t window_ms)
 
 void dais_replay_cache_free(dais_replay_cache *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     free(c->ring);
     free(c);
 }
@@ -199,22 +190,19 @@ enum dais_auth_verdict dais_auth_verify_discovery(const char *token, size_t toke
         return DAIS_AUTH_MALFORMED;
     char want[DAIS_MAC_HEX_LEN + 1];
     dais_auth_discovery_mac(token, token_len, node_id, a->timestamp_ms, a->nonce, want);
-    if (!hex_equal(want, a->hmac))
-        return DAIS_AUTH_BAD_MAC;
+    if (!hex_equal(want, a->hmac)) return DAIS_AUTH_BAD_MAC;
     /* |now - ts| <= window without overflow for any int64 pair. */
-    bool skew = a->timestamp_ms > now_ms ? (uint64_t)a->timestamp_ms - (uint64_t)now_ms > (uint64_t)window_ms
-                                         : (uint64_t)now_ms - (uint64_t)a->timestamp_ms > (uint64_t)window_ms;
-    if (window_ms < 0 || skew)
-        return DAIS_AUTH_SKEW;
-    if (cache == NULL)
-        return DAIS_AUTH_OK;
+    bool skew = a->timestamp_ms > now_ms
+                    ? (uint64_t)a->timestamp_ms - (uint64_t)now_ms > (uint64_t)window_ms
+                    : (uint64_t)now_ms - (uint64_t)a->timestamp_ms > (uint64_t)window_ms;
+    if (window_ms < 0 || skew) return DAIS_AUTH_SKEW;
+    if (cache == NULL) return DAIS_AUTH_OK;
     cache_expire(cache, now_ms);
     for (size_t i = 0; i < cache->count; i++)
         if (memcmp(cache->ring[(cache->head + i) % cache->cap].nonce, a->nonce,
                    DAIS_NONCE_HEX_LEN) == 0)
             return DAIS_AUTH_REPLAY;
-    if (cache->count == cache->cap)
-        return DAIS_AUTH_OVERLOADED;
+    if (cache->count == cache->cap) return DAIS_AUTH_OVERLOADED;
     replay_entry *e = &cache->ring[(cache->head + cache->count) % cache->cap];
     memcpy(e->nonce, a->nonce, sizeof(e->nonce));
     /* A nonce must be remembered for as long as its timestamp stays acceptable: until

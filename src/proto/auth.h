@@ -7,11 +7,13 @@
  * (ts_ms: decimal Unix milliseconds, nonce: 32 lowercase hex digits of 16 random bytes); the
  * master proves it back in NODE_ACCEPT with
  *
- *   accept MAC    = HMAC-SHA256(token, "dais-v1-accept\n" node_id "\n" worker_nonce "\n" master_nonce)
+ *   accept MAC    = HMAC-SHA256(token, "dais-v1-accept\n" node_id "\n" worker_nonce "\n"
+ * master_nonce)
  *
  * and both sides derive the heartbeat session key, which never travels:
  *
- *   session key   = HMAC-SHA256(token, "dais-v1-heartbeat\n" node_id "\n" master_nonce "\n" worker_nonce)
+ *   session key   = HMAC-SHA256(token, "dais-v1-heartbeat\n" node_id "\n" master_nonce "\n"
+ * worker_nonce)
  *
  * The master checks a discovery against a replay window: |now - ts| <= window and the nonce not
  * seen within the window (dais_replay_cache). MACs are compared in constant time.
@@ -27,16 +29,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DAIS_NONCE_HEX_LEN 32
-#define DAIS_MAC_HEX_LEN 64
-#define DAIS_SESSION_KEY_LEN 32
+#define DAIS_NONCE_HEX_LEN          32
+#define DAIS_MAC_HEX_LEN            64
+#define DAIS_SESSION_KEY_LEN        32
 #define DAIS_AUTH_DEFAULT_WINDOW_MS 60000
 
 /* What a NODE_DISCOVERY carries in payload.data.auth. */
 typedef struct dais_auth {
-    int64_t timestamp_ms;                 /* sender's wall clock, Unix ms */
-    char nonce[DAIS_NONCE_HEX_LEN + 1];   /* lowercase hex */
-    char hmac[DAIS_MAC_HEX_LEN + 1];      /* lowercase hex */
+    int64_t timestamp_ms;               /* sender's wall clock, Unix ms */
+    char nonce[DAIS_NONCE_HEX_LEN + 1]; /* lowercase hex */
+    char hmac[DAIS_MAC_HEX_LEN + 1];    /* lowercase hex */
 } dais_auth;
 
 /* Outcome of a verification, counted by the caller; names are the NODE_REJECT reasons. */
@@ -81,7 +83,7 @@ typedef struct dais_replay_cache dais_replay_cache;
 
 /* A cache remembering up to `cap` nonces for window_ms. NULL on no memory. */
 dais_replay_cache *dais_replay_cache_new(size_t cap, int64_t window_ms);
-void dais_replay_cache_free(dais_replay_cache *c); /* accepts NULL */
+void dais_replay_cache_free(dais_replay_cache *c);         /* accepts NULL */
 size_t dais_replay_cache_size(const dais_replay_cache *c); /* live entries */
 
 /* Verifies a discovery proof: format, MAC (constant time), |now_ms - ts| <= window, then the

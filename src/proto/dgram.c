@@ -27,20 +27,16 @@ const char *dais_dgram_verdict_name(enum dais_dgram_verdict v)
 
 bool dais_seq_window_check(const dais_seq_window *w, uint64_t seq)
 {
-    if (seq == 0)
-        return false;
-    if (seq > w->top)
-        return true;
+    if (seq == 0) return false;
+    if (seq > w->top) return true;
     uint64_t back = w->top - seq;
-    if (back >= 64)
-        return false;
+    if (back >= 64) return false;
     return (w->bitmap & (1ull << back)) == 0;
 }
 
 void dais_seq_window_update(dais_seq_window *w, uint64_t seq)
 {
-    if (seq == 0)
-        return;
+    if (seq == 0) return;
     if (seq > w->top) {
         uint64_t shift = seq - w->top;
         w->bitmap = shift >= 64 ? 0 : w->bitmap << shift;
@@ -82,13 +78,11 @@ int dais_dgram_seal(const dais_msg *m, uint64_t session_id, uint64_t seq,
                     size_t *out_len)
 {
     *out_len = 0;
-    if (m->bin_len != 0)
-        return DAIS_EINVAL;
+    if (m->bin_len != 0) return DAIS_EINVAL;
     char *json;
     size_t jl;
     int rc = dais_envelope_encode(m, &json, &jl);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     size_t limit = cap < DAIS_DGRAM_MAX ? cap : DAIS_DGRAM_MAX;
     if (jl > limit || DAIS_FRAME_HEADER_LEN + DAIS_DGRAM_TRAILER_LEN > limit - jl) {
         free(json);
@@ -100,8 +94,7 @@ int dais_dgram_seal(const dais_msg *m, uint64_t session_id, uint64_t seq,
     uint8_t *t = out + DAIS_FRAME_HEADER_LEN + jl;
     wr64(t, session_id);
     wr64(t + 8, seq);
-    if (!mac(key, out, DAIS_FRAME_HEADER_LEN + jl + 16, t + 16))
-        return DAIS_EINTERNAL;
+    if (!mac(key, out, DAIS_FRAME_HEADER_LEN + jl + 16, t + 16)) return DAIS_EINTERNAL;
     *out_len = DAIS_FRAME_HEADER_LEN + jl + DAIS_DGRAM_TRAILER_LEN;
     return 0;
 }
@@ -109,22 +102,18 @@ int dais_dgram_seal(const dais_msg *m, uint64_t session_id, uint64_t seq,
 enum dais_dgram_verdict dais_dgram_peek(const uint8_t *buf, size_t len, uint64_t *session_id,
                                         uint64_t *seq)
 {
-    if (len > DAIS_DGRAM_MAX)
-        return DAIS_DGRAM_OVERSIZE;
-    if (len < DAIS_FRAME_HEADER_LEN + 1 + DAIS_DGRAM_TRAILER_LEN)
-        return DAIS_DGRAM_MALFORMED;
+    if (len > DAIS_DGRAM_MAX) return DAIS_DGRAM_OVERSIZE;
+    if (len < DAIS_FRAME_HEADER_LEN + 1 + DAIS_DGRAM_TRAILER_LEN) return DAIS_DGRAM_MALFORMED;
     dais_frame_header h;
     dais_frame_limits lim = {.max_json = DAIS_DGRAM_MAX, .max_bin = 0};
-    if (dais_frame_header_parse(buf, &lim, &h, NULL) != 0)
-        return DAIS_DGRAM_MALFORMED;
+    if (dais_frame_header_parse(buf, &lim, &h, NULL) != 0) return DAIS_DGRAM_MALFORMED;
     /* json_len <= DAIS_DGRAM_MAX, so the sum cannot overflow. */
     if ((size_t)DAIS_FRAME_HEADER_LEN + h.json_len + DAIS_DGRAM_TRAILER_LEN != len)
         return DAIS_DGRAM_MALFORMED;
     const uint8_t *t = buf + DAIS_FRAME_HEADER_LEN + h.json_len;
     *session_id = rd64(t);
     *seq = rd64(t + 8);
-    if (*seq == 0)
-        return DAIS_DGRAM_MALFORMED;
+    if (*seq == 0) return DAIS_DGRAM_MALFORMED;
     return DAIS_DGRAM_OK;
 }
 
@@ -152,13 +141,12 @@ enum dais_dgram_verdict dais_dgram_open(const uint8_t *buf, size_t len,
         return DAIS_DGRAM_REPLAY;
     }
     dais_msg *m;
-    if (dais_envelope_parse((const char *)buf + DAIS_FRAME_HEADER_LEN,
-                            body - DAIS_FRAME_HEADER_LEN, &m, err) != 0)
+    if (dais_envelope_parse((const char *)buf + DAIS_FRAME_HEADER_LEN, body - DAIS_FRAME_HEADER_LEN,
+                            &m, err) != 0)
         return DAIS_DGRAM_BAD_ENVELOPE;
     /* Authentic and parsed: only now does the sequence number count as used. */
     dais_seq_window_update(win, seq);
-    if (seq_out != NULL)
-        *seq_out = seq;
+    if (seq_out != NULL) *seq_out = seq;
     *out = m;
     return DAIS_DGRAM_OK;
 }

@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #define DAIS_DGRAM_TRAILER_LEN 48
-#define DAIS_DGRAM_MAX 8192 /* largest datagram sent or accepted, bytes */
+#define DAIS_DGRAM_MAX         8192 /* largest datagram sent or accepted, bytes */
 
 enum dais_dgram_verdict {
     DAIS_DGRAM_OK = 0,

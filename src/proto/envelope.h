@@ -34,20 +34,20 @@
 #define DAIS_REQUEST_ID_MAX 64
 
 /* Message types, in wire order. Append only: the names are the wire format. */
-#define DAIS_MSG_TYPE_MAP(X)                                                                   \
-    X(NODE_DISCOVERY)                                                                          \
-    X(NODE_ACCEPT)                                                                             \
-    X(NODE_REJECT)                                                                             \
-    X(HEARTBEAT)                                                                               \
-    X(HEARTBEAT_ACK)                                                                           \
-    X(INFERENCE_REQUEST)                                                                       \
-    X(INFERENCE_RESPONSE)                                                                      \
-    X(CANCEL)                                                                                  \
-    X(DRAIN)                                                                                   \
-    X(ERROR)                                                                                   \
-    X(MODEL_UPDATE)                                                                            \
-    X(SHARD_ACTIVATION)                                                                        \
-    X(MODEL_SYNC_REQUEST)                                                                      \
+#define DAIS_MSG_TYPE_MAP(X)                                                                       \
+    X(NODE_DISCOVERY)                                                                              \
+    X(NODE_ACCEPT)                                                                                 \
+    X(NODE_REJECT)                                                                                 \
+    X(HEARTBEAT)                                                                                   \
+    X(HEARTBEAT_ACK)                                                                               \
+    X(INFERENCE_REQUEST)                                                                           \
+    X(INFERENCE_RESPONSE)                                                                          \
+    X(CANCEL)                                                                                      \
+    X(DRAIN)                                                                                       \
+    X(ERROR)                                                                                       \
+    X(MODEL_UPDATE)                                                                                \
+    X(SHARD_ACTIVATION)                                                                            \
+    X(MODEL_SYNC_REQUEST)                                                                          \
     X(MODEL_SYNC_CHUNK)
 
 enum dais_msg_type {
@@ -55,7 +55,7 @@ enum dais_msg_type {
 #define DAIS_MSG_TYPE_ENUM(name) DAIS_MSG_##name,
     DAIS_MSG_TYPE_MAP(DAIS_MSG_TYPE_ENUM)
 #undef DAIS_MSG_TYPE_ENUM
-    DAIS_MSG__COUNT
+        DAIS_MSG__COUNT
 };
 
 /* "NODE_DISCOVERY" … for a known type, "?" otherwise. */
@@ -65,14 +65,14 @@ enum dais_msg_type dais_msg_type_from_name(const char *s, size_t len);
 
 typedef struct dais_msg {
     enum dais_msg_type type;
-    char id[37];                            /* message_id: canonical lowercase uuid4 */
-    char source[DAIS_NODE_ID_MAX + 1];      /* source_node */
-    char target[DAIS_NODE_ID_MAX + 1];      /* target_node */
-    double timestamp;                       /* sender's wall clock, Unix seconds */
-    double payload_timestamp;               /* payload.timestamp */
-    json_t *data;                           /* owned: payload.data, always a JSON object */
-    json_t *metadata;                       /* owned: payload.metadata, always a JSON object */
-    uint8_t *bin;                           /* owned: binary payload; NULL when bin_len == 0 */
+    char id[37];                       /* message_id: canonical lowercase uuid4 */
+    char source[DAIS_NODE_ID_MAX + 1]; /* source_node */
+    char target[DAIS_NODE_ID_MAX + 1]; /* target_node */
+    double timestamp;                  /* sender's wall clock, Unix seconds */
+    double payload_timestamp;          /* payload.timestamp */
+    json_t *data;                      /* owned: payload.data, always a JSON object */
+    json_t *metadata;                  /* owned: payload.metadata, always a JSON object */
+    uint8_t *bin;                      /* owned: binary payload; NULL when bin_len == 0 */
     uint32_t bin_len;
 } dais_msg;
 

@@ -28,10 +28,10 @@
 
 struct evbuffer;
 
-#define DAIS_FRAME_MAGIC "DAIS"
-#define DAIS_FRAME_HEADER_LEN 16
+#define DAIS_FRAME_MAGIC            "DAIS"
+#define DAIS_FRAME_HEADER_LEN       16
 #define DAIS_FRAME_DEFAULT_MAX_JSON (1u << 20)  /* 1 MiB */
-#define DAIS_FRAME_DEFAULT_MAX_BIN (64u << 20)  /* 64 MiB */
+#define DAIS_FRAME_DEFAULT_MAX_BIN  (64u << 20) /* 64 MiB */
 
 typedef struct dais_frame_limits {
     uint32_t max_json; /* largest accepted envelope, bytes */
@@ -57,7 +57,8 @@ typedef struct dais_frame_header {
 int dais_frame_header_parse(const uint8_t hdr[DAIS_FRAME_HEADER_LEN], const dais_frame_limits *lim,
                             dais_frame_header *out, dais_err *err);
 /* Writes a header for the given lengths. */
-void dais_frame_header_write(uint8_t hdr[DAIS_FRAME_HEADER_LEN], uint32_t json_len, uint32_t bin_len);
+void dais_frame_header_write(uint8_t hdr[DAIS_FRAME_HEADER_LEN], uint32_t json_len,
+                             uint32_t bin_len);
 
 /* Looks for one frame at the start of buf[0..len). Returns:
  *   DAIS_FRAME_NEED_MORE  the bytes so far are a valid prefix; read more

@@ -6,8 +6,8 @@
 
 #define WHERE(w) ((w) != NULL ? (w) : ""), ((w) != NULL ? "." : "")
 
-static int fetch(const json_t *obj, const char *where, const char *key, bool required,
-                 json_t **v, dais_err *err)
+static int fetch(const json_t *obj, const char *where, const char *key, bool required, json_t **v,
+                 dais_err *err)
 {
     *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
     if (*v == NULL && required)
@@ -15,13 +15,12 @@ static int fetch(const json_t *obj, const char *where, const char *key, bool req
     return 0;
 }
 
-int dais_jv_str(const json_t *obj, const char *where, const char *key, bool required,
-                size_t min, size_t max, const char **out, size_t *len, dais_err *err)
+int dais_jv_str(const json_t *obj, const char *where, const char *key, bool required, size_t min,
+                size_t max, const char **out, size_t *len, dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v == NULL) {
         *out = NULL;
         *len = 0;
@@ -31,8 +30,8 @@ int dais_jv_str(const json_t *obj, const char *where, const char *key, bool requ
         return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected a string", WHERE(where), key);
     size_t n = json_string_length(v);
     if (n < min || n > max)
-        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: length %zu not in [%zu, %zu]",
-                            WHERE(where), key, n, min, max);
+        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: length %zu not in [%zu, %zu]", WHERE(where),
+                            key, n, min, max);
     *out = json_string_value(v);
     *len = n;
     return 0;
@@ -44,8 +43,7 @@ int dais_jv_str_copy(const json_t *obj, const char *where, const char *key, bool
     const char *s;
     size_t n;
     int rc = dais_jv_str(obj, where, key, required, min, max, &s, &n, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (s == NULL)
         n = 0;
     else
@@ -54,13 +52,12 @@ int dais_jv_str_copy(const json_t *obj, const char *where, const char *key, bool
     return 0;
 }
 
-int dais_jv_int(const json_t *obj, const char *where, const char *key, bool required,
-                int64_t lo, int64_t hi, int64_t def, int64_t *out, dais_err *err)
+int dais_jv_int(const json_t *obj, const char *where, const char *key, bool required, int64_t lo,
+                int64_t hi, int64_t def, int64_t *out, dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v == NULL) {
         *out = def;
         return 0;
@@ -69,19 +66,18 @@ int dais_jv_int(const json_t *obj, const char *where, const char *key, bool requ
         return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected an integer", WHERE(where), key);
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi)
-        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: %lld not in [%lld, %lld]", WHERE(where),
-                            key, (long long)x, (long long)lo, (long long)hi);
+        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: %lld not in [%lld, %lld]", WHERE(where), key,
+                            (long long)x, (long long)lo, (long long)hi);
     *out = (int64_t)x;
     return 0;
 }
 
-int dais_jv_num(const json_t *obj, const char *where, const char *key, bool required,
-                double lo, double hi, double def, double *out, dais_err *err)
+int dais_jv_num(const json_t *obj, const char *where, const char *key, bool required, double lo,
+                double hi, double def, double *out, dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v == NULL) {
         *out = def;
         return 0;
@@ -90,55 +86,51 @@ int dais_jv_num(const json_t *obj, const char *where, const char *key, bool requ
         return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected a number", WHERE(where), key);
     double x = json_number_value(v);
     if (!isfinite(x) || x < lo || x > hi)
-        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: %g not in [%g, %g]", WHERE(where), key,
-                            x, lo, hi);
+        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: %g not in [%g, %g]", WHERE(where), key, x,
+                            lo, hi);
     *out = x;
     return 0;
 }
 
-int dais_jv_bool(const json_t *obj, const char *where, const char *key, bool required,
-                 bool def, bool *out, dais_err *err)
+int dais_jv_bool(const json_t *obj, const char *where, const char *key, bool required, bool def,
+                 bool *out, dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v == NULL) {
         *out = def;
         return 0;
     }
     if (!json_is_boolean(v))
-        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected true or false", WHERE(where),
-                            key);
+        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected true or false", WHERE(where), key);
     *out = json_is_true(v);
     return 0;
 }
 
-int dais_jv_obj(const json_t *obj, const char *where, const char *key, bool required,
-                json_t **out, dais_err *err)
+int dais_jv_obj(const json_t *obj, const char *where, const char *key, bool required, json_t **out,
+                dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v != NULL && !json_is_object(v))
         return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected an object", WHERE(where), key);
     *out = v;
     return 0;
 }
 
-int dais_jv_arr(const json_t *obj, const char *where, const char *key, bool required,
-                size_t max, json_t **out, dais_err *err)
+int dais_jv_arr(const json_t *obj, const char *where, const char *key, bool required, size_t max,
+                json_t **out, dais_err *err)
 {
     json_t *v;
     int rc = fetch(obj, where, key, required, &v, err);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (v != NULL && !json_is_array(v))
         return dais_err_set(err, DAIS_EPROTO, "%s%s%s: expected an array", WHERE(where), key);
     if (v != NULL && json_array_size(v) > max)
-        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: more than %zu elements", WHERE(where),
-                            key, max);
+        return dais_err_set(err, DAIS_EPROTO, "%s%s%s: more than %zu elements", WHERE(where), key,
+                            max);
     *out = v;
     return 0;
 }
@@ -146,8 +138,7 @@ int dais_jv_arr(const json_t *obj, const char *where, const char *key, bool requ
 /* A NULL value means no memory or (strings) invalid UTF-8: report it as a bad argument. */
 static int set_new(json_t *obj, const char *key, json_t *v)
 {
-    if (v == NULL)
-        return DAIS_EINVAL;
+    if (v == NULL) return DAIS_EINVAL;
     return json_object_set_new(obj, key, v) == 0 ? 0 : DAIS_ENOMEM;
 }
 
@@ -179,7 +170,6 @@ int dais_jv_set_bool(json_t *obj, const char *key, bool v)
 json_t *dais_jv_set_obj(json_t *obj, const char *key)
 {
     json_t *o = json_object();
-    if (o == NULL || json_object_set_new(obj, key, o) != 0)
-        return NULL;
+    if (o == NULL || json_object_set_new(obj, key, o) != 0) return NULL;
     return o;
 }

@@ -23,10 +23,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define DAIS_NAME_MAX 128       /* model names, addresses, health strings */
-#define DAIS_TEXT_MAX 4096      /* reason / error messages */
-#define DAIS_STOP_MAX 8         /* stop strings per request */
-#define DAIS_STOP_LEN_MAX 128   /* bytes per stop string */
+#define DAIS_NAME_MAX          128  /* model names, addresses, health strings */
+#define DAIS_TEXT_MAX          4096 /* reason / error messages */
+#define DAIS_STOP_MAX          8    /* stop strings per request */
+#define DAIS_STOP_LEN_MAX      128  /* bytes per stop string */
 #define DAIS_PROMPT_TOKENS_MAX (1 << 20)
 
 /* SIMD features a node's CPU has (capabilities.simd on the wire: an array of these names). */
@@ -59,16 +59,16 @@ typedef struct dais_msg_discovery {
     char addr[DAIS_NAME_MAX + 1];       /* where to send heartbeats; "" = the TCP peer address */
     uint16_t heartbeat_port;            /* UDP port the worker receives HEARTBEAT on */
     /* capabilities */
-    int32_t cores;                      /* online CPUs */
-    int32_t threads;                    /* compute threads the engine uses */
-    uint64_t memory_total;              /* bytes */
-    uint64_t memory_available;          /* bytes at registration */
-    uint32_t simd;                      /* DAIS_SIMD_* */
+    int32_t cores;             /* online CPUs */
+    int32_t threads;           /* compute threads the engine uses */
+    uint64_t memory_total;     /* bytes */
+    uint64_t memory_available; /* bytes at registration */
+    uint32_t simd;             /* DAIS_SIMD_* */
     dais_model_info model;
-    int32_t n_ctx;                      /* context positions per sequence (KV cache size) */
-    int32_t slots;                      /* sequences decoded together */
-    int32_t batch;                      /* tokens per forward pass */
-    int32_t queue;                      /* requests that may wait beyond the slots */
+    int32_t n_ctx; /* context positions per sequence (KV cache size) */
+    int32_t slots; /* sequences decoded together */
+    int32_t batch; /* tokens per forward pass */
+    int32_t queue; /* requests that may wait beyond the slots */
     dais_auth auth;
 } dais_msg_discovery;
 
@@ -79,27 +79,27 @@ int dais_discovery_decode(const dais_msg *m, dais_msg_discovery *d, dais_err *er
 
 typedef struct dais_msg_accept {
     char node_id[DAIS_NODE_ID_MAX + 1];
-    uint64_t session_id;                  /* names the heartbeat session in datagram trailers; >= 1 */
+    uint64_t session_id; /* names the heartbeat session in datagram trailers; >= 1 */
     char master_nonce[DAIS_NONCE_HEX_LEN + 1];
-    char hmac[DAIS_MAC_HEX_LEN + 1];      /* dais_auth_accept_mac */
-    uint32_t heartbeat_interval_ms;       /* how often the master sends HEARTBEAT; >= 1 */
-    uint32_t heartbeat_port;              /* master's UDP port (informational; replies go to
-                                             the datagram's source address) */
+    char hmac[DAIS_MAC_HEX_LEN + 1]; /* dais_auth_accept_mac */
+    uint32_t heartbeat_interval_ms;  /* how often the master sends HEARTBEAT; >= 1 */
+    uint32_t heartbeat_port;         /* master's UDP port (informational; replies go to
+                                        the datagram's source address) */
 } dais_msg_accept;
 
 int dais_accept_encode(const dais_msg_accept *a, dais_msg *m);
 int dais_accept_decode(const dais_msg *m, dais_msg_accept *a, dais_err *err);
 
 /* Stable reject reasons (the wire strings in parentheses). Append only. */
-#define DAIS_REJECT_MAP(X)                                                                     \
-    X(MALFORMED, "malformed", false)                                                           \
-    X(BAD_TOKEN, "bad_token", false)                                                           \
-    X(CLOCK_SKEW, "clock_skew", true)                                                          \
-    X(REPLAY, "replay", true)                                                                  \
-    X(UNSUPPORTED_VERSION, "unsupported_version", false)                                       \
-    X(UNKNOWN_MODEL, "unknown_model", false)                                                   \
-    X(DUPLICATE_ID, "duplicate_id", true)                                                      \
-    X(OVERLOADED, "overloaded", true)                                                          \
+#define DAIS_REJECT_MAP(X)                                                                         \
+    X(MALFORMED, "malformed", false)                                                               \
+    X(BAD_TOKEN, "bad_token", false)                                                               \
+    X(CLOCK_SKEW, "clock_skew", true)                                                              \
+    X(REPLAY, "replay", true)                                                                      \
+    X(UNSUPPORTED_VERSION, "unsupported_version", false)                                           \
+    X(UNKNOWN_MODEL, "unknown_model", false)                                                       \
+    X(DUPLICATE_ID, "duplicate_id", true)                                                          \
+    X(OVERLOADED, "overloaded", true)                                                              \
     X(DRAINING, "draining", true)
 
 enum dais_reject_reason {
@@ -107,7 +107,7 @@ enum dais_reject_reason {
 #define DAIS_REJECT_ENUM(n, s, t) DAIS_REJECT_##n,
     DAIS_REJECT_MAP(DAIS_REJECT_ENUM)
 #undef DAIS_REJECT_ENUM
-    DAIS_REJECT__COUNT
+        DAIS_REJECT__COUNT
 };
 const char *dais_reject_reason_name(enum dais_reject_reason r);
 enum dais_reject_reason dais_reject_reason_from_name(const char *s); /* NONE if unknown */
@@ -119,7 +119,7 @@ typedef struct dais_msg_reject {
     enum dais_reject_reason reason; /* an unknown wire reason decodes as NONE */
     char reason_name[65];           /* the wire string as received */
     char message[DAIS_TEXT_MAX + 1];
-    bool retry;                     /* the worker may register again (after retry_after_ms) */
+    bool retry; /* the worker may register again (after retry_after_ms) */
     uint32_t retry_after_ms;
 } dais_msg_reject;
 
@@ -129,40 +129,40 @@ int dais_reject_decode(const dais_msg *m, dais_msg_reject *r, dais_err *err);
 /* ---- HEARTBEAT (master → worker, UDP) / HEARTBEAT_ACK (worker → master, UDP) ------------- */
 
 typedef struct dais_msg_heartbeat {
-    uint32_t interval_ms;     /* the master's current heartbeat interval */
-    char cluster_state[33];   /* "ok" | "degraded" | "unavailable" */
+    uint32_t interval_ms;   /* the master's current heartbeat interval */
+    char cluster_state[33]; /* "ok" | "degraded" | "unavailable" */
     int32_t workers_active;
     int32_t workers_total;
-    int64_t sent_ms;          /* master wall clock when sent (echoed for RTT) */
+    int64_t sent_ms; /* master wall clock when sent (echoed for RTT) */
 } dais_msg_heartbeat;
 
 int dais_heartbeat_encode(const dais_msg_heartbeat *h, dais_msg *m);
 int dais_heartbeat_decode(const dais_msg *m, dais_msg_heartbeat *h, dais_err *err);
 
 typedef struct dais_sys_metrics {
-    double cpu_percent;       /* whole machine, 0..100, since the previous sample */
+    double cpu_percent;         /* whole machine, 0..100, since the previous sample */
     double process_cpu_percent; /* this process, 0..100 * cores */
-    uint64_t mem_total;       /* bytes */
-    uint64_t mem_used;        /* bytes (total - available) */
-    uint64_t process_rss;     /* bytes */
+    uint64_t mem_total;         /* bytes */
+    uint64_t mem_used;          /* bytes (total - available) */
+    uint64_t process_rss;       /* bytes */
     double load1, load5, load15;
 } dais_sys_metrics;
 
 typedef struct dais_load_metrics {
-    int32_t queue_depth;      /* requests waiting for a slot */
-    int32_t active;           /* sequences in slots */
+    int32_t queue_depth; /* requests waiting for a slot */
+    int32_t active;      /* sequences in slots */
     int32_t slots;
-    double tokens_per_s;      /* generated tokens/s over the last interval */
-    int64_t kv_used;          /* KV positions in use over all slots */
-    int64_t kv_total;         /* slots * n_ctx */
-    uint64_t requests_total;  /* finished since start */
-    uint64_t tokens_total;    /* generated since start */
+    double tokens_per_s;     /* generated tokens/s over the last interval */
+    int64_t kv_used;         /* KV positions in use over all slots */
+    int64_t kv_total;        /* slots * n_ctx */
+    uint64_t requests_total; /* finished since start */
+    uint64_t tokens_total;   /* generated since start */
 } dais_load_metrics;
 
 typedef struct dais_msg_heartbeat_ack {
-    uint64_t echo_seq;        /* seq of the HEARTBEAT answered */
-    int64_t echo_sent_ms;     /* its sent_ms */
-    char health[33];          /* "ok" | "degraded" | "draining" */
+    uint64_t echo_seq;    /* seq of the HEARTBEAT answered */
+    int64_t echo_sent_ms; /* its sent_ms */
+    char health[33];      /* "ok" | "degraded" | "draining" */
     dais_sys_metrics sys;
     dais_load_metrics load;
 } dais_msg_heartbeat_ack;
@@ -173,14 +173,14 @@ int dais_heartbeat_ack_decode(const dais_msg *m, dais_msg_heartbeat_ack *a, dais
 /* ---- INFERENCE_REQUEST (master → worker, TCP) -------------------------------------------- */
 
 typedef struct dais_infer_params {
-    float temperature;        /* >= 0; 0 = greedy */
-    int32_t top_k;            /* >= 0; 0 = off */
-    float top_p;              /* (0, 1]; 1 = off */
-    float min_p;              /* [0, 1]; 0 = off */
-    float repeat_penalty;     /* > 0; 1 = off */
-    int32_t repeat_last_n;    /* >= 0 */
+    float temperature;     /* >= 0; 0 = greedy */
+    int32_t top_k;         /* >= 0; 0 = off */
+    float top_p;           /* (0, 1]; 1 = off */
+    float min_p;           /* [0, 1]; 0 = off */
+    float repeat_penalty;  /* > 0; 1 = off */
+    int32_t repeat_last_n; /* >= 0 */
     uint64_t seed;
-    int32_t max_tokens;       /* new tokens to generate on this worker, >= 1 */
+    int32_t max_tokens; /* new tokens to generate on this worker, >= 1 */
     int32_t n_stop;
     char stop[DAIS_STOP_MAX][DAIS_STOP_LEN_MAX + 1]; /* each 1..128 bytes */
 } dais_infer_params;
@@ -192,18 +192,18 @@ void dais_infer_params_default(dais_infer_params *p);
 
 typedef struct dais_msg_infer_req {
     char request_id[DAIS_REQUEST_ID_MAX + 1];
-    char model[DAIS_NAME_MAX + 1];  /* "" = whatever the worker serves */
+    char model[DAIS_NAME_MAX + 1]; /* "" = whatever the worker serves */
     /* Exactly one of prompt text / prompt tokens. */
-    char *prompt;                   /* owned, NUL-terminated text, or NULL */
+    char *prompt; /* owned, NUL-terminated text, or NULL */
     size_t prompt_len;
-    bool add_bos;                   /* text prompts: prepend BOS when the vocabulary wants it */
-    int32_t *tokens;                /* owned: prompt token ids (binary payload), or NULL */
+    bool add_bos;    /* text prompts: prepend BOS when the vocabulary wants it */
+    int32_t *tokens; /* owned: prompt token ids (binary payload), or NULL */
     int32_t n_tokens;
-    int32_t n_generated;            /* the last n_generated of `tokens` were generated earlier
-                                       (failover): output continues after them */
+    int32_t n_generated; /* the last n_generated of `tokens` were generated earlier
+                            (failover): output continues after them */
     dais_infer_params params;
-    uint32_t deadline_ms;           /* time budget from receipt, 0 = none */
-    char traceparent[56];           /* W3C traceparent from metadata, "" when absent */
+    uint32_t deadline_ms; /* time budget from receipt, 0 = none */
+    char traceparent[56]; /* W3C traceparent from metadata, "" when absent */
 } dais_msg_infer_req;
 
 int dais_infer_req_encode(const dais_msg_infer_req *r, dais_msg *m);
@@ -223,16 +223,16 @@ enum dais_finish {
 const char *dais_finish_name(enum dais_finish f);
 
 typedef struct dais_infer_timings {
-    double queue_ms;          /* receipt → slot assigned */
-    double ttft_ms;           /* receipt → first token sampled */
-    double total_ms;          /* receipt → final frame */
+    double queue_ms; /* receipt → slot assigned */
+    double ttft_ms;  /* receipt → first token sampled */
+    double total_ms; /* receipt → final frame */
     double prefill_ms, decode_ms;
     double prefill_tokens_per_s, decode_tokens_per_s;
 } dais_infer_timings;
 
 typedef struct dais_msg_infer_resp {
     char request_id[DAIS_REQUEST_ID_MAX + 1];
-    uint32_t index;           /* 0, 1, 2 … per request, final included */
+    uint32_t index; /* 0, 1, 2 … per request, final included */
     bool final;
     /* Frame 0 only: text is "" and tokens are the prompt's ids (for failover), not output. */
     bool prompt_token_ids;
@@ -242,14 +242,14 @@ typedef struct dais_msg_infer_resp {
      * decode (valid while it lives); owned by the caller on encode. */
     const char *text;
     size_t text_len;
-    const int32_t *tokens;    /* decode: owned copy, freed by dais_infer_resp_clear */
+    const int32_t *tokens; /* decode: owned copy, freed by dais_infer_resp_clear */
     int32_t n_tokens;
     /* final only */
     enum dais_finish finish;
     int32_t prompt_tokens;
     int32_t completion_tokens;
     dais_infer_timings timings;
-    char error_code[33];      /* finish == ERROR: a dais_proto_error code string */
+    char error_code[33]; /* finish == ERROR: a dais_proto_error code string */
     char error_message[DAIS_TEXT_MAX + 1];
 } dais_msg_infer_resp;
 
@@ -261,14 +261,14 @@ void dais_infer_resp_clear(dais_msg_infer_resp *r);
 
 typedef struct dais_msg_cancel {
     char request_id[DAIS_REQUEST_ID_MAX + 1];
-    char reason[65];          /* free text, e.g. "client_gone", may be "" */
+    char reason[65]; /* free text, e.g. "client_gone", may be "" */
 } dais_msg_cancel;
 
 int dais_cancel_encode(const dais_msg_cancel *c, dais_msg *m);
 int dais_cancel_decode(const dais_msg *m, dais_msg_cancel *c, dais_err *err);
 
 typedef struct dais_msg_drain {
-    uint32_t deadline_ms;     /* how long in-flight work may still take; 0 = no bound */
+    uint32_t deadline_ms; /* how long in-flight work may still take; 0 = no bound */
     char reason[65];
 } dais_msg_drain;
 
@@ -276,30 +276,30 @@ int dais_drain_encode(const dais_msg_drain *d, dais_msg *m);
 int dais_drain_decode(const dais_msg *m, dais_msg_drain *d, dais_err *err);
 
 /* Stable error codes carried by ERROR and by a final response's error_code. Append only. */
-#define DAIS_PERR_MAP(X)                                                                       \
-    X(BUSY, "busy")                 /* slots and queue full: retry elsewhere */                \
-    X(BAD_REQUEST, "bad_request")   /* a field out of range, prompt does not tokenize */       \
-    X(UNKNOWN_MODEL, "unknown_model")                                                          \
-    X(UNSUPPORTED, "unsupported")   /* a message type this node does not handle */             \
-    X(CTX_FULL, "ctx_full")         /* prompt longer than the context */                       \
-    X(TIMEOUT, "timeout")           /* deadline passed before work started */                  \
-    X(DRAINING, "draining")         /* node is shutting down / drained */                      \
-    X(DUPLICATE, "duplicate")       /* request_id already in flight */                         \
-    X(INTERNAL, "internal")                                                                    \
-    X(PROTO, "proto")               /* a malformed message */
+#define DAIS_PERR_MAP(X)                                                                           \
+    X(BUSY, "busy")               /* slots and queue full: retry elsewhere */                      \
+    X(BAD_REQUEST, "bad_request") /* a field out of range, prompt does not tokenize */             \
+    X(UNKNOWN_MODEL, "unknown_model")                                                              \
+    X(UNSUPPORTED, "unsupported") /* a message type this node does not handle */                   \
+    X(CTX_FULL, "ctx_full")       /* prompt longer than the context */                             \
+    X(TIMEOUT, "timeout")         /* deadline passed before work started */                        \
+    X(DRAINING, "draining")       /* node is shutting down / drained */                            \
+    X(DUPLICATE, "duplicate")     /* request_id already in flight */                               \
+    X(INTERNAL, "internal")                                                                        \
+    X(PROTO, "proto") /* a malformed message */
 
 enum dais_perr {
     DAIS_PERR_NONE = 0,
 #define DAIS_PERR_ENUM(n, s) DAIS_PERR_##n,
     DAIS_PERR_MAP(DAIS_PERR_ENUM)
 #undef DAIS_PERR_ENUM
-    DAIS_PERR__COUNT
+        DAIS_PERR__COUNT
 };
 const char *dais_perr_name(enum dais_perr e);
 enum dais_perr dais_perr_from_name(const char *s); /* NONE if unknown */
 
 typedef struct dais_msg_error {
-    char code[33];                            /* dais_perr_name(...) or a newer code */
+    char code[33]; /* dais_perr_name(...) or a newer code */
     char message[DAIS_TEXT_MAX + 1];
     char request_id[DAIS_REQUEST_ID_MAX + 1]; /* "" when not about a request */
     char in_reply_to[37];                     /* message_id it answers, "" if none */

@@ -11,8 +11,22 @@
 #include <strings.h>
 #include <unistd.h>
 
-enum kind { K_STR, K_PATH, K_HOSTPORT, K_LISTEN, K_PORT, K_INT, K_DURATION, K_TOKEN,
-            K_TOKEN_FILE, K_BOOL_OFF, K_LEVEL, K_FORMAT, K_ID, K_HELP };
+enum kind {
+    K_STR,
+    K_PATH,
+    K_HOSTPORT,
+    K_LISTEN,
+    K_PORT,
+    K_INT,
+    K_DURATION,
+    K_TOKEN,
+    K_TOKEN_FILE,
+    K_BOOL_OFF,
+    K_LEVEL,
+    K_FORMAT,
+    K_ID,
+    K_HELP
+};
 
 typedef struct option {
     const char *flag, *env, *arg;
@@ -23,7 +37,7 @@ typedef struct option {
 } option;
 
 #define OFF(f) offsetof(dais_worker_config, f)
-#define SZ(f) sizeof(((dais_worker_config *)0)->f)
+#define SZ(f)  sizeof(((dais_worker_config *)0)->f)
 
 static const option options[] = {
     {"--model", "DAIS_MODEL", "PATH", K_PATH, OFF(model), SZ(model), 0, 0, "(required)",
@@ -38,44 +52,44 @@ static const option options[] = {
      "read the cluster token from a file (a trailing newline is ignored)"},
     {"--addr", "DAIS_ADDR", "ADDR", K_STR, OFF(addr), SZ(addr), 0, 0, "0.0.0.0",
      "bind address for heartbeats and metrics"},
-    {"--heartbeat-port", "DAIS_HEARTBEAT_PORT", "PORT", K_PORT, OFF(heartbeat_port), 0, 0,
-     65535, "8889", "UDP port the master sends HEARTBEAT to (0 = any free port)"},
+    {"--heartbeat-port", "DAIS_HEARTBEAT_PORT", "PORT", K_PORT, OFF(heartbeat_port), 0, 0, 65535,
+     "8889", "UDP port the master sends HEARTBEAT to (0 = any free port)"},
     {"--listen", "DAIS_LISTEN", "ADDR:PORT", K_LISTEN, 0, 0, 0, 0, "0.0.0.0:8889",
      "--addr and --heartbeat-port in one"},
     {"--advertise", "DAIS_ADVERTISE", "HOST", K_STR, OFF(advertise), SZ(advertise), 0, 0,
-     "(--addr unless wildcard)", "address the master should send heartbeats to "
+     "(--addr unless wildcard)",
+     "address the master should send heartbeats to "
      "(empty: the address it sees the connection from)"},
-    {"--metrics-addr", "DAIS_METRICS_ADDR", "ADDR", K_STR, OFF(metrics_addr), SZ(metrics_addr),
-     0, 0, "(--addr)", "Prometheus /metrics bind address"},
-    {"--metrics-port", "DAIS_METRICS_PORT", "PORT", K_PORT, OFF(metrics_port), 0, 0, 65535,
-     "9090", "Prometheus /metrics port (0 = any free port)"},
+    {"--metrics-addr", "DAIS_METRICS_ADDR", "ADDR", K_STR, OFF(metrics_addr), SZ(metrics_addr), 0,
+     0, "(--addr)", "Prometheus /metrics bind address"},
+    {"--metrics-port", "DAIS_METRICS_PORT", "PORT", K_PORT, OFF(metrics_port), 0, 0, 65535, "9090",
+     "Prometheus /metrics port (0 = any free port)"},
     {"--no-metrics", "DAIS_NO_METRICS", NULL, K_BOOL_OFF, OFF(metrics_enabled), 0, 0, 0, "off",
      "do not serve /metrics (variable: 1/true)"},
     {"--threads", "DAIS_THREADS", "N", K_INT, OFF(threads), sizeof(int), 1, 1024, "(CPUs)",
      "compute threads of the engine"},
     {"--slots", "DAIS_SLOTS", "N", K_INT, OFF(slots), sizeof(int32_t), 1, 4096, "4",
      "sequences decoded together (each has its own KV cache)"},
-    {"--ctx", "DAIS_CTX", "N", K_INT, OFF(ctx), sizeof(int32_t), 0, 1 << 20,
-     "(min(2048, model))", "context positions per sequence"},
+    {"--ctx", "DAIS_CTX", "N", K_INT, OFF(ctx), sizeof(int32_t), 0, 1 << 20, "(min(2048, model))",
+     "context positions per sequence"},
     {"--batch", "DAIS_BATCH", "N", K_INT, OFF(batch), sizeof(int32_t), 1, 1 << 20, "512",
      "most tokens in one forward pass (prompt chunks + one per decoding sequence)"},
     {"--queue", "DAIS_QUEUE", "N", K_INT, OFF(queue), sizeof(int32_t), 0, 1 << 20, "64",
      "requests that may wait for a slot; beyond that the worker answers busy"},
-    {"--master-timeout", "DAIS_MASTER_TIMEOUT", "DURATION", K_DURATION,
-     OFF(master_timeout_ms), 0, 0, 0, "(8 heartbeats)",
-     "re-register when no heartbeat arrived for this long"},
+    {"--master-timeout", "DAIS_MASTER_TIMEOUT", "DURATION", K_DURATION, OFF(master_timeout_ms), 0,
+     0, 0, "(8 heartbeats)", "re-register when no heartbeat arrived for this long"},
     {"--register-timeout", "DAIS_REGISTER_TIMEOUT", "DURATION", K_DURATION,
      OFF(register_timeout_ms), 0, 0, 0, "10s", "wait this long for NODE_ACCEPT"},
     {"--retry-base", "DAIS_RETRY_BASE", "DURATION", K_DURATION, OFF(retry_base_ms), 0, 0, 0,
      "100ms", "first reconnect delay (exponential backoff with full jitter)"},
     {"--retry-max", "DAIS_RETRY_MAX", "DURATION", K_DURATION, OFF(retry_max_ms), 0, 0, 0, "5s",
      "longest reconnect delay"},
-    {"--drain-timeout", "DAIS_DRAIN_TIMEOUT", "DURATION", K_DURATION, OFF(drain_timeout_ms), 0,
-     0, 0, "30s", "on SIGTERM, how long in-flight requests may still run"},
+    {"--drain-timeout", "DAIS_DRAIN_TIMEOUT", "DURATION", K_DURATION, OFF(drain_timeout_ms), 0, 0,
+     0, "30s", "on SIGTERM, how long in-flight requests may still run"},
     {"--max-frame-json", "DAIS_MAX_FRAME_JSON", "BYTES", K_INT, OFF(max_frame_json),
      sizeof(uint32_t), 1024, 1 << 30, "1048576", "largest accepted frame envelope"},
-    {"--max-frame-bin", "DAIS_MAX_FRAME_BIN", "BYTES", K_INT, OFF(max_frame_bin),
-     sizeof(uint32_t), 0, 1 << 30, "67108864", "largest accepted binary payload"},
+    {"--max-frame-bin", "DAIS_MAX_FRAME_BIN", "BYTES", K_INT, OFF(max_frame_bin), sizeof(uint32_t),
+     0, 1 << 30, "67108864", "largest accepted binary payload"},
     {"--trace-endpoint", "DAIS_TRACE_ENDPOINT", "URL", K_STR, OFF(trace_endpoint),
      SZ(trace_endpoint), 0, 0, "", "OTLP/HTTP collector for spans (empty = off)"},
     {"--log-level", "DAIS_LOG_LEVEL", "LEVEL", K_LEVEL, 0, 0, 0, 0, "info",
@@ -106,13 +120,11 @@ void dais_worker_config_help(FILE *out)
 
 int dais_worker_parse_duration(const char *s, uint32_t *ms)
 {
-    if (s == NULL || *s == '\0')
-        return DAIS_EINVAL;
+    if (s == NULL || *s == '\0') return DAIS_EINVAL;
     errno = 0;
     char *end;
     double v = strtod(s, &end);
-    if (errno != 0 || end == s || !isfinite(v) || v < 0)
-        return DAIS_EINVAL;
+    if (errno != 0 || end == s || !isfinite(v) || v < 0) return DAIS_EINVAL;
     double mul;
     if (*end == '\0' || strcmp(end, "s") == 0)
         mul = 1000;
@@ -125,8 +137,7 @@ int dais_worker_parse_duration(const char *s, uint32_t *ms)
     else
         return DAIS_EINVAL;
     double r = floor(v * mul + 0.5);
-    if (r < 1 || r > 86400000.0)
-        return DAIS_EINVAL;
+    if (r < 1 || r > 86400000.0) return DAIS_EINVAL;
     *ms = (uint32_t)r;
     return 0;
 }
@@ -136,8 +147,7 @@ static int parse_port(const char *s, long lo, uint16_t *out)
     errno = 0;
     char *end;
     long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > 65535)
-        return DAIS_EINVAL;
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > 65535) return DAIS_EINVAL;
     *out = (uint16_t)v;
     return 0;
 }
@@ -145,14 +155,12 @@ static int parse_port(const char *s, long lo, uint16_t *out)
 int dais_worker_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port,
                                uint16_t def)
 {
-    if (s == NULL || *s == '\0')
-        return DAIS_EINVAL;
+    if (s == NULL || *s == '\0') return DAIS_EINVAL;
     const char *h = s, *p = NULL;
     size_t hl;
     if (*s == '[') {
         const char *close = strchr(s, ']');
-        if (close == NULL)
-            return DAIS_EINVAL;
+        if (close == NULL) return DAIS_EINVAL;
         h = s + 1;
         hl = (size_t)(close - h);
         if (close[1] == ':')
@@ -166,44 +174,38 @@ int dais_worker_parse_hostport(const char *s, char *host, size_t host_cap, uint1
         hl = colon != NULL ? (size_t)(colon - s) : strlen(s);
         p = colon != NULL ? colon + 1 : NULL;
     }
-    if (hl == 0 || hl >= host_cap)
-        return DAIS_EINVAL;
+    if (hl == 0 || hl >= host_cap) return DAIS_EINVAL;
     for (size_t i = 0; i < hl; i++)
         if (!(isalnum((unsigned char)h[i]) || h[i] == '.' || h[i] == '-' || h[i] == '_' ||
               h[i] == ':'))
             return DAIS_EINVAL;
     uint16_t v = def;
-    if (p != NULL && parse_port(p, 1, &v) != 0)
-        return DAIS_EINVAL;
+    if (p != NULL && parse_port(p, 1, &v) != 0) return DAIS_EINVAL;
     memcpy(host, h, hl);
     host[hl] = '\0';
     *port = v;
     return 0;
 }
 
-static int read_token_file(dais_worker_config *c, const char *path, const char *src,
-                           dais_err *err)
+static int read_token_file(dais_worker_config *c, const char *path, const char *src, dais_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return dais_err_set(err, DAIS_EINVAL, "%s: cannot open %s: %s", src, path,
-                            strerror(errno));
+        return dais_err_set(err, DAIS_EINVAL, "%s: cannot open %s: %s", src, path, strerror(errno));
     char buf[DAIS_WORKER_TOKEN_MAX + 2];
     size_t n = 0;
     while (n < sizeof(buf)) {
         ssize_t r = read(fd, buf + n, sizeof(buf) - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
         n += (size_t)r;
     }
     close(fd);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     if (n == 0 || n > DAIS_WORKER_TOKEN_MAX)
-        return dais_err_set(err, DAIS_EINVAL, "%s: %s must hold a token of 1..%d bytes", src,
-                            path, DAIS_WORKER_TOKEN_MAX);
+        return dais_err_set(err, DAIS_EINVAL, "%s: %s must hold a token of 1..%d bytes", src, path,
+                            DAIS_WORKER_TOKEN_MAX);
     memcpy(c->token, buf, n);
     c->token[n] = '\0';
     c->token_len = n;
@@ -228,15 +230,15 @@ static int apply(dais_worker_config *c, const option *o, const char *v, const ch
         if (strlen(v) >= o->size)
             return dais_err_set(err, DAIS_EINVAL, "%s: longer than %zu bytes", src, o->size - 1);
         if (o->kind == K_ID && !dais_ident_valid(v, strlen(v), DAIS_NODE_ID_MAX))
-            return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not 1-128 of [A-Za-z0-9._:-]",
-                                src, v);
+            return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not 1-128 of [A-Za-z0-9._:-]", src,
+                                v);
         if (o->kind == K_PATH && v[0] == '\0')
             return dais_err_set(err, DAIS_EINVAL, "%s: empty path", src);
         memcpy(base + o->off, v, strlen(v) + 1);
         return 0;
     case K_HOSTPORT:
-        if (dais_worker_parse_hostport(v, c->master_host, sizeof(c->master_host),
-                                       &c->master_port, 8888) != 0)
+        if (dais_worker_parse_hostport(v, c->master_host, sizeof(c->master_host), &c->master_port,
+                                       8888) != 0)
             return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not HOST[:PORT]", src, v);
         return 0;
     case K_LISTEN: {
@@ -267,8 +269,8 @@ static int apply(dais_worker_config *c, const option *o, const char *v, const ch
         char *end;
         long x = strtol(v, &end, 10);
         if (errno != 0 || end == v || *end != '\0' || x < o->lo || x > o->hi)
-            return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not an integer in %ld..%ld", src,
-                                v, o->lo, o->hi);
+            return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not an integer in %ld..%ld", src, v,
+                                o->lo, o->hi);
         if (o->size == sizeof(int32_t))
             *(int32_t *)(void *)(base + o->off) = (int32_t)x;
         else
@@ -355,25 +357,22 @@ int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_
     for (size_t i = 0; env != NULL && i < N_OPTIONS; i++) {
         const option *o = &options[i];
         const char *v = o->env != NULL ? env(o->env) : NULL;
-        if (v == NULL || (v[0] == '\0' && o->kind != K_STR))
-            continue;
+        if (v == NULL || (v[0] == '\0' && o->kind != K_STR)) continue;
         int rc = apply(c, o, v, o->env, err);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         advertise_set |= o->off == OFF(advertise) && o->kind == K_STR;
         metrics_addr_set |= o->off == OFF(metrics_addr) && o->kind == K_STR;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-h") == 0)
-            a = "--help";
-        if (strcmp(a, "-m") == 0)
-            a = "--model";
+        if (strcmp(a, "-h") == 0) a = "--help";
+        if (strcmp(a, "-m") == 0) a = "--model";
         const char *eq = strchr(a, '=');
         size_t flen = eq != NULL ? (size_t)(eq - a) : strlen(a);
         const option *o = find_flag(a, flen);
         if (o == NULL)
-            return dais_err_set(err, DAIS_EINVAL, "unknown option '%s' (see dais worker --help)", a);
+            return dais_err_set(err, DAIS_EINVAL, "unknown option '%s' (see dais worker --help)",
+                                a);
         if (o->kind == K_HELP) {
             dais_worker_config_help(out);
             return 1;
@@ -390,20 +389,19 @@ int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_
             return dais_err_set(err, DAIS_EINVAL, "%s takes no value", o->flag);
         }
         int rc = apply(c, o, v, o->flag, err);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         advertise_set |= o->off == OFF(advertise) && o->kind == K_STR;
         metrics_addr_set |= o->off == OFF(metrics_addr) && o->kind == K_STR;
     }
     if (c->model[0] == '\0')
         return dais_err_set(err, DAIS_EINVAL, "--model (DAIS_MODEL) is required");
     if (c->token_len == 0)
-        return dais_err_set(err, DAIS_EINVAL, "a cluster token is required: DAIS_CLUSTER_TOKEN, "
+        return dais_err_set(err, DAIS_EINVAL,
+                            "a cluster token is required: DAIS_CLUSTER_TOKEN, "
                             "--token-file or --token");
     if (c->retry_max_ms < c->retry_base_ms)
         return dais_err_set(err, DAIS_EINVAL, "--retry-max must be at least --retry-base");
-    if (!metrics_addr_set)
-        snprintf(c->metrics_addr, sizeof(c->metrics_addr), "%s", c->addr);
+    if (!metrics_addr_set) snprintf(c->metrics_addr, sizeof(c->metrics_addr), "%s", c->addr);
     if (!advertise_set) {
         bool wildcard = strcmp(c->addr, "0.0.0.0") == 0 || strcmp(c->addr, "::") == 0;
         snprintf(c->advertise, sizeof(c->advertise), "%s", wildcard ? "" : c->addr);

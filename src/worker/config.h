@@ -17,26 +17,26 @@
 #define DAIS_WORKER_TOKEN_MAX 1024
 
 typedef struct dais_worker_config {
-    char model[4096];                     /* GGUF path (required) */
-    char master_host[256];                /* DNS name or IP of the master */
-    uint16_t master_port;                 /* its cluster port */
-    char node_id[DAIS_NODE_ID_MAX + 1];   /* this worker's id */
+    char model[4096];                   /* GGUF path (required) */
+    char master_host[256];              /* DNS name or IP of the master */
+    uint16_t master_port;               /* its cluster port */
+    char node_id[DAIS_NODE_ID_MAX + 1]; /* this worker's id */
     char token[DAIS_WORKER_TOKEN_MAX + 1];
     size_t token_len;
-    char addr[64];                        /* bind address: heartbeat UDP (and metrics) */
-    uint16_t heartbeat_port;              /* 0 = any free port */
-    char advertise[128];                  /* address the master sends heartbeats to */
+    char addr[64];           /* bind address: heartbeat UDP (and metrics) */
+    uint16_t heartbeat_port; /* 0 = any free port */
+    char advertise[128];     /* address the master sends heartbeats to */
     char metrics_addr[64];
-    uint16_t metrics_port;                /* 0 = any free port */
+    uint16_t metrics_port; /* 0 = any free port */
     bool metrics_enabled;
     int threads;
-    int32_t slots, ctx, batch, queue;     /* ctx 0 = min(2048, the model's context) */
-    uint32_t master_timeout_ms;           /* 0 = 8 heartbeat intervals (at least 2 s) */
+    int32_t slots, ctx, batch, queue; /* ctx 0 = min(2048, the model's context) */
+    uint32_t master_timeout_ms;       /* 0 = 8 heartbeat intervals (at least 2 s) */
     uint32_t register_timeout_ms;
     uint32_t retry_base_ms, retry_max_ms;
     uint32_t drain_timeout_ms;
     uint32_t max_frame_json, max_frame_bin;
-    char trace_endpoint[512];             /* OTLP/HTTP collector, "" = off */
+    char trace_endpoint[512]; /* OTLP/HTTP collector, "" = off */
     enum dais_log_level log_level;
     enum dais_log_format log_format;
 } dais_worker_config;

@@ -24,19 +24,19 @@ typedef struct sreq {
 enum phase { SLOT_FREE = 0, SLOT_NEW, SLOT_PREFILL, SLOT_DECODE, SLOT_DONE };
 
 typedef struct slot {
-    enum phase phase;        /* engine only */
-    sreq *req;               /* set/cleared under mu; the request's fields are engine-only */
-    bool cancel_seen;        /* snapshot of req->cancel for this step */
+    enum phase phase; /* engine only */
+    sreq *req;        /* set/cleared under mu; the request's fields are engine-only */
+    bool cancel_seen; /* snapshot of req->cancel for this step */
     dais_kv *kv;
     dais_sampler *smp;
     dais_detok detok;
     dais_textout out;
-    int32_t *prompt;         /* (n_ctx) prompt ids of the current request */
+    int32_t *prompt; /* (n_ctx) prompt ids of the current request */
     int32_t n_prompt, n_prefilled, chunk;
-    int32_t next_token;      /* sampled, fed at the next decode step */
+    int32_t next_token; /* sampled, fed at the next decode step */
     int32_t n_gen;
-    uint32_t index;          /* next frame index */
-    int32_t logit_row;       /* this step's row in s->logits, -1 when none */
+    uint32_t index;    /* next frame index */
+    int32_t logit_row; /* this step's row in s->logits, -1 when none */
     uint64_t t_start, t_first, t_prefill_done, t_last;
 } slot;
 
@@ -46,12 +46,12 @@ struct dais_sched {
     dais_sched_config cfg;
     int32_t n_vocab;
     dais_ctx *ctx;
-    slot *slots;              /* (slots) */
-    float *logits;            /* (slots, n_vocab) */
+    slot *slots;                    /* (slots) */
+    float *logits;                  /* (slots, n_vocab) */
     int32_t *b_tok, *b_pos, *b_seq; /* (batch) */
-    bool *b_logits;           /* (batch) */
-    dais_kv **b_kvs;          /* (slots) */
-    char *piece;              /* (piece_cap) detokenizer output of one token */
+    bool *b_logits;                 /* (batch) */
+    dais_kv **b_kvs;                /* (slots) */
+    char *piece;                    /* (piece_cap) detokenizer output of one token */
     size_t piece_cap;
     void (*wake)(void *);
     void *wake_arg;
@@ -71,7 +71,7 @@ struct dais_sched {
     /* ---- engine thread only ---- */
     dais_sched_event *local_free;
     dais_sched_event *step_head, *step_tail;
-    dais_sched_stats est;     /* counters accumulated by the engine, published under mu */
+    dais_sched_stats est; /* counters accumulated by the engine, published under mu */
 };
 
 #define MAX_CACHED_EVENTS 256
@@ -80,8 +80,7 @@ struct dais_sched {
 
 static void event_destroy(dais_sched_event *ev)
 {
-    if (ev == NULL)
-        return;
+    if (ev == NULL) return;
     free(ev->text);
     free(ev->tokens);
     free(ev);
@@ -96,8 +95,7 @@ static dais_sched_event *event_get(dais_sched *s, enum dais_sched_ev_kind kind, 
         s->local_free = ev->next;
     } else {
         ev = calloc(1, sizeof(*ev));
-        if (ev == NULL)
-            return NULL;
+        if (ev == NULL) return NULL;
     }
     char *text = ev->text;
     int32_t *tokens = ev->tokens;
@@ -121,24 +119,20 @@ static int event_fill(dais_sched_event *ev, const char *text, size_t text_len,
     if (text_len + 1 > ev->text_cap) {
         size_t cap = text_len + 64;
         char *t = realloc(ev->text, cap);
-        if (t == NULL)
-            return DAIS_ENOMEM;
+        if (t == NULL) return DAIS_ENOMEM;
         ev->text = t;
         ev->text_cap = cap;
     }
     if (n_tokens > ev->tok_cap) {
         int32_t *t = realloc(ev->tokens, (size_t)n_tokens * sizeof(int32_t));
-        if (t == NULL)
-            return DAIS_ENOMEM;
+        if (t == NULL) return DAIS_ENOMEM;
         ev->tokens = t;
         ev->tok_cap = n_tokens;
     }
-    if (text_len > 0)
-        memcpy(ev->text, text, text_len);
+    if (text_len > 0) memcpy(ev->text, text, text_len);
     ev->text[text_len] = '\0';
     ev->text_len = text_len;
-    if (n_tokens > 0)
-        memcpy(ev->tokens, tokens, (size_t)n_tokens * sizeof(int32_t));
+    if (n_tokens > 0) memcpy(ev->tokens, tokens, (size_t)n_tokens * sizeof(int32_t));
     ev->n_tokens = n_tokens;
     return 0;
 }
@@ -167,8 +161,7 @@ static void reject(dais_sched *s, const sreq *q, enum dais_perr perr, const char
 {
     s->est.requests_rejected++;
     dais_sched_event *ev = event_get(s, DAIS_SEV_REJECT, q, 0);
-    if (ev == NULL)
-        return; /* no memory: the master's deadline covers the silence */
+    if (ev == NULL) return; /* no memory: the master's deadline covers the silence */
     ev->perr = perr;
     va_list ap;
     va_start(ap, fmt);
@@ -200,8 +193,7 @@ static void finish(dais_sched *s, slot *sl, enum dais_finish why, enum dais_perr
     if (ev != NULL) {
         ev->finish = why;
         ev->perr = perr;
-        if (msg != NULL)
-            snprintf(ev->message, sizeof(ev->message), "%s", msg);
+        if (msg != NULL) snprintf(ev->message, sizeof(ev->message), "%s", msg);
         ev->prompt_tokens = sl->n_prompt;
         ev->completion_tokens = sl->n_gen;
         dais_infer_timings *t = &ev->timings;
@@ -209,9 +201,8 @@ static void finish(dais_sched *s, slot *sl, enum dais_finish why, enum dais_perr
         t->ttft_ms = sl->t_first != 0 ? ms_between(q->recv_ns, sl->t_first) : 0;
         t->total_ms = ms_between(q->recv_ns, now);
         t->prefill_ms = sl->t_prefill_done != 0 ? ms_between(sl->t_start, sl->t_prefill_done) : 0;
-        t->decode_ms = sl->t_first != 0 && sl->t_last > sl->t_first
-                           ? ms_between(sl->t_first, sl->t_last)
-                           : 0;
+        t->decode_ms =
+            sl->t_first != 0 && sl->t_last > sl->t_first ? ms_between(sl->t_first, sl->t_last) : 0;
         t->prefill_tokens_per_s = t->prefill_ms > 0 ? sl->n_prompt / (t->prefill_ms / 1e3) : 0;
         t->decode_tokens_per_s =
             t->decode_ms > 0 && sl->n_gen > 1 ? (sl->n_gen - 1) / (t->decode_ms / 1e3) : 0;
@@ -258,15 +249,19 @@ static bool slot_setup(dais_sched *s, slot *sl, uint64_t now)
             return false;
         }
         if (n >= cap) {
-            reject(s, q, DAIS_PERR_CTX_FULL, "prompt of %lld tokens does not fit a context of %d "
-                   "(one position is needed to generate)", (long long)n, cap);
+            reject(s, q, DAIS_PERR_CTX_FULL,
+                   "prompt of %lld tokens does not fit a context of %d "
+                   "(one position is needed to generate)",
+                   (long long)n, cap);
             return false;
         }
         sl->n_prompt = (int32_t)n;
     } else {
         if (r->n_tokens >= cap) {
-            reject(s, q, DAIS_PERR_CTX_FULL, "prompt of %d tokens does not fit a context of %d "
-                   "(one position is needed to generate)", r->n_tokens, cap);
+            reject(s, q, DAIS_PERR_CTX_FULL,
+                   "prompt of %d tokens does not fit a context of %d "
+                   "(one position is needed to generate)",
+                   r->n_tokens, cap);
             return false;
         }
         for (int32_t i = 0; i < r->n_tokens; i++) {
@@ -328,8 +323,7 @@ static bool slot_setup(dais_sched *s, slot *sl, uint64_t now)
 static void on_token(dais_sched *s, slot *sl, int32_t t, uint64_t now)
 {
     const dais_msg_infer_req *r = &sl->req->r;
-    if (sl->t_first == 0)
-        sl->t_first = now;
+    if (sl->t_first == 0) sl->t_first = now;
     sl->t_last = now;
     int32_t bos = dais_tokenizer_bos(s->tok);
     if (dais_tokenizer_is_eog(s->tok, t) || (bos >= 0 && t == bos)) {
@@ -359,8 +353,7 @@ static void on_token(dais_sched *s, slot *sl, int32_t t, uint64_t now)
         dais_sched_event *ev = event_get(s, DAIS_SEV_PIECE, sl->req, sl->index);
         if (ev == NULL || event_fill(ev, c.text, c.text_len, c.tokens, c.n_tokens) != 0) {
             /* Losing a piece would corrupt the stream: end it honestly instead. */
-            if (ev != NULL)
-                ev->next = s->local_free, s->local_free = ev;
+            if (ev != NULL) ev->next = s->local_free, s->local_free = ev;
             s->est.engine_errors++;
             finish(s, sl, DAIS_FINISH_ERROR, DAIS_PERR_INTERNAL, "out of memory", NULL);
             return;
@@ -384,13 +377,11 @@ static void engine_step(dais_sched *s)
     int32_t ns = s->cfg.slots;
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
-        if (sl->phase == SLOT_NEW && !slot_setup(s, sl, now))
-            sl->phase = SLOT_DONE;
+        if (sl->phase == SLOT_NEW && !slot_setup(s, sl, now)) sl->phase = SLOT_DONE;
     }
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
-        if (sl->phase != SLOT_PREFILL && sl->phase != SLOT_DECODE)
-            continue;
+        if (sl->phase != SLOT_PREFILL && sl->phase != SLOT_DECODE) continue;
         if (sl->cancel_seen)
             finish(s, sl, DAIS_FINISH_CANCELLED, DAIS_PERR_NONE, "cancelled", NULL);
         else if (sl->req->deadline_ns != 0 && now >= sl->req->deadline_ns)
@@ -402,8 +393,7 @@ static void engine_step(dais_sched *s)
         slot *sl = &s->slots[i];
         sl->logit_row = -1;
         sl->chunk = 0;
-        if (sl->phase != SLOT_DECODE)
-            continue;
+        if (sl->phase != SLOT_DECODE) continue;
         s->b_kvs[n_seq] = sl->kv;
         s->b_tok[n] = sl->next_token;
         s->b_pos[n] = dais_kv_len(sl->kv);
@@ -416,8 +406,7 @@ static void engine_step(dais_sched *s)
     }
     for (int32_t i = 0; i < ns && n < s->cfg.batch; i++) {
         slot *sl = &s->slots[i];
-        if (sl->phase != SLOT_PREFILL)
-            continue;
+        if (sl->phase != SLOT_PREFILL) continue;
         int32_t left = sl->n_prompt - sl->n_prefilled;
         int32_t chunk = left < s->cfg.batch - n ? left : s->cfg.batch - n;
         s->b_kvs[n_seq] = sl->kv;
@@ -436,8 +425,7 @@ static void engine_step(dais_sched *s)
         n_pre += chunk;
         n_seq++;
     }
-    if (n == 0)
-        return;
+    if (n == 0) return;
     dais_batch b = {
         .n_tokens = n,
         .token = s->b_tok,
@@ -464,20 +452,16 @@ static void engine_step(dais_sched *s)
         return;
     }
     double secs = (double)(t1 - t0) / 1e9;
-    if (secs > 0 && n_pre > 0)
-        s->est.last_prefill_tps = n_pre / secs;
-    if (secs > 0 && n_dec > 0)
-        s->est.last_decode_tps = n_dec / secs;
+    if (secs > 0 && n_pre > 0) s->est.last_prefill_tps = n_pre / secs;
+    if (secs > 0 && n_dec > 0) s->est.last_decode_tps = n_dec / secs;
     s->est.prefill_tokens_total += (uint64_t)n_pre;
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
         if (sl->phase == SLOT_PREFILL && sl->chunk > 0) {
             sl->n_prefilled += sl->chunk;
-            if (sl->n_prefilled == sl->n_prompt)
-                sl->t_prefill_done = t1;
+            if (sl->n_prefilled == sl->n_prompt) sl->t_prefill_done = t1;
         }
-        if (sl->logit_row < 0)
-            continue;
+        if (sl->logit_row < 0) continue;
         float *row = s->logits + (size_t)sl->logit_row * (size_t)s->n_vocab;
         int32_t t = dais_sampler_sample(sl->smp, row);
         on_token(s, sl, t, t1);
@@ -488,8 +472,7 @@ static void engine_step(dais_sched *s)
 
 static void splice_outbox(dais_sched *s)
 {
-    if (s->step_head == NULL)
-        return;
+    if (s->step_head == NULL) return;
     if (s->out_tail != NULL)
         s->out_tail->next = s->step_head;
     else
@@ -500,8 +483,7 @@ static void splice_outbox(dais_sched *s)
 
 static void free_sreq(sreq *q)
 {
-    if (q == NULL)
-        return;
+    if (q == NULL) return;
     dais_infer_req_clear(&q->r);
     free(q);
 }
@@ -518,8 +500,7 @@ static void publish_stats(dais_sched *s)
     st->kv_total = (int64_t)s->cfg.slots * s->cfg.n_ctx;
     st->kv_used = 0;
     for (int32_t i = 0; i < s->cfg.slots; i++)
-        if (s->slots[i].req != NULL)
-            st->kv_used += dais_kv_len(s->slots[i].kv);
+        if (s->slots[i].req != NULL) st->kv_used += dais_kv_len(s->slots[i].kv);
 }
 
 static void *engine_main(void *arg)
@@ -574,12 +555,10 @@ static void *engine_main(void *arg)
         /* Admit queued requests into free slots. */
         for (int32_t i = 0; i < s->cfg.slots && s->pend_head != NULL; i++) {
             slot *sl = &s->slots[i];
-            if (sl->phase != SLOT_FREE)
-                continue;
+            if (sl->phase != SLOT_FREE) continue;
             sreq *q = s->pend_head;
             s->pend_head = q->next;
-            if (s->pend_head == NULL)
-                s->pend_tail = NULL;
+            if (s->pend_head == NULL) s->pend_tail = NULL;
             q->next = NULL;
             s->n_pend--;
             s->n_active++;
@@ -604,13 +583,11 @@ static void *engine_main(void *arg)
                 retired = q->next;
                 free_sreq(q);
             }
-            if (had_events)
-                s->wake(s->wake_arg);
+            if (had_events) s->wake(s->wake_arg);
             pthread_mutex_lock(&s->mu);
             continue; /* state may have changed while unlocked */
         }
-        if (s->stop)
-            break;
+        if (s->stop) break;
         if (s->n_active == 0) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
@@ -625,14 +602,15 @@ static void *engine_main(void *arg)
 
 /* ---- public API ------------------------------------------------------------------------- */
 
-dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg,
-                           void (*wake)(void *), void *wake_arg, dais_err *err)
+dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, void (*wake)(void *),
+                           void *wake_arg, dais_err *err)
 {
     const dais_hparams *hp = dais_model_hparams(m);
     if (cfg->n_threads < 1 || cfg->n_threads > 1024 || cfg->slots < 1 || cfg->slots > 4096 ||
         cfg->n_ctx < 2 || cfg->n_ctx > hp->n_ctx_train || cfg->batch < 1 ||
         cfg->batch > (1 << 20) || cfg->queue < 0 || cfg->queue > (1 << 20) || wake == NULL) {
-        dais_err_set(err, DAIS_EINVAL, "scheduler: need threads 1..1024, slots 1..4096, ctx "
+        dais_err_set(err, DAIS_EINVAL,
+                     "scheduler: need threads 1..1024, slots 1..4096, ctx "
                      "2..%d (the model's context), batch 1..1048576, queue 0..1048576",
                      hp->n_ctx_train);
         return NULL;
@@ -645,8 +623,7 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg,
     s->m = m;
     s->tok = dais_model_tokenizer(m);
     s->cfg = *cfg;
-    if (s->cfg.batch < s->cfg.slots)
-        s->cfg.batch = s->cfg.slots;
+    if (s->cfg.batch < s->cfg.slots) s->cfg.batch = s->cfg.slots;
     s->n_vocab = hp->n_vocab;
     s->wake = wake;
     s->wake_arg = wake_arg;
@@ -654,8 +631,7 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg,
     pthread_cond_init(&s->cv, NULL);
     int32_t ns = s->cfg.slots, nb = s->cfg.batch;
     s->ctx = dais_ctx_new(m, cfg->n_threads, nb, err);
-    if (s->ctx == NULL)
-        goto fail;
+    if (s->ctx == NULL) goto fail;
     s->slots = calloc((size_t)ns, sizeof(*s->slots));
     s->logits = malloc((size_t)ns * (size_t)s->n_vocab * sizeof(float));
     s->b_tok = malloc((size_t)nb * sizeof(int32_t));
@@ -675,8 +651,10 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg,
         sl->kv = dais_kv_new(m, s->cfg.n_ctx, 0, hp->n_layers);
         sl->prompt = malloc((size_t)s->cfg.n_ctx * sizeof(int32_t));
         if (sl->kv == NULL || sl->prompt == NULL) {
-            dais_err_set(err, DAIS_ENOMEM, "out of memory for the KV cache of slot %d "
-                         "(%d positions)", i, s->cfg.n_ctx);
+            dais_err_set(err, DAIS_ENOMEM,
+                         "out of memory for the KV cache of slot %d "
+                         "(%d positions)",
+                         i, s->cfg.n_ctx);
             goto fail;
         }
     }
@@ -695,8 +673,7 @@ fail:
 
 void dais_sched_free(dais_sched *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     if (s->started) {
         pthread_mutex_lock(&s->mu);
         s->stop = true;
@@ -742,11 +719,9 @@ void dais_sched_free(dais_sched *s)
 static bool in_flight_locked(dais_sched *s, const char *id)
 {
     for (sreq *q = s->pend_head; q != NULL; q = q->next)
-        if (strcmp(q->r.request_id, id) == 0)
-            return true;
+        if (strcmp(q->r.request_id, id) == 0) return true;
     for (int32_t i = 0; i < s->cfg.slots; i++)
-        if (s->slots[i].req != NULL && strcmp(s->slots[i].req->r.request_id, id) == 0)
-            return true;
+        if (s->slots[i].req != NULL && strcmp(s->slots[i].req->r.request_id, id) == 0) return true;
     return false;
 }
 
@@ -799,8 +774,7 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
         pthread_cond_signal(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
-    if (rc != 0)
-        free_sreq(q);
+    if (rc != 0) free_sreq(q);
     return rc;
 }
 
@@ -810,22 +784,22 @@ static int cancel_where(dais_sched *s, const char *id, bool by_owner, uint64_t o
     int n = 0;
     pthread_mutex_lock(&s->mu);
     for (sreq *q = s->pend_head; q != NULL; q = q->next) {
-        if (all || (by_owner && q->owner == owner) || (id != NULL && strcmp(q->r.request_id, id) == 0)) {
+        if (all || (by_owner && q->owner == owner) ||
+            (id != NULL && strcmp(q->r.request_id, id) == 0)) {
             n += !q->cancel;
             q->cancel = true;
         }
     }
     for (int32_t i = 0; i < s->cfg.slots; i++) {
         sreq *q = s->slots[i].req;
-        if (q == NULL)
-            continue;
-        if (all || (by_owner && q->owner == owner) || (id != NULL && strcmp(q->r.request_id, id) == 0)) {
+        if (q == NULL) continue;
+        if (all || (by_owner && q->owner == owner) ||
+            (id != NULL && strcmp(q->r.request_id, id) == 0)) {
             n += !q->cancel;
             q->cancel = true;
         }
     }
-    if (n > 0)
-        pthread_cond_signal(&s->cv);
+    if (n > 0) pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -863,8 +837,7 @@ dais_sched_event *dais_sched_poll(dais_sched *s)
 
 void dais_sched_event_release(dais_sched *s, dais_sched_event *ev)
 {
-    if (ev == NULL)
-        return;
+    if (ev == NULL) return;
     pthread_mutex_lock(&s->mu);
     if (s->n_free_evs < MAX_CACHED_EVENTS) {
         ev->next = s->free_evs;

@@ -31,11 +31,11 @@
 #include <stdint.h>
 
 typedef struct dais_sched_config {
-    int n_threads;   /* compute threads (>= 1) */
-    int32_t slots;   /* sequences decoded together (>= 1) */
-    int32_t n_ctx;   /* positions per sequence (1 .. model n_ctx_train) */
-    int32_t batch;   /* most tokens per forward pass (raised to slots if lower) */
-    int32_t queue;   /* requests that may wait beyond the slots (>= 0) */
+    int n_threads;              /* compute threads (>= 1) */
+    int32_t slots;              /* sequences decoded together (>= 1) */
+    int32_t n_ctx;              /* positions per sequence (1 .. model n_ctx_train) */
+    int32_t batch;              /* most tokens per forward pass (raised to slots if lower) */
+    int32_t queue;              /* requests that may wait beyond the slots (>= 0) */
     dais_histogram *batch_hist; /* optional: sequences per forward pass are observed here */
 } dais_sched_config;
 
@@ -49,12 +49,12 @@ enum dais_sched_ev_kind {
 typedef struct dais_sched_event {
     struct dais_sched_event *next;
     enum dais_sched_ev_kind kind;
-    uint64_t owner;                            /* the tag given at submit */
+    uint64_t owner; /* the tag given at submit */
     char request_id[DAIS_REQUEST_ID_MAX + 1];
-    uint32_t index;                            /* frame index (PROMPT 0, then 1, 2 …) */
-    char *text;                                /* (text_cap) */
+    uint32_t index; /* frame index (PROMPT 0, then 1, 2 …) */
+    char *text;     /* (text_cap) */
     size_t text_len, text_cap;
-    int32_t *tokens;                           /* (tok_cap) */
+    int32_t *tokens; /* (tok_cap) */
     int32_t n_tokens, tok_cap;
     /* FINAL */
     enum dais_finish finish;
@@ -67,14 +67,14 @@ typedef struct dais_sched_event {
 
 typedef struct dais_sched_stats {
     int32_t queue_depth, active, slots;
-    int64_t kv_used, kv_total;                 /* positions */
-    uint64_t kv_bytes_per_pos;                 /* bytes of one position over all layers */
-    uint64_t requests_total;                   /* finished (any reason) */
+    int64_t kv_used, kv_total; /* positions */
+    uint64_t kv_bytes_per_pos; /* bytes of one position over all layers */
+    uint64_t requests_total;   /* finished (any reason) */
     uint64_t requests_ok, requests_cancelled, requests_error, requests_rejected;
     uint64_t prefill_tokens_total, decode_tokens_total;
     uint64_t steps_total, engine_errors;
-    double last_prefill_tps, last_decode_tps;  /* of the last step that did each */
-    int32_t last_batch_seqs;                   /* sequences in the last forward pass */
+    double last_prefill_tps, last_decode_tps; /* of the last step that did each */
+    int32_t last_batch_seqs;                  /* sequences in the last forward pass */
 } dais_sched_stats;
 
 typedef struct dais_sched dais_sched;
@@ -83,8 +83,8 @@ typedef struct dais_sched dais_sched;
  * `m` is borrowed and must outlive the scheduler. `wake(wake_arg)` is called from the engine
  * thread, without any lock held, whenever new events are in the outbox. NULL with err on a bad
  * configuration or no memory. Call from the loop thread. */
-dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg,
-                           void (*wake)(void *), void *wake_arg, dais_err *err);
+dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, void (*wake)(void *),
+                           void *wake_arg, dais_err *err);
 
 /* Stops the engine thread (after its current step) and frees everything, including events
  * not yet polled and requests not finished (no events are produced for them). Accepts NULL. */

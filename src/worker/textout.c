@@ -10,38 +10,30 @@
 static int grow(dais_textout *to, size_t need_text, int32_t need_tok)
 {
     if (need_text > to->text_cap) {
-        if (need_text > SIZE_MAX / 4)
-            return DAIS_ENOMEM;
+        if (need_text > SIZE_MAX / 4) return DAIS_ENOMEM;
         size_t cap = need_text * 2;
         char *t = realloc(to->text, cap);
-        if (t == NULL)
-            return DAIS_ENOMEM;
+        if (t == NULL) return DAIS_ENOMEM;
         to->text = t;
         char *o = realloc(to->out_text, cap);
-        if (o == NULL)
-            return DAIS_ENOMEM;
+        if (o == NULL) return DAIS_ENOMEM;
         to->out_text = o;
         to->text_cap = cap;
     }
     if (need_tok > to->tok_cap) {
-        if (need_tok > INT32_MAX / 4)
-            return DAIS_ENOMEM;
+        if (need_tok > INT32_MAX / 4) return DAIS_ENOMEM;
         int32_t cap = need_tok * 2;
         int32_t *a = realloc(to->tok, (size_t)cap * sizeof(*a));
-        if (a == NULL)
-            return DAIS_ENOMEM;
+        if (a == NULL) return DAIS_ENOMEM;
         to->tok = a;
         size_t *b = realloc(to->tok_end, (size_t)cap * sizeof(*b));
-        if (b == NULL)
-            return DAIS_ENOMEM;
+        if (b == NULL) return DAIS_ENOMEM;
         to->tok_end = b;
         bool *c = realloc(to->tok_clean, (size_t)cap * sizeof(*c));
-        if (c == NULL)
-            return DAIS_ENOMEM;
+        if (c == NULL) return DAIS_ENOMEM;
         to->tok_clean = c;
         int32_t *o = realloc(to->out_tok, (size_t)cap * sizeof(*o));
-        if (o == NULL)
-            return DAIS_ENOMEM;
+        if (o == NULL) return DAIS_ENOMEM;
         to->out_tok = o;
         to->tok_cap = cap;
     }
@@ -56,8 +48,7 @@ int dais_textout_init(dais_textout *to, const dais_infer_params *p)
         memcpy(to->stop[i], p->stop[i], sizeof(to->stop[i]));
         to->stop[i][DAIS_STOP_LEN_MAX] = '\0';
         to->stop_len[i] = strlen(to->stop[i]);
-        if (to->stop_len[i] > to->max_stop)
-            to->max_stop = to->stop_len[i];
+        if (to->stop_len[i] > to->max_stop) to->max_stop = to->stop_len[i];
     }
     if (grow(to, 2 * (to->max_stop + DAIS_TEXTOUT_PIECE_MAX + 16), 64) != 0) {
         dais_textout_close(to);
@@ -84,11 +75,9 @@ static long find_stop(const dais_textout *to)
     long best = -1;
     for (int i = 0; i < to->n_stop; i++) {
         size_t sl = to->stop_len[i];
-        if (sl == 0 || sl > to->text_len)
-            continue;
+        if (sl == 0 || sl > to->text_len) continue;
         const char *hit = memmem(to->text, to->text_len, to->stop[i], sl);
-        if (hit != NULL && (best < 0 || hit - to->text < best))
-            best = hit - to->text;
+        if (hit != NULL && (best < 0 || hit - to->text < best)) best = hit - to->text;
     }
     return best;
 }
@@ -144,8 +133,7 @@ int dais_textout_push(dais_textout *to, int32_t token, const char *bytes, size_t
                       dais_textout_commit *out)
 {
     commit_empty(to, out);
-    if (to->stopped)
-        return 0;
+    if (to->stopped) return 0;
     if (n > SIZE_MAX / 4 - to->text_len || grow(to, to->text_len + n, to->n_tok + 1) != 0)
         return DAIS_ENOMEM;
     memcpy(to->text + to->text_len, bytes, n);
@@ -166,18 +154,15 @@ int dais_textout_push(dais_textout *to, int32_t token, const char *bytes, size_t
     size_t safe = to->text_len - held_suffix(to);
     int32_t k = -1;
     for (int32_t i = 0; i < to->n_tok; i++)
-        if (to->tok_clean[i] && to->tok_end[i] <= safe)
-            k = i;
-    if (k >= 0)
-        hand_out(to, k + 1, to->tok_end[k], out);
+        if (to->tok_clean[i] && to->tok_end[i] <= safe) k = i;
+    if (k >= 0) hand_out(to, k + 1, to->tok_end[k], out);
     return 0;
 }
 
 int dais_textout_finish(dais_textout *to, const char *bytes, size_t n, dais_textout_commit *out)
 {
     commit_empty(to, out);
-    if (to->stopped)
-        return 0;
+    if (to->stopped) return 0;
     if (n > SIZE_MAX / 4 - to->text_len || grow(to, to->text_len + n, to->n_tok) != 0)
         return DAIS_ENOMEM;
     memcpy(to->text + to->text_len, bytes, n);

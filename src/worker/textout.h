@@ -29,16 +29,16 @@ typedef struct dais_textout {
     int n_stop;
     char stop[DAIS_STOP_MAX][DAIS_STOP_LEN_MAX + 1];
     size_t stop_len[DAIS_STOP_MAX];
-    size_t max_stop;     /* longest stop string */
+    size_t max_stop; /* longest stop string */
     /* pending text and the tokens that produced it */
-    char *text;          /* (text_cap) */
+    char *text; /* (text_cap) */
     size_t text_len, text_cap;
-    int32_t *tok;        /* (tok_cap) */
-    size_t *tok_end;     /* (tok_cap) offset in `text` where each token's bytes end */
-    bool *tok_clean;     /* (tok_cap) detokenizer clean after this token */
+    int32_t *tok;    /* (tok_cap) */
+    size_t *tok_end; /* (tok_cap) offset in `text` where each token's bytes end */
+    bool *tok_clean; /* (tok_cap) detokenizer clean after this token */
     int32_t n_tok, tok_cap;
-    char *out_text;      /* (text_cap) what the last push handed out */
-    int32_t *out_tok;    /* (tok_cap) */
+    char *out_text;   /* (text_cap) what the last push handed out */
+    int32_t *out_tok; /* (tok_cap) */
     bool stopped;
 } dais_textout;
 
@@ -48,7 +48,7 @@ typedef struct dais_textout_commit {
     size_t text_len;
     const int32_t *tokens;
     int32_t n_tokens;
-    bool stop;           /* a stop string matched: the sequence is over */
+    bool stop; /* a stop string matched: the sequence is over */
 } dais_textout_commit;
 
 /* Sets up for the stop strings of `p` (copied). 0 or DAIS_ENOMEM. */

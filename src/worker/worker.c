@@ -32,21 +32,21 @@
 #include <unistd.h>
 
 /* Worker-node metrics not in the shared catalogue (common/metric_names.h). */
-#define M_REGISTRATIONS "dais_worker_registrations_total"     /* counter {result} */
-#define M_MASTER_CONNECTED "dais_worker_master_connected"     /* gauge 0/1 */
-#define M_HEARTBEATS "dais_worker_heartbeats_total"           /* counter {result} */
-#define M_PROTO_ERRORS "dais_worker_protocol_errors_total"    /* counter {reason} */
-#define M_TTFT "dais_worker_time_to_first_token_seconds"      /* histogram */
-#define M_REQ_SECONDS "dais_worker_request_duration_seconds"  /* histogram */
+#define M_REGISTRATIONS    "dais_worker_registrations_total"         /* counter {result} */
+#define M_MASTER_CONNECTED "dais_worker_master_connected"            /* gauge 0/1 */
+#define M_HEARTBEATS       "dais_worker_heartbeats_total"            /* counter {result} */
+#define M_PROTO_ERRORS     "dais_worker_protocol_errors_total"       /* counter {reason} */
+#define M_TTFT             "dais_worker_time_to_first_token_seconds" /* histogram */
+#define M_REQ_SECONDS      "dais_worker_request_duration_seconds"    /* histogram */
 
 /* Output a slow master may leave unread before the connection is given up. */
 #define MAX_PENDING_OUTPUT (256u << 20)
-#define WATCHDOG_MS 100
+#define WATCHDOG_MS        100
 
 enum conn_state { C_IDLE = 0, C_RESOLVING, C_CONNECTING, C_REGISTERING, C_ACTIVE, C_WAITING };
 
-static const char *const state_names[] = {"idle", "resolving", "connecting", "registering",
-                                          "active", "waiting"};
+static const char *const state_names[] = {"idle",        "resolving", "connecting",
+                                          "registering", "active",    "waiting"};
 
 /* An in-flight request's span (tracing on only). */
 typedef struct req_span {
@@ -68,7 +68,7 @@ typedef struct worker {
 
     /* cluster connection */
     enum conn_state state;
-    uint64_t conn_gen;                      /* owner tag of requests from this connection */
+    uint64_t conn_gen; /* owner tag of requests from this connection */
     struct bufferevent *bev;
     struct evdns_getaddrinfo_request *dns_req;
     struct evutil_addrinfo *addrs, *addr_next;
@@ -80,7 +80,7 @@ typedef struct worker {
     uint32_t consecutive_failures;
 
     /* heartbeat session */
-    dais_auth auth;                         /* our discovery proof (nonce = worker nonce) */
+    dais_auth auth; /* our discovery proof (nonce = worker nonce) */
     uint64_t session_id;
     uint8_t key[DAIS_SESSION_KEY_LEN];
     dais_seq_window win;
@@ -103,7 +103,7 @@ typedef struct worker {
     dais_metrics_registry *reg;
     dais_metrics_http *metrics_http;
     dais_tracer *tracer;
-    req_span *spans;                        /* (n_spans) */
+    req_span *spans; /* (n_spans) */
     int32_t n_spans;
     dais_counter *c_reg_accepted, *c_reg_rejected, *c_reg_failed;
     dais_gauge *g_connected;
@@ -158,10 +158,8 @@ static void send_error(worker *w, enum dais_perr code, const char *request_id,
     va_start(ap, fmt);
     vsnprintf(e.message, sizeof(e.message), fmt, ap);
     va_end(ap);
-    if (request_id != NULL)
-        snprintf(e.request_id, sizeof(e.request_id), "%s", request_id);
-    if (in_reply_to != NULL)
-        snprintf(e.in_reply_to, sizeof(e.in_reply_to), "%s", in_reply_to);
+    if (request_id != NULL) snprintf(e.request_id, sizeof(e.request_id), "%s", request_id);
+    if (in_reply_to != NULL) snprintf(e.in_reply_to, sizeof(e.in_reply_to), "%s", in_reply_to);
     dais_msg *m = msg_new(w, DAIS_MSG_ERROR);
     if (m != NULL && dais_error_encode(&e, m) != 0) {
         dais_msg_free(m);
@@ -175,8 +173,7 @@ static uint64_t master_timeout_ns(const worker *w)
     uint64_t ms = w->cfg->master_timeout_ms;
     if (ms == 0) {
         ms = 8ull * w->hb_interval_ms;
-        if (ms < 2000)
-            ms = 2000;
+        if (ms < 2000) ms = 2000;
     }
     return ms * 1000000ull;
 }
@@ -185,18 +182,15 @@ static uint64_t master_timeout_ns(const worker *w)
 
 static void span_begin(worker *w, const dais_msg_infer_req *r)
 {
-    if (!dais_tracer_enabled(w->tracer))
-        return;
+    if (!dais_tracer_enabled(w->tracer)) return;
     dais_trace_ctx parent = {0};
     if (r->traceparent[0] != '\0')
         dais_traceparent_parse(r->traceparent, strlen(r->traceparent), &parent);
     for (int32_t i = 0; i < w->n_spans; i++) {
         req_span *rs = &w->spans[i];
-        if (rs->span != NULL)
-            continue;
+        if (rs->span != NULL) continue;
         rs->span = dais_span_start(w->tracer, "worker.inference", DAIS_SPAN_SERVER, &parent, NULL);
-        if (rs->span == NULL)
-            return;
+        if (rs->span == NULL) return;
         snprintf(rs->request_id, sizeof(rs->request_id), "%s", r->request_id);
         rs->owner = w->conn_gen;
         dais_span_set_str(rs->span, "dais.request_id", r->request_id);
@@ -277,12 +271,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                 dais_histogram_observe(w->h_ttft, ev->timings.ttft_ms / 1e3);
             dais_histogram_observe(w->h_req, ev->timings.total_ms / 1e3);
         }
-        if (ev->kind == DAIS_SEV_FINAL || ev->kind == DAIS_SEV_REJECT)
-            span_end(w, ev);
+        if (ev->kind == DAIS_SEV_FINAL || ev->kind == DAIS_SEV_REJECT) span_end(w, ev);
         /* Results of a connection that is gone have nobody to go to (the master fails them
          * over); they are dropped here. */
-        if (ev->owner == w->conn_gen && w->state == C_ACTIVE && w->bev != NULL)
-            send_event(w, ev);
+        if (ev->owner == w->conn_gen && w->state == C_ACTIVE && w->bev != NULL) send_event(w, ev);
         dais_sched_event_release(w->sched, ev);
         ev = next;
     }
@@ -310,11 +302,10 @@ static void handle_accept(worker *w, const dais_msg *m)
         return;
     }
     if (strcmp(a.node_id, w->cfg->node_id) != 0 ||
-        !dais_auth_accept_verify(w->cfg->token, w->cfg->token_len, w->cfg->node_id,
-                                 w->auth.nonce, a.master_nonce, a.hmac)) {
+        !dais_auth_accept_verify(w->cfg->token, w->cfg->token_len, w->cfg->node_id, w->auth.nonce,
+                                 a.master_nonce, a.hmac)) {
         dais_counter_inc(w->c_reg_failed);
-        conn_close(w, "NODE_ACCEPT does not prove the cluster token (wrong master or token)",
-                   true);
+        conn_close(w, "NODE_ACCEPT does not prove the cluster token (wrong master or token)", true);
         return;
     }
     snprintf(w->master_id, sizeof(w->master_id), "%s", m->source);
@@ -360,7 +351,8 @@ static void handle_reject(worker *w, const dais_msg *m)
         delay = (uint64_t)w->cfg->retry_max_ms * 1000000ull;
     if (delay < (uint64_t)r.retry_after_ms * 1000000ull)
         delay = (uint64_t)r.retry_after_ms * 1000000ull;
-    struct timeval tv = {(time_t)(delay / 1000000000ull), (suseconds_t)(delay % 1000000000ull / 1000)};
+    struct timeval tv = {(time_t)(delay / 1000000000ull),
+                         (suseconds_t)(delay % 1000000000ull / 1000)};
     w->state = C_WAITING;
     evtimer_add(w->retry_ev, &tv);
 }
@@ -418,8 +410,7 @@ static void handle_drain(worker *w, const dais_msg *m)
     dais_sched_close_admission(w->sched);
     if (d.deadline_ms > 0) {
         uint64_t dl = dais_now_ns() + (uint64_t)d.deadline_ms * 1000000ull;
-        if (w->drain_deadline_ns == 0 || dl < w->drain_deadline_ns)
-            w->drain_deadline_ns = dl;
+        if (w->drain_deadline_ns == 0 || dl < w->drain_deadline_ns) w->drain_deadline_ns = dl;
     }
 }
 
@@ -512,8 +503,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         dais_err err;
         dais_err_clear(&err);
         int rc = dais_frame_read(in, &w->limits, &m, &err);
-        if (rc == DAIS_FRAME_NEED_MORE)
-            return;
+        if (rc == DAIS_FRAME_NEED_MORE) return;
         if (rc != 0) {
             unsigned char sample[16];
             ev_ssize_t n = evbuffer_copyout(in, sample, sizeof(sample));
@@ -528,8 +518,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         bool alive = dispatch(w, m);
         dais_msg_free(m);
-        if (!alive)
-            return;
+        if (!alive) return;
     }
 }
 
@@ -545,7 +534,8 @@ static void schedule_retry(worker *w)
     uint64_t delay = 0;
     if (dais_backoff_next(&w->backoff, dais_now_ns(), &delay) != 0)
         delay = (uint64_t)w->cfg->retry_max_ms * 1000000ull;
-    struct timeval tv = {(time_t)(delay / 1000000000ull), (suseconds_t)(delay % 1000000000ull / 1000)};
+    struct timeval tv = {(time_t)(delay / 1000000000ull),
+                         (suseconds_t)(delay % 1000000000ull / 1000)};
     w->state = C_WAITING;
     evtimer_add(w->retry_ev, &tv);
     DAIS_DEBUG("next attempt to reach the master in %.0f ms", (double)delay / 1e6);
@@ -586,14 +576,12 @@ static void conn_close(worker *w, const char *why, bool retry)
         /* A long outage should not flood the log: the first attempts, then every 20th. */
         uint32_t k = w->consecutive_failures;
         dais_log(k < 3 || k % 20 == 0 ? DAIS_LOG_INFO : DAIS_LOG_DEBUG,
-                 "cannot register with the master at %s:%u: %s (attempt %u)",
-                 w->cfg->master_host, w->cfg->master_port, why, k + 1);
+                 "cannot register with the master at %s:%u: %s (attempt %u)", w->cfg->master_host,
+                 w->cfg->master_port, why, k + 1);
     }
-    if (!was_active)
-        w->consecutive_failures++;
+    if (!was_active) w->consecutive_failures++;
     w->state = C_IDLE;
-    if (retry)
-        schedule_retry(w);
+    if (retry) schedule_retry(w);
 }
 
 static void send_discovery(worker *w)
@@ -619,8 +607,8 @@ static void send_discovery(worker *w)
     d.slots = w->cfg->slots;
     d.batch = w->cfg->batch < w->cfg->slots ? w->cfg->slots : w->cfg->batch;
     d.queue = w->cfg->queue;
-    if (dais_auth_make_discovery(w->cfg->token, w->cfg->token_len, w->cfg->node_id,
-                                 dais_wall_ms(), &w->auth) != 0) {
+    if (dais_auth_make_discovery(w->cfg->token, w->cfg->token_len, w->cfg->node_id, dais_wall_ms(),
+                                 &w->auth) != 0) {
         conn_close(w, "no randomness for the nonce", true);
         return;
     }
@@ -686,12 +674,10 @@ static void try_next_addr(worker *w)
         struct evutil_addrinfo *ai = w->addr_next;
         w->addr_next = ai->ai_next;
         w->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-        if (w->bev == NULL)
-            break;
+        if (w->bev == NULL) break;
         bufferevent_setcb(w->bev, on_read, NULL, on_event, w);
         w->state = C_CONNECTING;
-        if (bufferevent_socket_connect(w->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0)
-            return;
+        if (bufferevent_socket_connect(w->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0) return;
         bufferevent_free(w->bev);
         w->bev = NULL;
     }
@@ -701,12 +687,10 @@ static void try_next_addr(worker *w)
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     worker *w = arg;
-    if (result == EVUTIL_EAI_CANCEL)
-        return; /* conn_close cancelled it; w may be shutting down */
+    if (result == EVUTIL_EAI_CANCEL) return; /* conn_close cancelled it; w may be shutting down */
     w->dns_req = NULL;
     if (result != 0) {
-        if (res != NULL)
-            evutil_freeaddrinfo(res);
+        if (res != NULL) evutil_freeaddrinfo(res);
         char why[300];
         snprintf(why, sizeof(why), "cannot resolve '%s': %s", w->cfg->master_host,
                  evutil_gai_strerror(result));
@@ -719,8 +703,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 
 static void conn_start(worker *w)
 {
-    if (w->shutting_down || w->state != C_IDLE)
-        return;
+    if (w->shutting_down || w->state != C_IDLE) return;
     w->conn_gen++;
     w->state = C_RESOLVING;
     struct evutil_addrinfo hints;
@@ -732,8 +715,7 @@ static void conn_start(worker *w)
     /* May call on_resolved before returning (numeric addresses, /etc/hosts). */
     struct evdns_getaddrinfo_request *req =
         evdns_getaddrinfo(w->dns, w->cfg->master_host, w->master_port, &hints, on_resolved, w);
-    if (w->state == C_RESOLVING)
-        w->dns_req = req;
+    if (w->state == C_RESOLVING) w->dns_req = req;
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -741,8 +723,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     worker *w = arg;
-    if (w->state == C_WAITING)
-        w->state = C_IDLE;
+    if (w->state == C_WAITING) w->state = C_IDLE;
     conn_start(w);
 }
 
@@ -785,16 +766,16 @@ static void fill_ack(worker *w, dais_msg_heartbeat_ack *a)
     a->load.requests_total = st.requests_total;
     a->load.tokens_total = st.decode_tokens_total;
     if (w->ack_prev_ns != 0 && now > w->ack_prev_ns && st.decode_tokens_total >= w->ack_prev_tokens)
-        a->load.tokens_per_s =
-            (double)(st.decode_tokens_total - w->ack_prev_tokens) / ((double)(now - w->ack_prev_ns) / 1e9);
+        a->load.tokens_per_s = (double)(st.decode_tokens_total - w->ack_prev_tokens) /
+                               ((double)(now - w->ack_prev_ns) / 1e9);
     w->ack_prev_tokens = st.decode_tokens_total;
     w->ack_prev_ns = now;
     snprintf(a->health, sizeof(a->health), "%s",
              w->draining || w->shutting_down ? "draining" : "ok");
 }
 
-static void handle_datagram(worker *w, const uint8_t *buf, size_t len,
-                            const struct sockaddr *from, socklen_t from_len)
+static void handle_datagram(worker *w, const uint8_t *buf, size_t len, const struct sockaddr *from,
+                            socklen_t from_len)
 {
     uint64_t sid, seq;
     enum dais_dgram_verdict v = dais_dgram_peek(buf, len, &sid, &seq);
@@ -853,10 +834,9 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
         uint8_t buf[DAIS_DGRAM_MAX + 1];
         struct sockaddr_storage from;
         socklen_t fl = sizeof(from);
-        ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC,
-                             (struct sockaddr *)&from, &fl);
-        if (n < 0)
-            return;
+        ssize_t n =
+            recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl);
+        if (n < 0) return;
         size_t len = (size_t)n > sizeof(buf) ? DAIS_DGRAM_MAX + 1 : (size_t)n; /* truncated */
         handle_datagram(w, buf, len, (struct sockaddr *)&from, fl);
     }
@@ -878,11 +858,10 @@ static int udp_open(worker *w, dais_err *err)
     int fd = socket(res->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         freeaddrinfo(res);
-        return dais_err_set(err, DAIS_EIO, "cannot bind the heartbeat port %s:%u: %s",
-                            w->cfg->addr, w->cfg->heartbeat_port, strerror(e));
+        return dais_err_set(err, DAIS_EIO, "cannot bind the heartbeat port %s:%u: %s", w->cfg->addr,
+                            w->cfg->heartbeat_port, strerror(e));
     }
     freeaddrinfo(res);
     struct sockaddr_storage sa;
@@ -901,12 +880,10 @@ static int udp_open(worker *w, dais_err *err)
 
 static void maybe_exit(worker *w)
 {
-    if (!w->shutting_down)
-        return;
+    if (!w->shutting_down) return;
     uint64_t now = dais_now_ns();
     if (!w->exiting) {
-        if (dais_sched_in_flight(w->sched) > 0 && now < w->drain_deadline_ns)
-            return;
+        if (dais_sched_in_flight(w->sched) > 0 && now < w->drain_deadline_ns) return;
         if (dais_sched_in_flight(w->sched) > 0 && !w->cancelled_all) {
             DAIS_WARN("drain deadline passed: cancelling %d requests",
                       dais_sched_in_flight(w->sched));
@@ -938,15 +915,13 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
         conn_close(w, why, true);
     } else if (w->state == C_ACTIVE && now - w->last_hb_ns > master_timeout_ns(w)) {
         char why[96];
-        snprintf(why, sizeof(why), "no heartbeat for %.1f s",
-                 (double)(now - w->last_hb_ns) / 1e9);
+        snprintf(why, sizeof(why), "no heartbeat for %.1f s", (double)(now - w->last_hb_ns) / 1e9);
         conn_close(w, why, true);
     }
     if (w->draining && !w->cancelled_all && w->drain_deadline_ns != 0 &&
         now >= w->drain_deadline_ns && !w->shutting_down) {
         int n = dais_sched_cancel_all(w->sched);
-        if (n > 0)
-            DAIS_WARN("drain deadline passed: cancelled %d requests", n);
+        if (n > 0) DAIS_WARN("drain deadline passed: cancelled %d requests", n);
         w->cancelled_all = true;
     }
     maybe_exit(w);
@@ -978,8 +953,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     } else {
         /* Not registered: nothing to drain for; stop trying. */
         evtimer_del(w->retry_ev);
-        if (w->state != C_ACTIVE && w->state != C_IDLE)
-            conn_close(w, NULL, false);
+        if (w->state != C_ACTIVE && w->state != C_IDLE) conn_close(w, NULL, false);
     }
     maybe_exit(w);
 }
@@ -998,13 +972,13 @@ static void collect_requests(void *arg, dais_metric_sink *sink)
     dais_metric_sink_emit(sink, rj, (double)st.requests_rejected);
 }
 
-#define SCALAR_COLLECTOR(fn, expr)                                                            \
-    static void fn(void *arg, dais_metric_sink *sink)                                         \
-    {                                                                                          \
-        worker *w = arg;                                                                       \
-        dais_sched_stats st;                                                                   \
-        dais_sched_get_stats(w->sched, &st);                                                   \
-        dais_metric_sink_emit(sink, NULL, (double)(expr));                                     \
+#define SCALAR_COLLECTOR(fn, expr)                                                                 \
+    static void fn(void *arg, dais_metric_sink *sink)                                              \
+    {                                                                                              \
+        worker *w = arg;                                                                           \
+        dais_sched_stats st;                                                                       \
+        dais_sched_get_stats(w->sched, &st);                                                       \
+        dais_metric_sink_emit(sink, NULL, (double)(expr));                                         \
     }
 SCALAR_COLLECTOR(collect_prefill, st.prefill_tokens_total)
 SCALAR_COLLECTOR(collect_decode, st.decode_tokens_total)
@@ -1013,14 +987,14 @@ SCALAR_COLLECTOR(collect_decode_tps, st.last_decode_tps)
 SCALAR_COLLECTOR(collect_active, st.active)
 SCALAR_COLLECTOR(collect_queue, st.queue_depth)
 SCALAR_COLLECTOR(collect_kv_ratio, st.kv_total > 0 ? (double)st.kv_used / (double)st.kv_total : 0)
-SCALAR_COLLECTOR(collect_kv_bytes, (double)st.kv_used * (double)st.kv_bytes_per_pos)
+SCALAR_COLLECTOR(collect_kv_bytes, (double)st.kv_used *(double)st.kv_bytes_per_pos)
 SCALAR_COLLECTOR(collect_engine_errors, st.engine_errors)
 
 static void add_collector(worker *w, enum dais_metric_type t, const char *name, const char *help,
                           size_t n_labels, const char *const *labels, dais_metric_collect_fn fn)
 {
-    dais_metric_family *f = dais_metrics_collector_new(w->reg, t, name, help, n_labels, labels,
-                                                       fn, w);
+    dais_metric_family *f =
+        dais_metrics_collector_new(w->reg, t, name, help, n_labels, labels, fn, w);
     if (f != NULL && w->n_collect < (int)(sizeof(w->f_collect) / sizeof(w->f_collect[0])))
         w->f_collect[w->n_collect++] = f;
 }
@@ -1028,27 +1002,25 @@ static void add_collector(worker *w, enum dais_metric_type t, const char *name, 
 static void metrics_setup(worker *w, double load_seconds)
 {
     w->reg = dais_metrics_registry_new();
-    if (w->reg == NULL)
-        return;
+    if (w->reg == NULL) return;
     char simd[128] = "";
     uint32_t f = dais_simd_detect();
     const char *names[] = {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "neon"};
     for (int i = 0; i < 7; i++)
         if (f & (1u << i))
-            snprintf(simd + strlen(simd), sizeof(simd) - strlen(simd), "%s%s",
-                     simd[0] ? "," : "", names[i]);
+            snprintf(simd + strlen(simd), sizeof(simd) - strlen(simd), "%s%s", simd[0] ? "," : "",
+                     names[i]);
     dais_metrics_register_standard(w->reg, simd);
     const char *result[] = {"result"}, *reason[] = {"reason"};
-    dais_metric_family *reg =
-        dais_metrics_family_new(w->reg, DAIS_METRIC_COUNTER, M_REGISTRATIONS,
-                                "Registration attempts with the master by result", 1, result, 0,
-                                NULL);
+    dais_metric_family *reg = dais_metrics_family_new(
+        w->reg, DAIS_METRIC_COUNTER, M_REGISTRATIONS,
+        "Registration attempts with the master by result", 1, result, 0, NULL);
     const char *acc[] = {"accepted"}, *rej[] = {"rejected"}, *fail[] = {"failed"};
     w->c_reg_accepted = dais_counter_child(reg, acc);
     w->c_reg_rejected = dais_counter_child(reg, rej);
     w->c_reg_failed = dais_counter_child(reg, fail);
-    w->g_connected = dais_gauge_new(w->reg, M_MASTER_CONNECTED,
-                                    "1 while registered with a master, else 0");
+    w->g_connected =
+        dais_gauge_new(w->reg, M_MASTER_CONNECTED, "1 while registered with a master, else 0");
     w->f_heartbeats = dais_metrics_family_new(
         w->reg, DAIS_METRIC_COUNTER, M_HEARTBEATS,
         "Heartbeat datagrams received: ok, or the reason they were dropped", 1, result, 0, NULL);
@@ -1062,25 +1034,25 @@ static void metrics_setup(worker *w, double load_seconds)
     static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     w->h_batch = dais_histogram_new(w->reg, DAIS_M_WORKER_BATCH_SIZE,
                                     "Sequences per batched forward pass", 9, batch_bounds);
-    dais_gauge_set(dais_gauge_new(w->reg, DAIS_M_WORKER_MODEL_LOAD,
-                                  "Seconds the last model load took"),
-                   load_seconds);
+    dais_gauge_set(
+        dais_gauge_new(w->reg, DAIS_M_WORKER_MODEL_LOAD, "Seconds the last model load took"),
+        load_seconds);
     add_collector(w, DAIS_METRIC_COUNTER, DAIS_M_WORKER_REQUESTS,
                   "Inference requests finished by result", 1, result, collect_requests);
-    add_collector(w, DAIS_METRIC_COUNTER, DAIS_M_WORKER_PREFILL_TOKENS,
-                  "Prompt tokens processed", 0, NULL, collect_prefill);
-    add_collector(w, DAIS_METRIC_COUNTER, DAIS_M_WORKER_DECODE_TOKENS, "Tokens generated", 0,
-                  NULL, collect_decode);
+    add_collector(w, DAIS_METRIC_COUNTER, DAIS_M_WORKER_PREFILL_TOKENS, "Prompt tokens processed",
+                  0, NULL, collect_prefill);
+    add_collector(w, DAIS_METRIC_COUNTER, DAIS_M_WORKER_DECODE_TOKENS, "Tokens generated", 0, NULL,
+                  collect_decode);
     add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_PREFILL_TPS,
                   "Prompt tokens per second of the last step with prefill", 0, NULL,
                   collect_prefill_tps);
     add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_DECODE_TPS,
                   "Generated tokens per second of the last decode step", 0, NULL,
                   collect_decode_tps);
-    add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_ACTIVE_SEQS, "Sequences in slots", 0,
-                  NULL, collect_active);
-    add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_QUEUE_DEPTH,
-                  "Requests waiting for a slot", 0, NULL, collect_queue);
+    add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_ACTIVE_SEQS, "Sequences in slots", 0, NULL,
+                  collect_active);
+    add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_QUEUE_DEPTH, "Requests waiting for a slot", 0,
+                  NULL, collect_queue);
     add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_KV_USED_RATIO,
                   "KV-cache positions in use / capacity", 0, NULL, collect_kv_ratio);
     add_collector(w, DAIS_METRIC_GAUGE, DAIS_M_WORKER_KV_USED_BYTES,
@@ -1103,8 +1075,7 @@ static void model_info(worker *w, const char *path)
         const char *b = strrchr(path, '/');
         snprintf(mi->name, sizeof(mi->name), "%.128s", b != NULL ? b + 1 : path);
         char *dot = strrchr(mi->name, '.');
-        if (dot != NULL && strcmp(dot, ".gguf") == 0)
-            *dot = '\0';
+        if (dot != NULL && strcmp(dot, ".gguf") == 0) *dot = '\0';
     }
     snprintf(mi->hash, sizeof(mi->hash), "%s", dais_model_hash(w->model));
     mi->n_vocab = hp->n_vocab;
@@ -1160,8 +1131,7 @@ int dais_worker_run(const dais_worker_config *cfg)
                              : NULL;
     if (w->dns == NULL && w->base != NULL) { /* no resolv.conf: names from /etc/hosts only */
         w->dns = evdns_base_new(w->base, 0);
-        if (w->dns != NULL)
-            evdns_base_load_hosts(w->dns, NULL);
+        if (w->dns != NULL) evdns_base_load_hosts(w->dns, NULL);
     }
     if (w->base == NULL || w->dns == NULL) {
         DAIS_ERROR("cannot create the event loop");
@@ -1198,18 +1168,22 @@ int dais_worker_run(const dais_worker_config *cfg)
         }
     }
     if (cfg->trace_endpoint[0] != '\0') {
-        dais_tracer_config tc = {.endpoint = cfg->trace_endpoint, .service_name = "dais-worker",
-                                 .instance_id = cfg->node_id, .metrics = w->reg};
+        dais_tracer_config tc = {.endpoint = cfg->trace_endpoint,
+                                 .service_name = "dais-worker",
+                                 .instance_id = cfg->node_id,
+                                 .metrics = w->reg};
         w->tracer = dais_tracer_new(&tc, &err);
-        if (w->tracer == NULL)
-            DAIS_WARN("tracing off: %s", err.msg);
+        if (w->tracer == NULL) DAIS_WARN("tracing off: %s", err.msg);
         w->n_spans = cfg->slots + cfg->queue;
         w->spans = calloc((size_t)w->n_spans, sizeof(*w->spans));
-        if (w->spans == NULL)
-            w->n_spans = 0;
+        if (w->spans == NULL) w->n_spans = 0;
     }
-    dais_sched_config sc = {.n_threads = cfg->threads, .slots = cfg->slots, .n_ctx = w->n_ctx,
-                            .batch = cfg->batch, .queue = cfg->queue, .batch_hist = w->h_batch};
+    dais_sched_config sc = {.n_threads = cfg->threads,
+                            .slots = cfg->slots,
+                            .n_ctx = w->n_ctx,
+                            .batch = cfg->batch,
+                            .queue = cfg->queue,
+                            .batch_hist = w->h_batch};
     w->sched = dais_sched_new(w->model, &sc, sched_wake, w, &err);
     if (w->sched == NULL) {
         DAIS_ERROR("cannot start the engine: %s", err.msg);
@@ -1229,40 +1203,34 @@ int dais_worker_run(const dais_worker_config *cfg)
     DAIS_INFO("worker %s: heartbeats on udp %s:%u, metrics %s%s%u, %d slots x %d positions, "
               "batch %d, %d threads; master %s:%u",
               cfg->node_id, cfg->addr, w->hb_port, cfg->metrics_enabled ? cfg->metrics_addr : "off",
-              cfg->metrics_enabled ? ":" : "", w->metrics_http ? dais_metrics_http_port(w->metrics_http) : 0,
-              cfg->slots, w->n_ctx, cfg->batch < cfg->slots ? cfg->slots : cfg->batch, cfg->threads,
-              cfg->master_host, cfg->master_port);
+              cfg->metrics_enabled ? ":" : "",
+              w->metrics_http ? dais_metrics_http_port(w->metrics_http) : 0, cfg->slots, w->n_ctx,
+              cfg->batch < cfg->slots ? cfg->slots : cfg->batch, cfg->threads, cfg->master_host,
+              cfg->master_port);
     w->exit_code = 0;
     conn_start(w);
     event_base_dispatch(w->base);
 
 done:
-    if (w->bev != NULL)
-        bufferevent_free(w->bev);
-    if (w->dns_req != NULL)
-        evdns_getaddrinfo_cancel(w->dns_req);
-    if (w->addrs != NULL)
-        evutil_freeaddrinfo(w->addrs);
+    if (w->bev != NULL) bufferevent_free(w->bev);
+    if (w->dns_req != NULL) evdns_getaddrinfo_cancel(w->dns_req);
+    if (w->addrs != NULL) evutil_freeaddrinfo(w->addrs);
     dais_sched_free(w->sched); /* joins the engine thread before the events it wakes go away */
     for (int32_t i = 0; w->spans != NULL && i < w->n_spans; i++)
         dais_span_end(w->spans[i].span);
     free(w->spans);
     dais_tracer_free(w->tracer);
     dais_metrics_http_free(w->metrics_http);
-    struct event *evs[] = {w->wake_ev, w->retry_ev, w->watchdog_ev, w->sigterm_ev,
-                           w->sigint_ev, w->udp_ev};
+    struct event *evs[] = {w->wake_ev,    w->retry_ev,  w->watchdog_ev,
+                           w->sigterm_ev, w->sigint_ev, w->udp_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
-        if (evs[i] != NULL)
-            event_free(evs[i]);
-    if (w->udp_fd >= 0)
-        close(w->udp_fd);
+        if (evs[i] != NULL) event_free(evs[i]);
+    if (w->udp_fd >= 0) close(w->udp_fd);
     for (int i = 0; i < w->n_collect; i++)
         dais_metrics_collector_remove(w->reg, w->f_collect[i]);
     dais_metrics_registry_free(w->reg);
-    if (w->dns != NULL)
-        evdns_base_free(w->dns, 1);
-    if (w->base != NULL)
-        event_base_free(w->base);
+    if (w->dns != NULL) evdns_base_free(w->dns, 1);
+    if (w->base != NULL) event_base_free(w->base);
     dais_model_free(w->model);
     return w->exit_code;
 }

@@ -19,8 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Small limits so the fuzzer reaches the "too big" paths too. */
     dais_frame_limits lim = {.max_json = 64 * 1024, .max_bin = 64 * 1024};
     struct evbuffer *in = evbuffer_new();
-    if (in == NULL)
-        return 0;
+    if (in == NULL) return 0;
     size_t off = 0, fed = 0, chunk = 1;
     for (int frames = 0; frames < 64; frames++) {
         dais_msg *a = NULL, *b = NULL;
@@ -31,15 +30,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Feed the evbuffer in growing chunks until it decides. */
         for (;;) {
             rb = dais_frame_read(in, &lim, &b, &err);
-            if (rb != DAIS_FRAME_NEED_MORE || fed == size)
-                break;
+            if (rb != DAIS_FRAME_NEED_MORE || fed == size) break;
             size_t n = size - fed < chunk ? size - fed : chunk;
             evbuffer_add(in, data + fed, n);
             fed += n;
             chunk = chunk * 2 + 1;
         }
-        if (ra != rb && !(ra < 0 && rb < 0))
-            abort();
+        if (ra != rb && !(ra < 0 && rb < 0)) abort();
         if (ra != 0) {
             dais_msg_free(a);
             dais_msg_free(b);

@@ -27,14 +27,12 @@ static inline void fuzz_all_decoders(dais_msg *m)
     for (int t = 1; t < DAIS_MSG__COUNT; t++) {
         m->type = (enum dais_msg_type)t;
         dais_msg *out = dais_msg_new(m->type, "fuzz", "fuzz");
-        if (out == NULL)
-            abort();
+        if (out == NULL) abort();
         switch (m->type) {
         case DAIS_MSG_NODE_DISCOVERY: {
             dais_msg_discovery d;
             if (dais_discovery_decode(m, &d, &err) == 0) {
-                if (strlen(d.node_id) == 0 || d.model.layer_first >= d.model.layer_last)
-                    abort();
+                if (strlen(d.node_id) == 0 || d.model.layer_first >= d.model.layer_last) abort();
                 dais_auth_verify_discovery("t", 1, d.node_id, &d.auth, 0, 1000, NULL);
                 dais_discovery_encode(&d, out);
             }
@@ -42,37 +40,31 @@ static inline void fuzz_all_decoders(dais_msg *m)
         }
         case DAIS_MSG_NODE_ACCEPT: {
             dais_msg_accept a;
-            if (dais_accept_decode(m, &a, &err) == 0 && dais_accept_encode(&a, out) != 0)
-                abort();
+            if (dais_accept_decode(m, &a, &err) == 0 && dais_accept_encode(&a, out) != 0) abort();
             break;
         }
         case DAIS_MSG_NODE_REJECT: {
             dais_msg_reject r;
-            if (dais_reject_decode(m, &r, &err) == 0)
-                dais_reject_encode(&r, out);
+            if (dais_reject_decode(m, &r, &err) == 0) dais_reject_encode(&r, out);
             break;
         }
         case DAIS_MSG_HEARTBEAT: {
             dais_msg_heartbeat h;
-            if (dais_heartbeat_decode(m, &h, &err) == 0)
-                dais_heartbeat_encode(&h, out);
+            if (dais_heartbeat_decode(m, &h, &err) == 0) dais_heartbeat_encode(&h, out);
             break;
         }
         case DAIS_MSG_HEARTBEAT_ACK: {
             dais_msg_heartbeat_ack a;
-            if (dais_heartbeat_ack_decode(m, &a, &err) == 0)
-                dais_heartbeat_ack_encode(&a, out);
+            if (dais_heartbeat_ack_decode(m, &a, &err) == 0) dais_heartbeat_ack_encode(&a, out);
             break;
         }
         case DAIS_MSG_INFERENCE_REQUEST: {
             dais_msg_infer_req q;
             if (dais_infer_req_decode(m, &q, &err) == 0) {
-                if (q.prompt != NULL)
-                    fuzz_use_text(q.prompt, q.prompt_len, &sink);
+                if (q.prompt != NULL) fuzz_use_text(q.prompt, q.prompt_len, &sink);
                 for (int32_t i = 0; i < q.n_tokens; i++)
                     sink += (size_t)q.tokens[i];
-                if (q.n_generated > q.n_tokens || q.params.n_stop > DAIS_STOP_MAX)
-                    abort();
+                if (q.n_generated > q.n_tokens || q.params.n_stop > DAIS_STOP_MAX) abort();
                 dais_infer_req_encode(&q, out);
                 dais_infer_req_clear(&q);
             }
@@ -91,20 +83,17 @@ static inline void fuzz_all_decoders(dais_msg *m)
         }
         case DAIS_MSG_CANCEL: {
             dais_msg_cancel c;
-            if (dais_cancel_decode(m, &c, &err) == 0)
-                dais_cancel_encode(&c, out);
+            if (dais_cancel_decode(m, &c, &err) == 0) dais_cancel_encode(&c, out);
             break;
         }
         case DAIS_MSG_DRAIN: {
             dais_msg_drain d;
-            if (dais_drain_decode(m, &d, &err) == 0)
-                dais_drain_encode(&d, out);
+            if (dais_drain_decode(m, &d, &err) == 0) dais_drain_encode(&d, out);
             break;
         }
         case DAIS_MSG_ERROR: {
             dais_msg_error e;
-            if (dais_error_decode(m, &e, &err) == 0)
-                dais_error_encode(&e, out);
+            if (dais_error_decode(m, &e, &err) == 0) dais_error_encode(&e, out);
             break;
         }
         default:

@@ -14,10 +14,10 @@
 
 #include <cmocka.h>
 
-#define TOK "secret-token"
+#define TOK    "secret-token"
 #define TOKLEN (sizeof(TOK) - 1)
-#define WN "00112233445566778899aabbccddeeff"
-#define MN "ffeeddccbbaa99887766554433221100"
+#define WN     "00112233445566778899aabbccddeeff"
+#define MN     "ffeeddccbbaa99887766554433221100"
 
 static void test_known_answers(void **state)
 {
@@ -82,16 +82,21 @@ static void test_skew(void **state)
     int64_t now = 1700000000000;
     dais_auth a;
     dais_auth_make_discovery(TOK, TOKLEN, "w1", now - 60000, &a);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL), DAIS_AUTH_OK);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL),
+                     DAIS_AUTH_OK);
     dais_auth_make_discovery(TOK, TOKLEN, "w1", now - 60001, &a);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL), DAIS_AUTH_SKEW);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL),
+                     DAIS_AUTH_SKEW);
     dais_auth_make_discovery(TOK, TOKLEN, "w1", now + 60001, &a);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL), DAIS_AUTH_SKEW);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 60000, NULL),
+                     DAIS_AUTH_SKEW);
     /* Extreme timestamps do not overflow the comparison. */
     dais_auth_make_discovery(TOK, TOKLEN, "w1", INT64_MIN, &a);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, INT64_MAX, 60000, NULL), DAIS_AUTH_SKEW);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, INT64_MAX, 60000, NULL),
+                     DAIS_AUTH_SKEW);
     dais_auth_make_discovery(TOK, TOKLEN, "w1", INT64_MAX, &a);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, INT64_MIN, 60000, NULL), DAIS_AUTH_SKEW);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, INT64_MIN, 60000, NULL),
+                     DAIS_AUTH_SKEW);
 }
 
 static void test_replay_cache(void **state)
@@ -103,11 +108,13 @@ static void test_replay_cache(void **state)
     dais_auth a, b, x, y;
     dais_auth_make_discovery(TOK, TOKLEN, "w1", now, &a);
     assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now, 1000, c), DAIS_AUTH_OK);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now + 10, 1000, c), DAIS_AUTH_REPLAY);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now + 10, 1000, c),
+                     DAIS_AUTH_REPLAY);
     /* A forged proof is not remembered (cannot fill the cache). */
     b = a;
     dais_nonce_new(b.nonce);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &b, now, 1000, c), DAIS_AUTH_BAD_MAC);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &b, now, 1000, c),
+                     DAIS_AUTH_BAD_MAC);
     assert_int_equal(dais_replay_cache_size(c), 1);
     /* Fill it with live entries: the next good proof is refused as overloaded, not forgotten. */
     dais_auth_make_discovery(TOK, TOKLEN, "w2", now, &x);
@@ -115,11 +122,14 @@ static void test_replay_cache(void **state)
     assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w2", &x, now, 1000, c), DAIS_AUTH_OK);
     assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w3", &y, now, 1000, c), DAIS_AUTH_OK);
     dais_auth_make_discovery(TOK, TOKLEN, "w4", now, &b);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w4", &b, now, 1000, c), DAIS_AUTH_OVERLOADED);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w4", &b, now, 1000, c),
+                     DAIS_AUTH_OVERLOADED);
     /* After the window the entries expire; the old proof is now refused for its age. */
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now + 1001, 1000, c), DAIS_AUTH_SKEW);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w1", &a, now + 1001, 1000, c),
+                     DAIS_AUTH_SKEW);
     dais_auth_make_discovery(TOK, TOKLEN, "w4", now + 1001, &b);
-    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w4", &b, now + 1001, 1000, c), DAIS_AUTH_OK);
+    assert_int_equal(dais_auth_verify_discovery(TOK, TOKLEN, "w4", &b, now + 1001, 1000, c),
+                     DAIS_AUTH_OK);
     assert_int_equal(dais_replay_cache_size(c), 1);
     dais_replay_cache_free(c);
     dais_replay_cache_free(NULL);
@@ -150,8 +160,10 @@ static void test_accept_and_session(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_answers), cmocka_unit_test(test_verify_and_forgery),
-        cmocka_unit_test(test_skew),          cmocka_unit_test(test_replay_cache),
+        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_verify_and_forgery),
+        cmocka_unit_test(test_skew),
+        cmocka_unit_test(test_replay_cache),
         cmocka_unit_test(test_accept_and_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

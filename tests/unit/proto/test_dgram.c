@@ -135,8 +135,9 @@ static void test_window(void **state)
     dais_seq_window w2 = {0};
     uint8_t buf[DAIS_DGRAM_MAX];
     uint64_t order[] = {3, 1, 2, 70, 6, 5, 2};
-    enum dais_dgram_verdict want[] = {DAIS_DGRAM_OK, DAIS_DGRAM_OK, DAIS_DGRAM_OK, DAIS_DGRAM_OK,
-                                      DAIS_DGRAM_REPLAY, DAIS_DGRAM_REPLAY, DAIS_DGRAM_REPLAY};
+    enum dais_dgram_verdict want[] = {DAIS_DGRAM_OK,    DAIS_DGRAM_OK,     DAIS_DGRAM_OK,
+                                      DAIS_DGRAM_OK,    DAIS_DGRAM_REPLAY, DAIS_DGRAM_REPLAY,
+                                      DAIS_DGRAM_REPLAY};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
         size_t n = seal(order[i], buf, sizeof(buf));
         dais_msg *m = NULL;

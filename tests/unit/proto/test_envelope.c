@@ -93,7 +93,8 @@ static void test_uuid(void **state)
     dais_msg *m;
     dais_err err;
     char s[512];
-    snprintf(s, sizeof(s), "{\"message_id\":\"2C5EA4C0-4067-4A1B-9C4E-3F1C1B2D5E6F\","
+    snprintf(s, sizeof(s),
+             "{\"message_id\":\"2C5EA4C0-4067-4A1B-9C4E-3F1C1B2D5E6F\","
              "\"message_type\":\"DRAIN\",\"source_node\":\"a\",\"target_node\":\"b\","
              "\"payload\":{\"data\":{},\"timestamp\":1,\"metadata\":{}},\"timestamp\":2}");
     assert_int_equal(parse(s, &m, &err), 0);
@@ -106,12 +107,11 @@ static void build(char *out, size_t cap, const char *id, const char *type, const
                   const char *dst, const char *payload, const char *ts)
 {
     size_t n = (size_t)snprintf(out, cap, "{");
-    const char *keys[] = {"message_id", "message_type", "source_node", "target_node", "payload",
-                          "timestamp"};
+    const char *keys[] = {"message_id",  "message_type", "source_node",
+                          "target_node", "payload",      "timestamp"};
     const char *vals[] = {id, type, src, dst, payload, ts};
     for (int i = 0; i < 6; i++) {
-        if (vals[i] == NULL)
-            continue;
+        if (vals[i] == NULL) continue;
         n += (size_t)snprintf(out + n, cap - n, "%s\"%s\":%s", n > 1 ? "," : "", keys[i], vals[i]);
     }
     snprintf(out + n, cap - n, "}");
@@ -148,9 +148,11 @@ static void test_malformed(void **state)
         {id, ty, src, dst, NULL, ts, "payload"},
         {id, ty, src, dst, "\"x\"", ts, "payload"},
         {id, ty, src, dst, "{\"timestamp\":1,\"metadata\":{}}", ts, "payload.data"},
-        {id, ty, src, dst, "{\"data\":\"...\",\"timestamp\":1,\"metadata\":{}}", ts, "payload.data"},
+        {id, ty, src, dst, "{\"data\":\"...\",\"timestamp\":1,\"metadata\":{}}", ts,
+         "payload.data"},
         {id, ty, src, dst, "{\"data\":{},\"metadata\":{}}", ts, "payload.timestamp"},
-        {id, ty, src, dst, "{\"data\":{},\"timestamp\":\"1\",\"metadata\":{}}", ts, "payload.timestamp"},
+        {id, ty, src, dst, "{\"data\":{},\"timestamp\":\"1\",\"metadata\":{}}", ts,
+         "payload.timestamp"},
         {id, ty, src, dst, "{\"data\":{},\"timestamp\":1}", ts, "payload.metadata"},
         {id, ty, src, dst, "{\"data\":{},\"timestamp\":1,\"metadata\":[]}", ts, "payload.metadata"},
         {id, ty, src, dst, pl, NULL, "timestamp"},
@@ -182,8 +184,15 @@ static void test_malformed(void **state)
 static void test_bad_json(void **state)
 {
     (void)state;
-    const char *docs[] = {"", "{", "[1,2]", "\"str\"", "{\"a\":1,\"a\":2}", "{} trailing",
-                          "{\"message_id\":\"\\u0000\"}", "nul", "{\"a\":NaN}"};
+    const char *docs[] = {"",
+                          "{",
+                          "[1,2]",
+                          "\"str\"",
+                          "{\"a\":1,\"a\":2}",
+                          "{} trailing",
+                          "{\"message_id\":\"\\u0000\"}",
+                          "nul",
+                          "{\"a\":NaN}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         dais_msg *m = (dais_msg *)1;
         dais_err err;
@@ -210,11 +219,12 @@ static void test_bad_json(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    assert_int_equal(dais_msg_type_from_name("INFERENCE_RESPONSE", 18), DAIS_MSG_INFERENCE_RESPONSE);
+    assert_int_equal(dais_msg_type_from_name("INFERENCE_RESPONSE", 18),
+                     DAIS_MSG_INFERENCE_RESPONSE);
     assert_int_equal(dais_msg_type_from_name("INFERENCE_RESPONSEX", 19), DAIS_MSG_NONE);
     assert_int_equal(dais_msg_type_from_name("INFERENCE", 9), DAIS_MSG_NONE);
     assert_string_equal(dais_msg_type_name(DAIS_MSG__COUNT), "?");
-    assert_string_equal(dais_msg_type_name((enum dais_msg_type)-3), "?");
+    assert_string_equal(dais_msg_type_name((enum dais_msg_type) - 3), "?");
     assert_true(dais_ident_valid("worker-1.ns:8888", 16, 128));
     assert_false(dais_ident_valid("w\xc3\xa9", 3, 128));
     assert_false(dais_ident_valid("abc", 3, 2));

@@ -54,9 +54,9 @@ static void test_header_rejects(void **state)
         int want;
         const char *needle;
     } cases[] = {
-        {0, 'X', DAIS_EPROTO, "magic"},      {3, 's', DAIS_EPROTO, "magic"},
-        {4, 2, DAIS_EPROTO, "version"},      {4, 0, DAIS_EPROTO, "version"},
-        {5, 1, DAIS_EPROTO, "flags"},        {6, 1, DAIS_EPROTO, "reserved"},
+        {0, 'X', DAIS_EPROTO, "magic"},     {3, 's', DAIS_EPROTO, "magic"},
+        {4, 2, DAIS_EPROTO, "version"},     {4, 0, DAIS_EPROTO, "version"},
+        {5, 1, DAIS_EPROTO, "flags"},       {6, 1, DAIS_EPROTO, "reserved"},
         {7, 0x80, DAIS_EPROTO, "reserved"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -136,9 +136,9 @@ static void test_garbage_refused_early(void **state)
                      DAIS_EPROTO);
     assert_int_equal(dais_frame_split((const uint8_t *)"DAI", 3, NULL, &j, &jl, &b, &bl, &fl, &err),
                      DAIS_FRAME_NEED_MORE);
-    assert_int_equal(dais_frame_split((const uint8_t *)"DAIS\x09", 5, NULL, &j, &jl, &b, &bl, &fl,
-                                      &err),
-                     DAIS_EPROTO);
+    assert_int_equal(
+        dais_frame_split((const uint8_t *)"DAIS\x09", 5, NULL, &j, &jl, &b, &bl, &fl, &err),
+        DAIS_EPROTO);
     assert_int_equal(dais_frame_split((const uint8_t *)"", 0, NULL, &j, &jl, &b, &bl, &fl, &err),
                      DAIS_FRAME_NEED_MORE);
 }
@@ -179,8 +179,7 @@ static void test_evbuffer_byte_by_byte(void **state)
             dais_msg *r = NULL;
             dais_err err;
             int rc = dais_frame_read(in, NULL, &r, &err);
-            if (rc == DAIS_FRAME_NEED_MORE)
-                break;
+            if (rc == DAIS_FRAME_NEED_MORE) break;
             assert_int_equal(rc, 0);
             assert_int_equal(r->bin_len, 1000);
             assert_memory_equal(r->bin, m->bin, 1000);

@@ -67,9 +67,9 @@ static void test_discovery(void **state)
     dais_err err;
     assert_int_equal(dais_discovery_decode(r, &e, &err), 0);
     assert_memory_equal(&d, &e, sizeof(d));
-    assert_int_equal(dais_auth_verify_discovery("tok", 3, e.node_id, &e.auth, 1700000000000,
-                                                60000, NULL),
-                     DAIS_AUTH_OK);
+    assert_int_equal(
+        dais_auth_verify_discovery("tok", 3, e.node_id, &e.auth, 1700000000000, 60000, NULL),
+        DAIS_AUTH_OK);
     /* Malformed variants, each naming its field. */
     struct {
         const char *path, *json, *needle;
@@ -186,7 +186,9 @@ static void test_accept_reject(void **state)
 static void test_heartbeats(void **state)
 {
     (void)state;
-    dais_msg_heartbeat h = {.interval_ms = 200, .workers_active = 2, .workers_total = 3,
+    dais_msg_heartbeat h = {.interval_ms = 200,
+                            .workers_active = 2,
+                            .workers_total = 3,
                             .sent_ms = 1700000000000},
                        h2;
     snprintf(h.cluster_state, sizeof(h.cluster_state), "degraded");
@@ -204,11 +206,21 @@ static void test_heartbeats(void **state)
     a.echo_seq = 17;
     a.echo_sent_ms = 1700000000000;
     snprintf(a.health, sizeof(a.health), "ok");
-    a.sys = (dais_sys_metrics){.cpu_percent = 12.5, .process_cpu_percent = 150.25,
-                               .mem_total = 1ull << 34, .mem_used = 1ull << 33,
-                               .process_rss = 1 << 20, .load1 = 0.5, .load5 = 0.25, .load15 = 2};
-    a.load = (dais_load_metrics){.queue_depth = 3, .active = 4, .slots = 4, .tokens_per_s = 812.5,
-                                 .kv_used = 900, .kv_total = 2048, .requests_total = 10,
+    a.sys = (dais_sys_metrics){.cpu_percent = 12.5,
+                               .process_cpu_percent = 150.25,
+                               .mem_total = 1ull << 34,
+                               .mem_used = 1ull << 33,
+                               .process_rss = 1 << 20,
+                               .load1 = 0.5,
+                               .load5 = 0.25,
+                               .load15 = 2};
+    a.load = (dais_load_metrics){.queue_depth = 3,
+                                 .active = 4,
+                                 .slots = 4,
+                                 .tokens_per_s = 812.5,
+                                 .kv_used = 900,
+                                 .kv_total = 2048,
+                                 .requests_total = 10,
                                  .tokens_total = 1000};
     m = dais_msg_new(DAIS_MSG_HEARTBEAT_ACK, "w1", "master");
     assert_int_equal(dais_heartbeat_ack_encode(&a, m), 0);
@@ -309,11 +321,20 @@ static void test_infer_request(void **state)
     struct {
         const char *key, *json;
     } bad[] = {
-        {"temperature", "-0.1"}, {"temperature", "\"hot\""}, {"top_k", "-1"},
-        {"top_p", "0"},          {"top_p", "1.5"},           {"min_p", "2"},
-        {"repeat_penalty", "0"}, {"repeat_last_n", "5000"},  {"seed", "-1"},
-        {"max_tokens", "0"},     {"max_tokens", "1e3"},      {"stop", "[\"\"]"},
-        {"stop", "[1]"},         {"stop", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]"},
+        {"temperature", "-0.1"},
+        {"temperature", "\"hot\""},
+        {"top_k", "-1"},
+        {"top_p", "0"},
+        {"top_p", "1.5"},
+        {"min_p", "2"},
+        {"repeat_penalty", "0"},
+        {"repeat_last_n", "5000"},
+        {"seed", "-1"},
+        {"max_tokens", "0"},
+        {"max_tokens", "1e3"},
+        {"stop", "[\"\"]"},
+        {"stop", "[1]"},
+        {"stop", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         dais_msg *y = wire(m2);

@@ -22,8 +22,7 @@ static const char *const *g_env;
 static const char *fake_env(const char *name)
 {
     for (const char *const *e = g_env; e != NULL && *e != NULL; e += 2)
-        if (strcmp(e[0], name) == 0)
-            return e[1];
+        if (strcmp(e[0], name) == 0) return e[1];
     return NULL;
 }
 
@@ -48,8 +47,9 @@ static void test_defaults_env_flags(void **state)
     (void)state;
     static dais_worker_config c;
     dais_err err;
-    const char *env[] = {"DAIS_MODEL", "/m.gguf", "DAIS_CLUSTER_TOKEN", "s3cret", "DAIS_SLOTS",
-                         "8", "DAIS_MASTER", "dais-master.ns.svc:9999", NULL};
+    const char *env[] = {"DAIS_MODEL", "/m.gguf", "DAIS_CLUSTER_TOKEN", "s3cret",
+                         "DAIS_SLOTS", "8",       "DAIS_MASTER",        "dais-master.ns.svc:9999",
+                         NULL};
     assert_int_equal(parse(&c, env, NULL, &err), 0);
     assert_string_equal(c.model, "/m.gguf");
     assert_string_equal(c.token, "s3cret");
@@ -67,10 +67,28 @@ static void test_defaults_env_flags(void **state)
     assert_int_equal(c.retry_max_ms, 5000);
     assert_int_equal(c.queue, 64);
     /* Flags win over variables. */
-    const char *args[] = {"--slots", "2", "--master=10.1.2.3", "--addr", "127.0.0.1",
-                          "--heartbeat-port", "0", "--metrics-port", "9191", "--id", "w-7",
-                          "--retry-base", "20ms", "--retry-max", "1.5s", "--master-timeout",
-                          "2m", "--no-metrics", "--log-level", "debug", "--log-format", "json",
+    const char *args[] = {"--slots",
+                          "2",
+                          "--master=10.1.2.3",
+                          "--addr",
+                          "127.0.0.1",
+                          "--heartbeat-port",
+                          "0",
+                          "--metrics-port",
+                          "9191",
+                          "--id",
+                          "w-7",
+                          "--retry-base",
+                          "20ms",
+                          "--retry-max",
+                          "1.5s",
+                          "--master-timeout",
+                          "2m",
+                          "--no-metrics",
+                          "--log-level",
+                          "debug",
+                          "--log-format",
+                          "json",
                           NULL};
     assert_int_equal(parse(&c, env, args, &err), 0);
     assert_int_equal(c.slots, 2);
@@ -164,8 +182,8 @@ static void test_invalid(void **state)
     const char *no_token[] = {"DAIS_MODEL", "/m", NULL};
     assert_int_equal(parse(&c, no_token, NULL, &err), DAIS_EINVAL);
     assert_non_null(strstr(err.msg, "token"));
-    const char *bad_env[] = {"DAIS_MODEL", "/m", "DAIS_CLUSTER_TOKEN", "t", "DAIS_QUEUE", "-1",
-                             NULL};
+    const char *bad_env[] = {"DAIS_MODEL", "/m", "DAIS_CLUSTER_TOKEN", "t", "DAIS_QUEUE",
+                             "-1",         NULL};
     assert_int_equal(parse(&c, bad_env, NULL, &err), DAIS_EINVAL);
     assert_non_null(strstr(err.msg, "DAIS_QUEUE"));
 }

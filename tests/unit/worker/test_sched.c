@@ -27,7 +27,7 @@ static const int32_t ref_ids[60] = {432, 383, 286, 261, 376, 298, 315, 421, 395,
                                     401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282,
                                     295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352,
                                     266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432,
-                                    398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310};
+                                    398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
 static const char ref_text[] =
     ", there was a little girl named Lily. She loved to play outside in the park. One day, "
     "she saw a big, red ball. She wanted to play with it, but it was too high.\nLily";
@@ -75,8 +75,7 @@ static void wake(void *arg)
 static result *find(collector *c, const char *id)
 {
     for (int i = 0; i < c->n_res; i++)
-        if (strcmp(c->res[i].id, id) == 0)
-            return &c->res[i];
+        if (strcmp(c->res[i].id, id) == 0) return &c->res[i];
     assert_true(c->n_res < 16);
     result *r = &c->res[c->n_res++];
     memset(r, 0, sizeof(*r));
@@ -105,8 +104,7 @@ static void absorb(collector *c)
         case DAIS_SEV_PIECE:
         case DAIS_SEV_FINAL:
             assert_true(r->text_len + ev->text_len < sizeof(r->text));
-            if (ev->text_len > 0)
-                memcpy(r->text + r->text_len, ev->text, ev->text_len);
+            if (ev->text_len > 0) memcpy(r->text + r->text_len, ev->text, ev->text_len);
             r->text_len += ev->text_len;
             if (ev->n_tokens > 0)
                 memcpy(r->tokens + r->n_tokens, ev->tokens, (size_t)ev->n_tokens * 4);
@@ -142,10 +140,8 @@ static void wait_done(collector *c, const char *const *ids, int n)
         bool all = true;
         for (int i = 0; i < n; i++)
             all = all && find(c, ids[i])->done;
-        if (all)
-            return;
-        if (dais_now_ns() > until)
-            fail_msg("timed out waiting for requests");
+        if (all) return;
+        if (dais_now_ns() > until) fail_msg("timed out waiting for requests");
         pthread_mutex_lock(&c->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -164,12 +160,11 @@ static collector *start(int32_t slots, int32_t n_ctx, int32_t batch, int32_t que
     collector *c = calloc(1, sizeof(*c));
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    dais_sched_config cfg = {.n_threads = 2, .slots = slots, .n_ctx = n_ctx, .batch = batch,
-                             .queue = queue};
+    dais_sched_config cfg = {
+        .n_threads = 2, .slots = slots, .n_ctx = n_ctx, .batch = batch, .queue = queue};
     dais_err err;
     c->s = dais_sched_new(g_model, &cfg, wake, c, &err);
-    if (c->s == NULL)
-        fail_msg("dais_sched_new: %s", err.msg);
+    if (c->s == NULL) fail_msg("dais_sched_new: %s", err.msg);
     return c;
 }
 
@@ -195,8 +190,8 @@ static int submit_text(collector *c, const char *id, const char *prompt, int max
     r.params.max_tokens = max_tokens;
     char msg[256];
     enum dais_perr pe;
-    int rc = dais_sched_submit(c->s, &r, 7, dais_now_ns(), perr != NULL ? perr : &pe, msg,
-                               sizeof(msg));
+    int rc =
+        dais_sched_submit(c->s, &r, 7, dais_now_ns(), perr != NULL ? perr : &pe, msg, sizeof(msg));
     assert_null(r.prompt); /* taken either way */
     return rc;
 }

@@ -170,8 +170,7 @@ static void test_random_invariants(void **state)
         for (int i = 0; i < ns; i++) {
             const char *s = stops[(trial % 2) + i];
             const char *h = memmem(gen, gl, s, strlen(s));
-            if (h != NULL && (size_t)(h - gen) < cut)
-                cut = (size_t)(h - gen);
+            if (h != NULL && (size_t)(h - gen) < cut) cut = (size_t)(h - gen);
         }
         if (cl != cut || memcmp(got, gen, cut) != 0)
             fail_msg("trial %d: got '%.*s' want '%.*s'", trial, (int)cl, got, (int)cut, gen);
