@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ static const option options[] = {
      "Prometheus /metrics port (0 = any free port)"},
     {"--no-metrics", "DAIS_NO_METRICS", NULL, K_BOOL_OFF, OFF(metrics_enabled), 0, 0, 0, "off",
      "do not serve /metrics (variable: 1/true)"},
-    {"--threads", "DAIS_THREADS", "N", K_INT, OFF(threads), sizeof(int), 1, 1024, "(CPUs)",
+    {"--threads", "DAIS_THREADS", "N", K_INT, OFF(threads), sizeof(int), 1, 1024, "(usable CPUs)",
      "compute threads of the engine"},
     {"--slots", "DAIS_SLOTS", "N", K_INT, OFF(slots), sizeof(int32_t), 1, 4096, "4",
      "sequences decoded together (each has its own KV cache)"},
@@ -311,6 +312,28 @@ static int apply(dais_worker_config *c, const option *o, const char *v, const ch
     return DAIS_EINVAL;
 }
 
+/* CPUs this process may really use: the affinity mask (cpusets), capped by a cgroup v2 CPU
+ * quota (cpu.max, e.g. a Kubernetes limit), so a pod limited to 2 CPUs on a 64-CPU node does
+ * not start 64 compute threads that spin against each other. */
+static int default_threads(void)
+{
+    cpu_set_t set;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f != NULL) {
+        char quota[32];
+        long period = 0;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+            long q = strtol(quota, NULL, 10);
+            long cpus = q > 0 ? (q + period - 1) / period : 0;
+            if (cpus >= 1 && cpus < n) n = cpus;
+        }
+        fclose(f);
+    }
+    return n >= 1 && n <= 1024 ? (int)n : 1;
+}
+
 static void defaults(dais_worker_config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -325,8 +348,7 @@ static void defaults(dais_worker_config *c)
     c->heartbeat_port = 8889;
     c->metrics_port = 9090;
     c->metrics_enabled = true;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    c->threads = ncpu >= 1 && ncpu <= 1024 ? (int)ncpu : 1;
+    c->threads = default_threads();
     c->slots = 4;
     c->batch = 512;
     c->queue = 64;
