@@ -1,6 +1,6 @@
 /*
  * Tokenizer core: builds a dais_tokenizer from validated parameters (the tokenizer.ggml.*
- * keys), owns the piece and merge-pair hash tables, splits text around special tokens, and
+ * keys), owns the piece hash table and the merge-rule rows, splits text around special tokens, and
  * decodes ids back to text through a streaming UTF-8-safe decoder.
  *
  * Encoding itself lives in tokenizer_spm.c ("llama") and tokenizer_bpe.c ("gpt2"); both
@@ -25,14 +25,6 @@ uint32_t dais_tok_hash(const char *s, size_t len)
         h *= 1099511628211ull;
     }
     return (uint32_t)(h ^ (h >> 32));
-}
-
-static uint64_t pair_hash(uint64_t key)
-{
-    key ^= key >> 29;
-    key *= 0xbf58476d1ce4e5b9ull;
-    key ^= key >> 32;
-    return key;
 }
 
 int dais_tok_utf8_len(const unsigned char *s, size_t n)
@@ -145,48 +137,41 @@ static int build_piece_table(dais_tokenizer *t)
 
 /* ---- pair table --------------------------------------------------------------------------- */
 
-const tok_pair *dais_tok_pair_find(const dais_tokenizer *t, int32_t left, int32_t right)
+typedef struct tok_rule {
+    int32_t left, right;
+    uint32_t rank;
+    int32_t result;
+} tok_rule;
+
+static int rule_cmp(const void *a, const void *b)
 {
-    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
-    uint64_t i = pair_hash(key) & t->pair_mask;
-    for (;;) {
-        const tok_pair *p = &t->pairs[i];
-        if (p->key == key)
-            return p;
-        if (p->key == UINT64_MAX)
-            return NULL;
-        i = (i + 1) & t->pair_mask;
-    }
+    const tok_rule *x = a, *y = b;
+    if (x->left != y->left)
+        return x->left < y->left ? -1 : 1;
+    if (x->right != y->right)
+        return x->right < y->right ? -1 : 1;
+    return (x->rank > y->rank) - (x->rank < y->rank);
 }
 
-bool dais_tok_pair_insert(dais_tokenizer *t, int32_t left, int32_t right, uint32_t rank,
-                          int32_t result)
+/* Builds the per-left rows from n rules (sorted here); a repeated (left, right) keeps its
+ * lowest rank. Takes nothing; `rules` is reordered. */
+static int build_rows(dais_tokenizer *t, tok_rule *rules, size_t n)
 {
-    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
-    uint64_t i = pair_hash(key) & t->pair_mask;
-    for (;;) {
-        tok_pair *p = &t->pairs[i];
-        if (p->key == key)
-            return false;
-        if (p->key == UINT64_MAX) {
-            p->key = key;
-            p->rank = rank;
-            p->result = result;
-            t->n_pairs++;
-            return true;
-        }
-        i = (i + 1) & t->pair_mask;
-    }
-}
-
-static int alloc_pairs(dais_tokenizer *t, uint64_t n)
-{
-    t->pair_mask = pow2_at_least(n * 2 + 1) - 1;
-    t->pairs = malloc((t->pair_mask + 1) * sizeof(tok_pair));
-    if (t->pairs == NULL)
+    qsort(rules, n, sizeof(*rules), rule_cmp);
+    t->pairs = malloc((n ? n : 1) * sizeof(tok_pair));
+    t->pair_row = calloc((size_t)t->n_vocab + 1, sizeof(uint32_t));
+    if (t->pairs == NULL || t->pair_row == NULL)
         return DAIS_ENOMEM;
-    for (uint64_t i = 0; i <= t->pair_mask; i++)
-        t->pairs[i].key = UINT64_MAX;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && rules[i].left == rules[i - 1].left && rules[i].right == rules[i - 1].right)
+            continue;
+        t->pairs[m++] = (tok_pair){rules[i].right, rules[i].rank, rules[i].result};
+        t->pair_row[rules[i].left + 1]++;
+    }
+    for (int32_t l = 0; l < t->n_vocab; l++)
+        t->pair_row[l + 1] += t->pair_row[l];
+    t->n_pairs = (int64_t)m;
     return 0;
 }
 
@@ -245,13 +230,14 @@ static int build_llama_pairs(dais_tokenizer *t)
         }
     }
     qsort(c, n, sizeof(*c), llama_cand_cmp);
-    int rc = alloc_pairs(t, n);
-    if (rc == 0) {
-        uint32_t rank = 0;
+    tok_rule *r = malloc((n ? n : 1) * sizeof(*r));
+    int rc = DAIS_ENOMEM;
+    if (r != NULL) {
         for (size_t i = 0; i < n; i++)
-            if (dais_tok_pair_insert(t, c[i].left, c[i].right, rank, c[i].result))
-                rank++;
+            r[i] = (tok_rule){c[i].left, c[i].right, (uint32_t)i, c[i].result};
+        rc = build_rows(t, r, n);
     }
+    free(r);
     free(c);
     return rc;
 }
@@ -264,14 +250,14 @@ static int build_gpt2_pairs(dais_tokenizer *t, const dais_tokenizer_params *p, d
     if (p->n_merges > DAIS_TOK_MAX_MERGES)
         return dais_err_set(err, DAIS_ETOOBIG, "tokenizer.ggml.merges: %lld merges (limit %d)",
                             (long long)p->n_merges, DAIS_TOK_MAX_MERGES);
-    int rc = alloc_pairs(t, (uint64_t)p->n_merges);
-    if (rc != 0)
-        return dais_err_set(err, rc, "tokenizer: out of memory for %lld merges",
-                            (long long)p->n_merges);
+    int rc;
     char *cat = malloc(2 * DAIS_TOK_MAX_PIECE + 2);
-    if (cat == NULL)
-        return dais_err_set(err, DAIS_ENOMEM, "tokenizer: out of memory");
-    uint32_t rank = 0;
+    tok_rule *rules = malloc((size_t)p->n_merges * sizeof(tok_rule));
+    if (cat == NULL || rules == NULL) {
+        rc = dais_err_set(err, DAIS_ENOMEM, "tokenizer: out of memory for %lld merges",
+                          (long long)p->n_merges);
+        goto out;
+    }
     for (int64_t i = 0; i < p->n_merges; i++) {
         const char *m = p->merges[i];
         size_t len = p->merge_lens != NULL ? p->merge_lens[i] : (m != NULL ? strlen(m) : 0);
@@ -302,11 +288,13 @@ static int build_gpt2_pairs(dais_tokenizer *t, const dais_tokenizer_params *p, d
                               l < 0 ? "the left piece" : r < 0 ? "the right piece" : "the merge");
             goto out;
         }
-        if (dais_tok_pair_insert(t, l, r, rank, res))
-            rank++; /* a repeated merge keeps its first (better) rank */
+        rules[i] = (tok_rule){l, r, (uint32_t)i, res}; /* a repeat keeps its first rank */
     }
-    rc = 0;
+    rc = build_rows(t, rules, (size_t)p->n_merges);
+    if (rc != 0)
+        dais_err_set(err, rc, "tokenizer: out of memory for %lld merges", (long long)p->n_merges);
 out:
+    free(rules);
     free(cat);
     return rc;
 }
@@ -443,6 +431,27 @@ static int build_specials(dais_tokenizer *t)
     }
     t->special_start[256] = j;
     return 0;
+}
+
+/* True when some symbol piece has a ▁ right after a character other than ▁ ("a▁b"): then a
+ * merge may join a word to the space after it, and the text must be merged as a whole. */
+static bool marker_after_char(const dais_tokenizer *t)
+{
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (!is_symbol_type(t->types[id]))
+            continue;
+        size_t len;
+        const char *p = piece_ptr(t, id, &len);
+        bool prev_marker = true; /* at the start of the piece */
+        for (size_t i = 0; i < len;) {
+            bool marker = i + 3 <= len && memcmp(p + i, "\xE2\x96\x81", 3) == 0;
+            if (marker && !prev_marker)
+                return true;
+            prev_marker = marker;
+            i += marker ? 3 : 1;
+        }
+    }
+    return false;
 }
 
 /* ---- construction ------------------------------------------------------------------------- */
@@ -639,6 +648,7 @@ dais_tokenizer *dais_tokenizer_new(const dais_tokenizer_params *p, dais_err *err
             t->ascii_tok[c] = dais_tok_piece_find(t, &ch, 1);
         }
         t->space_tok = dais_tok_piece_find(t, "\xE2\x96\x81", 3);
+        t->spm_split = t->space_tok >= 0 && !marker_after_char(t);
         if (t->unk < 0) {
             for (int b = 0; b < 256; b++) {
                 if (t->byte_tok[b] < 0) {
@@ -689,6 +699,7 @@ void dais_tokenizer_free(dais_tokenizer *t)
     free(t->text_off);
     free(t->piece_slots);
     free(t->pairs);
+    free(t->pair_row);
     free(t->specials);
     free(t);
 }

@@ -85,9 +85,9 @@ static int queue_pair(const dais_tokenizer *t, cand_heap *h, const tok_sym *syms
     return heap_push(h, (tok_cand){p->rank, l, r, syms[l].id, syms[r].id});
 }
 
-int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, int32_t n, tok_out *o)
+int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n,
+                     tok_out *o)
 {
-    tok_sym *syms = s->syms;
     if (n <= 0)
         return 0;
     cand_heap h = {s->heap, 0, s->heap_cap};
@@ -226,7 +226,7 @@ static int encode_word(const dais_tokenizer *t, tok_scratch *s, const unsigned c
     for (size_t i = 0; i < n; i++)
         s->syms[i] = (tok_sym){t->byte_tok[w[i]], (int32_t)i - 1, (int32_t)i + 1};
     s->syms[n - 1].next = -1;
-    return dais_tok_bpe_run(t, s, (int32_t)n, o);
+    return dais_tok_bpe_run(t, s, s->syms, (int32_t)n, o);
 }
 
 int dais_tok_bpe_encode(const dais_tokenizer *t, tok_scratch *s, const char *text, size_t len,

@@ -16,9 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One merge rule: (left id, right id) → result id, with its rank (lower merges first). */
+/* One merge rule (left, right) → result with its rank (lower merges first), stored in the
+ * row of its left id, rows sorted by right id. */
 typedef struct tok_pair {
-    uint64_t key; /* (uint64_t)left << 32 | right; UINT64_MAX = empty slot */
+    int32_t right;
     uint32_t rank;
     int32_t result;
 } tok_pair;
@@ -45,13 +46,18 @@ struct dais_tokenizer {
     uint64_t *piece_slots; /* (piece_mask + 1) (hash32 << 32 | id + 1); 0 = empty */
     uint64_t piece_mask;
 
-    tok_pair *pairs; /* (pair_mask + 1) open addressing */
-    uint64_t pair_mask;
+    /* Merge rules by left id: the rules of left id l are pairs[pair_row[l] .. pair_row[l+1]).
+     * Compact (12 bytes a rule) so that the rows the text uses stay in cache. */
+    tok_pair *pairs;    /* (n_pairs) */
+    uint32_t *pair_row; /* (n_vocab + 1) */
     int64_t n_pairs;
 
     int32_t byte_tok[256]; /* llama: <0xXX> tokens; gpt2: byte-level symbols; -1 = none */
     int32_t ascii_tok[128]; /* llama: id of the one-character piece, -1 = none */
     int32_t space_tok;      /* llama: id of "▁", -1 = none */
+    /* llama: no symbol piece has a ▁ right after another character, so no merge can join a
+     * symbol to a following "▁": the text may be merged word by word (see tokenizer_spm.c). */
+    bool spm_split;
     /* gpt2: the UTF-8 of the unicode character each byte maps to (1 or 2 bytes). */
     uint8_t bmap[256][2];
     uint8_t bmap_len[256];
@@ -108,18 +114,29 @@ uint32_t dais_tok_hash(const char *s, size_t len);
 /* Id of the symbol-capable piece `s`, or -1. */
 int32_t dais_tok_piece_find(const dais_tokenizer *t, const char *s, size_t len);
 /* The merge rule for (left, right), or NULL. */
-const tok_pair *dais_tok_pair_find(const dais_tokenizer *t, int32_t left, int32_t right);
-/* Inserts a rule; returns false when (left, right) is already there (the first one stays). */
-bool dais_tok_pair_insert(dais_tokenizer *t, int32_t left, int32_t right, uint32_t rank,
-                          int32_t result);
+static inline const tok_pair *dais_tok_pair_find(const dais_tokenizer *t, int32_t left,
+                                                 int32_t right)
+{
+    uint32_t lo = t->pair_row[left], hi = t->pair_row[left + 1];
+    while (lo < hi) { /* lower bound of `right` in the row */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->pairs[mid].right < right)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->pair_row[left + 1] && t->pairs[lo].right == right ? &t->pairs[lo] : NULL;
+}
 
 int dais_tok_scratch_syms(tok_scratch *s, size_t n);
 int dais_tok_scratch_buf(tok_scratch *s, size_t n);
 void dais_tok_scratch_free(tok_scratch *s);
 
-/* Merges the n symbols s->syms[0..n) (ids set, linked prev/next as a list from 0) by rank,
- * leftmost first among equal ranks, and emits the result. 0 or DAIS_ENOMEM. */
-int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, int32_t n, tok_out *o);
+/* Merges the n symbols syms[0..n) (ids set, linked prev/next as a list from 0, indices
+ * relative to syms) by rank, leftmost first among equal ranks, and emits the result. Uses
+ * s->heap. 0 or DAIS_ENOMEM. */
+int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n,
+                     tok_out *o);
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 if s[0] does not start one. */
 int dais_tok_utf8_len(const unsigned char *s, size_t n);
