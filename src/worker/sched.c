@@ -716,12 +716,18 @@ void dais_sched_free(dais_sched *s)
     free(s);
 }
 
-static bool in_flight_locked(dais_sched *s, const char *id)
+/* A request id is a duplicate when a live (not cancelled) request of the same owner has it;
+ * requests of a closed connection that are still winding down do not count, so a master that
+ * reconnects may resend the same id at once. */
+static bool in_flight_locked(dais_sched *s, const char *id, uint64_t owner)
 {
     for (sreq *q = s->pend_head; q != NULL; q = q->next)
-        if (strcmp(q->r.request_id, id) == 0) return true;
-    for (int32_t i = 0; i < s->cfg.slots; i++)
-        if (s->slots[i].req != NULL && strcmp(s->slots[i].req->r.request_id, id) == 0) return true;
+        if (!q->cancel && q->owner == owner && strcmp(q->r.request_id, id) == 0) return true;
+    for (int32_t i = 0; i < s->cfg.slots; i++) {
+        const sreq *q = s->slots[i].req;
+        if (q != NULL && !q->cancel && q->owner == owner && strcmp(q->r.request_id, id) == 0)
+            return true;
+    }
     return false;
 }
 
@@ -759,7 +765,7 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
         snprintf(msg, msg_cap, "all %d slots and %d queue places are taken", s->cfg.slots,
                  s->cfg.queue);
         rc = DAIS_EBUSY;
-    } else if (in_flight_locked(s, q->r.request_id)) {
+    } else if (in_flight_locked(s, q->r.request_id, owner)) {
         *perr = DAIS_PERR_DUPLICATE;
         snprintf(msg, msg_cap, "request_id '%s' is already in flight", q->r.request_id);
         rc = DAIS_EINVAL;
@@ -778,23 +784,26 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
     return rc;
 }
 
-/* Marks matching requests cancelled; `id` NULL = by owner; `all` = everything. */
-static int cancel_where(dais_sched *s, const char *id, bool by_owner, uint64_t owner, bool all)
+/* Marks requests cancelled: every one (`all`), or those of `owner` with request id `id`
+ * (every one of `owner` when id is NULL). Returns how many were newly marked. */
+static bool matches(const sreq *q, bool all, uint64_t owner, const char *id)
+{
+    return all || (q->owner == owner && (id == NULL || strcmp(q->r.request_id, id) == 0));
+}
+
+static int cancel_where(dais_sched *s, bool all, uint64_t owner, const char *id)
 {
     int n = 0;
     pthread_mutex_lock(&s->mu);
     for (sreq *q = s->pend_head; q != NULL; q = q->next) {
-        if (all || (by_owner && q->owner == owner) ||
-            (id != NULL && strcmp(q->r.request_id, id) == 0)) {
+        if (matches(q, all, owner, id)) {
             n += !q->cancel;
             q->cancel = true;
         }
     }
     for (int32_t i = 0; i < s->cfg.slots; i++) {
         sreq *q = s->slots[i].req;
-        if (q == NULL) continue;
-        if (all || (by_owner && q->owner == owner) ||
-            (id != NULL && strcmp(q->r.request_id, id) == 0)) {
+        if (q != NULL && matches(q, all, owner, id)) {
             n += !q->cancel;
             q->cancel = true;
         }
@@ -804,19 +813,19 @@ static int cancel_where(dais_sched *s, const char *id, bool by_owner, uint64_t o
     return n;
 }
 
-bool dais_sched_cancel(dais_sched *s, const char *request_id)
+bool dais_sched_cancel(dais_sched *s, uint64_t owner, const char *request_id)
 {
-    return cancel_where(s, request_id, false, 0, false) > 0;
+    return cancel_where(s, false, owner, request_id) > 0;
 }
 
 int dais_sched_cancel_owner(dais_sched *s, uint64_t owner)
 {
-    return cancel_where(s, NULL, true, owner, false);
+    return cancel_where(s, false, owner, NULL);
 }
 
 int dais_sched_cancel_all(dais_sched *s)
 {
-    return cancel_where(s, NULL, false, 0, true);
+    return cancel_where(s, true, 0, NULL);
 }
 
 void dais_sched_close_admission(dais_sched *s)

@@ -99,9 +99,9 @@ void dais_sched_free(dais_sched *s);
 int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, uint64_t recv_ns,
                       enum dais_perr *perr, char *msg, size_t msg_cap);
 
-/* Asks the request to stop: at its next step (FINAL cancelled), or at once if still queued.
- * Returns true if it was in flight. Any thread. */
-bool dais_sched_cancel(dais_sched *s, const char *request_id);
+/* Asks request `request_id` of `owner` to stop: at its next step (FINAL cancelled), or at once
+ * if still queued. Returns true if it was in flight. Any thread. */
+bool dais_sched_cancel(dais_sched *s, uint64_t owner, const char *request_id);
 /* Cancels every request of `owner` (a closed connection). Returns how many. Any thread. */
 int dais_sched_cancel_owner(dais_sched *s, uint64_t owner);
 /* Cancels everything in flight. Any thread. */

@@ -458,7 +458,7 @@ static bool dispatch(worker *w, dais_msg *m)
             conn_close(w, err.msg, true);
             break;
         }
-        bool found = dais_sched_cancel(w->sched, c.request_id);
+        bool found = dais_sched_cancel(w->sched, w->conn_gen, c.request_id);
         DAIS_DEBUG("cancel %s (%s)%s", c.request_id, c.reason, found ? "" : ": not in flight");
         break;
     }

@@ -72,15 +72,27 @@ static void wake(void *arg)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* The result of request `id` still streaming, or a new one (an id may be reused once its
+ * request ended). */
 static result *find(collector *c, const char *id)
 {
     for (int i = 0; i < c->n_res; i++)
+        if (strcmp(c->res[i].id, id) == 0 && !c->res[i].done) return &c->res[i];
+    for (int i = c->n_res - 1; i >= 0; i--)
         if (strcmp(c->res[i].id, id) == 0) return &c->res[i];
     assert_true(c->n_res < 16);
     result *r = &c->res[c->n_res++];
-    memset(r, 0, sizeof(*r));
+    memset(r, 0, sizeof(r[0]));
     snprintf(r->id, sizeof(r->id), "%s", id);
     return r;
+}
+
+static int count_done(collector *c, const char *id)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_res; i++)
+        n += strcmp(c->res[i].id, id) == 0 && c->res[i].done;
+    return n;
 }
 
 static void absorb(collector *c)
@@ -88,7 +100,12 @@ static void absorb(collector *c)
     for (dais_sched_event *ev = dais_sched_poll(c->s); ev != NULL;) {
         dais_sched_event *next = ev->next;
         result *r = find(c, ev->request_id);
-        assert_false(r->done);
+        if (r->done) { /* the id is reused by a new request */
+            assert_true(c->n_res < 16);
+            r = &c->res[c->n_res++];
+            memset(r, 0, sizeof(r[0]));
+            snprintf(r->id, sizeof(r->id), "%s", ev->request_id);
+        }
         if (ev->kind != DAIS_SEV_REJECT) {
             if (ev->index != r->next_index)
                 fail_msg("%s: frame index %u, expected %u", r->id, ev->index, r->next_index);
@@ -276,6 +293,38 @@ static void test_duplicate_and_drain(void **state)
     stop(c);
 }
 
+static void test_same_id_after_reconnect(void **state)
+{
+    (void)state;
+    /* A connection closes (owner 7 cancelled); the master reconnects (owner 8) and resends
+     * the same request id at once: accepted, and it runs to the reference. */
+    collector *c = start(1, 128, 16, 4);
+    assert_int_equal(submit_text(c, "same", "Once upon a time", 100, NULL), 0);
+    assert_int_equal(dais_sched_cancel_owner(c->s, 7), 1);
+    dais_msg_infer_req r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.request_id, sizeof(r.request_id), "same");
+    r.prompt = strdup("Once upon a time");
+    r.prompt_len = strlen(r.prompt);
+    r.add_bos = true;
+    dais_infer_params_default(&r.params);
+    r.params.temperature = 0;
+    r.params.max_tokens = 10;
+    enum dais_perr pe;
+    char msg[128];
+    assert_int_equal(dais_sched_submit(c->s, &r, 8, dais_now_ns(), &pe, msg, sizeof(msg)), 0);
+    uint64_t until = dais_now_ns() + 60ull * 1000000000ull;
+    while (count_done(c, "same") < 2 && dais_now_ns() < until) {
+        absorb(c);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(count_done(c, "same"), 2);
+    assert_int_equal(c->res[0].finish, DAIS_FINISH_CANCELLED);
+    expect_reference(find(c, "same"), 10);
+    stop(c);
+}
+
 static void test_failover_continuation(void **state)
 {
     (void)state;
@@ -356,8 +405,9 @@ static void test_cancel_deadline_reject(void **state)
     collector *c = start(1, 512, 32, 2);
     assert_int_equal(submit_text(c, "long", "Once upon a time", 500, NULL), 0);
     assert_int_equal(submit_text(c, "queued", "Once upon a time", 5, NULL), 0);
-    assert_true(dais_sched_cancel(c->s, "queued"));
-    assert_false(dais_sched_cancel(c->s, "nope"));
+    assert_false(dais_sched_cancel(c->s, 8, "queued")); /* another owner's request */
+    assert_true(dais_sched_cancel(c->s, 7, "queued"));
+    assert_false(dais_sched_cancel(c->s, 7, "nope"));
     const char *q[] = {"queued"};
     wait_done(c, q, 1);
     result *rq = find(c, "queued");
@@ -480,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_single_reference),
         cmocka_unit_test(test_batched_equals_single),
         cmocka_unit_test(test_duplicate_and_drain),
+        cmocka_unit_test(test_same_id_after_reconnect),
         cmocka_unit_test(test_failover_continuation),
         cmocka_unit_test(test_stop_string_and_eos_limits),
         cmocka_unit_test(test_cancel_deadline_reject),
