@@ -115,10 +115,11 @@ enum {
 };
 #define BYTE(b) (3 + (b))
 
-static char llama_pieces[L_N][16];
-static float llama_scores[L_N];
-static int32_t llama_types[L_N];
-static const char *llama_ptrs[L_N];
+/* One spare slot: test_llama_space_inside_piece adds "a▁". */
+static char llama_pieces[L_N + 1][16];
+static float llama_scores[L_N + 1];
+static int32_t llama_types[L_N + 1];
+static const char *llama_ptrs[L_N + 1];
 
 static void llama_params(dais_tokenizer_params *p)
 {
@@ -322,6 +323,29 @@ static void test_llama_merges(void **state)
      * ▁ become ▁▁ ▁▁, where SentencePiece's leftmost rule would give ▁▁▁ ▁. */
     ENC_EQ(t, "   ", false, false, L_SP2, L_SP2);
     ENC_EQ(t, "  ", false, false, L_SP3);
+    dais_tokenizer_free(t);
+}
+
+/* With a piece that has ▁ after another character ("a▁"), a merge can join a word to the
+ * space after it, so the text must not be merged word by word. */
+static void test_llama_space_inside_piece(void **state)
+{
+    (void)state;
+    dais_tokenizer *t = llama_tok();
+    ENC_EQ(t, "a a", false, false, L_SPA, L_SPA);
+    dais_tokenizer_free(t);
+    dais_tokenizer_params p;
+    llama_params(&p);
+    strcpy(llama_pieces[L_N], "a\xE2\x96\x81");
+    llama_ptrs[L_N] = llama_pieces[L_N];
+    llama_scores[L_N] = -0.5f;
+    llama_types[L_N] = DAIS_TOKT_NORMAL;
+    p.n_vocab = L_N + 1;
+    dais_err err = {0};
+    t = dais_tokenizer_new(&p, &err);
+    assert_non_null(t);
+    /* ▁ a ▁ a: "a▁" (-0.5) beats both "▁a" (-3); nothing joins the rest. */
+    ENC_EQ(t, "a a", false, false, L_SP, L_N, L_A);
     dais_tokenizer_free(t);
 }
 
@@ -910,6 +934,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k_prompt),
         cmocka_unit_test(test_llama_merges),
+        cmocka_unit_test(test_llama_space_inside_piece),
         cmocka_unit_test(test_llama_byte_fallback),
         cmocka_unit_test(test_llama_empty_and_capacity),
         cmocka_unit_test(test_llama_special),
