@@ -44,39 +44,257 @@ static uint32_t rnd(uint32_t n)
  * paragraph breaks, `bytes` long. Fixed seed: the same text every run. */
 static text english(size_t bytes)
 {
-    static const char *w[] = {
-        "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for",
-        "on", "are", "with", "as", "his", "they", "be", "at", "one", "have", "this", "from",
-        "or", "had", "by", "word", "but", "what", "some", "we", "can", "out", "other", "were",
-        "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she",
-        "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them",
-        "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him",
-        "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound",
-        "most", "people", "my", "over", "know", "water", "than", "call", "first", "who",
-        "may", "down", "side", "been", "now", "find", "new", "work", "part", "take", "get",
-        "place", "made", "live", "where", "after", "back", "little", "only", "round", "man",
-        "year", "came", "show", "every", "good", "give", "our", "under", "name", "very",
-        "through", "just", "form", "sentence", "great", "think", "help", "line", "before",
-        "turn", "cause", "mean", "move", "right", "boy", "old", "same", "tell", "does", "set",
-        "three", "want", "air", "well", "also", "play", "small", "end", "put", "home", "read",
-        "hand", "port", "large", "spell", "add", "even", "land", "here", "must", "big",
-        "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light",
-        "kind", "off", "need", "house", "picture", "try", "again", "animal", "point",
-        "mother", "world", "near", "build", "self", "earth", "father", "head", "stand",
-        "own", "page", "should", "country", "found", "answer", "school", "grow", "study",
-        "still", "learn", "plant", "cover", "food", "sun", "four", "between", "state", "keep",
-        "eye", "never", "last", "thought", "city", "tree", "cross", "farm", "hard", "start",
-        "might", "story", "saw", "far", "sea", "draw", "left", "late", "run", "while",
-        "press", "close", "night", "real", "life", "few", "north", "beautiful", "government",
-        "understanding", "relationship", "responsibility", "nevertheless", "extraordinary"};
-    static const char *names[] = {"Lily", "Tom", "Sarah", "London", "Monday", "December",
-                                  "Mr. Brown", "America", "Paris", "Elizabeth"};
+    static const char *w[] = {"the",
+                              "of",
+                              "and",
+                              "to",
+                              "a",
+                              "in",
+                              "is",
+                              "it",
+                              "you",
+                              "that",
+                              "he",
+                              "was",
+                              "for",
+                              "on",
+                              "are",
+                              "with",
+                              "as",
+                              "his",
+                              "they",
+                              "be",
+                              "at",
+                              "one",
+                              "have",
+                              "this",
+                              "from",
+                              "or",
+                              "had",
+                              "by",
+                              "word",
+                              "but",
+                              "what",
+                              "some",
+                              "we",
+                              "can",
+                              "out",
+                              "other",
+                              "were",
+                              "all",
+                              "there",
+                              "when",
+                              "up",
+                              "use",
+                              "your",
+                              "how",
+                              "said",
+                              "an",
+                              "each",
+                              "she",
+                              "which",
+                              "do",
+                              "their",
+                              "time",
+                              "if",
+                              "will",
+                              "way",
+                              "about",
+                              "many",
+                              "then",
+                              "them",
+                              "write",
+                              "would",
+                              "like",
+                              "so",
+                              "these",
+                              "her",
+                              "long",
+                              "make",
+                              "thing",
+                              "see",
+                              "him",
+                              "two",
+                              "has",
+                              "look",
+                              "more",
+                              "day",
+                              "could",
+                              "go",
+                              "come",
+                              "did",
+                              "number",
+                              "sound",
+                              "most",
+                              "people",
+                              "my",
+                              "over",
+                              "know",
+                              "water",
+                              "than",
+                              "call",
+                              "first",
+                              "who",
+                              "may",
+                              "down",
+                              "side",
+                              "been",
+                              "now",
+                              "find",
+                              "new",
+                              "work",
+                              "part",
+                              "take",
+                              "get",
+                              "place",
+                              "made",
+                              "live",
+                              "where",
+                              "after",
+                              "back",
+                              "little",
+                              "only",
+                              "round",
+                              "man",
+                              "year",
+                              "came",
+                              "show",
+                              "every",
+                              "good",
+                              "give",
+                              "our",
+                              "under",
+                              "name",
+                              "very",
+                              "through",
+                              "just",
+                              "form",
+                              "sentence",
+                              "great",
+                              "think",
+                              "help",
+                              "line",
+                              "before",
+                              "turn",
+                              "cause",
+                              "mean",
+                              "move",
+                              "right",
+                              "boy",
+                              "old",
+                              "same",
+                              "tell",
+                              "does",
+                              "set",
+                              "three",
+                              "want",
+                              "air",
+                              "well",
+                              "also",
+                              "play",
+                              "small",
+                              "end",
+                              "put",
+                              "home",
+                              "read",
+                              "hand",
+                              "port",
+                              "large",
+                              "spell",
+                              "add",
+                              "even",
+                              "land",
+                              "here",
+                              "must",
+                              "big",
+                              "high",
+                              "such",
+                              "follow",
+                              "act",
+                              "why",
+                              "ask",
+                              "men",
+                              "change",
+                              "went",
+                              "light",
+                              "kind",
+                              "off",
+                              "need",
+                              "house",
+                              "picture",
+                              "try",
+                              "again",
+                              "animal",
+                              "point",
+                              "mother",
+                              "world",
+                              "near",
+                              "build",
+                              "self",
+                              "earth",
+                              "father",
+                              "head",
+                              "stand",
+                              "own",
+                              "page",
+                              "should",
+                              "country",
+                              "found",
+                              "answer",
+                              "school",
+                              "grow",
+                              "study",
+                              "still",
+                              "learn",
+                              "plant",
+                              "cover",
+                              "food",
+                              "sun",
+                              "four",
+                              "between",
+                              "state",
+                              "keep",
+                              "eye",
+                              "never",
+                              "last",
+                              "thought",
+                              "city",
+                              "tree",
+                              "cross",
+                              "farm",
+                              "hard",
+                              "start",
+                              "might",
+                              "story",
+                              "saw",
+                              "far",
+                              "sea",
+                              "draw",
+                              "left",
+                              "late",
+                              "run",
+                              "while",
+                              "press",
+                              "close",
+                              "night",
+                              "real",
+                              "life",
+                              "few",
+                              "north",
+                              "beautiful",
+                              "government",
+                              "understanding",
+                              "relationship",
+                              "responsibility",
+                              "nevertheless",
+                              "extraordinary"};
+    static const char *names[] = {"Lily",     "Tom",       "Sarah",   "London", "Monday",
+                                  "December", "Mr. Brown", "America", "Paris",  "Elizabeth"};
     text t = {malloc(bytes + 256), 0};
     while (t.len < bytes) {
         int n = 4 + (int)rnd(18);
         bool quote = rnd(12) == 0;
-        if (quote)
-            t.p[t.len++] = '"';
+        if (quote) t.p[t.len++] = '"';
         for (int i = 0; i < n; i++) {
             const char *x = rnd(25) == 0 ? names[rnd(10)] : w[rnd(sizeof w / sizeof w[0])];
             size_t l = strlen(x);
@@ -84,19 +302,16 @@ static text english(size_t bytes)
                 t.len += (size_t)snprintf(t.p + t.len, 16, "%u", rnd(100000));
             } else {
                 memcpy(t.p + t.len, x, l);
-                if (i == 0 && x[0] >= 'a' && x[0] <= 'z')
-                    t.p[t.len] = (char)(x[0] - 'a' + 'A');
+                if (i == 0 && x[0] >= 'a' && x[0] <= 'z') t.p[t.len] = (char)(x[0] - 'a' + 'A');
                 t.len += l;
             }
             if (i + 1 < n) {
-                if (rnd(9) == 0)
-                    t.p[t.len++] = ',';
+                if (rnd(9) == 0) t.p[t.len++] = ',';
                 t.p[t.len++] = ' ';
             }
         }
         t.p[t.len++] = ".!?."[rnd(4)];
-        if (quote)
-            t.p[t.len++] = '"';
+        if (quote) t.p[t.len++] = '"';
         if (rnd(7) == 0) {
             t.p[t.len++] = '\n';
             t.p[t.len++] = '\n';
@@ -116,10 +331,8 @@ static text *paragraphs(const text *t, size_t *n)
     *n = 0;
     for (size_t i = 0, start = 0; i < t->len; i++) {
         bool end = i + 1 == t->len || (i > 0 && t->p[i] == '\n' && t->p[i - 1] == '\n');
-        if (!end)
-            continue;
-        if (*n == cap)
-            p = realloc(p, (cap *= 2) * sizeof(text));
+        if (!end) continue;
+        if (*n == cap) p = realloc(p, (cap *= 2) * sizeof(text));
         p[(*n)++] = (text){t->p + start, i + 1 - start};
         start = i + 1;
     }
@@ -130,8 +343,7 @@ static text *load_corpus(size_t *n, size_t *bytes)
 {
     char path[4096];
     char *all = tv_read_file(tv_path(path, sizeof path, tv_data_dir(), "corpus.jsonl"), NULL);
-    if (all == NULL)
-        return NULL;
+    if (all == NULL) return NULL;
     size_t cap = 4096;
     text *c = malloc(cap * sizeof(text));
     *n = *bytes = 0;
@@ -143,8 +355,7 @@ static text *load_corpus(size_t *n, size_t *bytes)
             json_decref(j);
             continue;
         }
-        if (*n == cap)
-            c = realloc(c, (cap *= 2) * sizeof(text));
+        if (*n == cap) c = realloc(c, (cap *= 2) * sizeof(text));
         c[*n].len = json_string_length(s);
         c[*n].p = malloc(c[*n].len + 1);
         memcpy(c[*n].p, json_string_value(s), c[*n].len + 1);
@@ -286,10 +497,12 @@ int main(int argc, char **argv)
                 k++;
             if (vv != NULL && k < 3) {
                 int v = strcmp(vv, "llama3") == 0;
-                res[v][k][1] = (result){vocab[v], inputs[k],
+                res[v][k][1] = (result){vocab[v],
+                                        inputs[k],
                                         json_number_value(json_object_get(j, "bytes")),
                                         json_number_value(json_object_get(j, "tokens")),
-                                        json_number_value(json_object_get(j, "seconds")), true};
+                                        json_number_value(json_object_get(j, "seconds")),
+                                        true};
             }
             json_decref(j);
         }

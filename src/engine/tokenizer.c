@@ -30,8 +30,7 @@ uint32_t dais_tok_hash(const char *s, size_t len)
 int dais_tok_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char b = s[0];
-    if (b < 0x80)
-        return 1;
+    if (b < 0x80) return 1;
     int need;
     unsigned char lo = 0x80, hi = 0xBF;
     if (b >= 0xC2 && b <= 0xDF) {
@@ -51,13 +50,10 @@ int dais_tok_utf8_len(const unsigned char *s, size_t n)
     } else {
         return 0;
     }
-    if ((size_t)need >= n)
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
+    if ((size_t)need >= n) return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
     for (int k = 2; k <= need; k++)
-        if (s[k] < 0x80 || s[k] > 0xBF)
-            return 0;
+        if (s[k] < 0x80 || s[k] > 0xBF) return 0;
     return need + 1;
 }
 
@@ -83,14 +79,12 @@ int32_t dais_tok_piece_find(const dais_tokenizer *t, const char *s, size_t len)
     uint64_t i = h & t->piece_mask;
     for (;;) {
         uint64_t v = t->piece_slots[i];
-        if (v == 0)
-            return -1;
+        if (v == 0) return -1;
         if ((uint32_t)(v >> 32) == h) {
             int32_t id = (int32_t)(uint32_t)v - 1;
             size_t plen;
             const char *p = piece_ptr(t, id, &plen);
-            if (plen == len && memcmp(p, s, len) == 0)
-                return id;
+            if (plen == len && memcmp(p, s, len) == 0) return id;
         }
         i = (i + 1) & t->piece_mask;
     }
@@ -98,16 +92,14 @@ int32_t dais_tok_piece_find(const dais_tokenizer *t, const char *s, size_t len)
 
 static bool is_symbol_type(uint8_t type)
 {
-    return type == DAIS_TOKT_NORMAL || type == DAIS_TOKT_USER_DEFINED ||
-           type == DAIS_TOKT_UNUSED;
+    return type == DAIS_TOKT_NORMAL || type == DAIS_TOKT_USER_DEFINED || type == DAIS_TOKT_UNUSED;
 }
 
 static int build_piece_table(dais_tokenizer *t)
 {
     t->piece_mask = pow2_at_least((uint64_t)t->n_vocab * 2) - 1;
     t->piece_slots = calloc(t->piece_mask + 1, sizeof(uint64_t));
-    if (t->piece_slots == NULL)
-        return DAIS_ENOMEM;
+    if (t->piece_slots == NULL) return DAIS_ENOMEM;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         /* gpt2 user-defined tokens are stored as plain text, not in byte-level symbols: only
          * parse_special finds them. */
@@ -120,8 +112,7 @@ static int build_piece_table(dais_tokenizer *t)
         uint64_t i = h & t->piece_mask;
         for (;;) {
             uint64_t v = t->piece_slots[i];
-            if (v == 0)
-                break;
+            if (v == 0) break;
             if ((uint32_t)(v >> 32) == h) {
                 size_t olen;
                 const char *o = piece_ptr(t, (int32_t)(uint32_t)v - 1, &olen);
@@ -146,10 +137,8 @@ typedef struct tok_rule {
 static int rule_cmp(const void *a, const void *b)
 {
     const tok_rule *x = a, *y = b;
-    if (x->left != y->left)
-        return x->left < y->left ? -1 : 1;
-    if (x->right != y->right)
-        return x->right < y->right ? -1 : 1;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    if (x->right != y->right) return x->right < y->right ? -1 : 1;
     return (x->rank > y->rank) - (x->rank < y->rank);
 }
 
@@ -160,8 +149,7 @@ static int build_rows(dais_tokenizer *t, tok_rule *rules, size_t n)
     qsort(rules, n, sizeof(*rules), rule_cmp);
     t->pairs = malloc((n ? n : 1) * sizeof(tok_pair));
     t->pair_row = calloc((size_t)t->n_vocab + 1, sizeof(uint32_t));
-    if (t->pairs == NULL || t->pair_row == NULL)
-        return DAIS_ENOMEM;
+    if (t->pairs == NULL || t->pair_row == NULL) return DAIS_ENOMEM;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (i > 0 && rules[i].left == rules[i - 1].left && rules[i].right == rules[i - 1].right)
@@ -183,12 +171,9 @@ typedef struct llama_cand {
 static int llama_cand_cmp(const void *a, const void *b)
 {
     const llama_cand *x = a, *y = b;
-    if (x->score != y->score)
-        return x->score > y->score ? -1 : 1;
-    if (x->left != y->left)
-        return x->left < y->left ? -1 : 1;
-    if (x->right != y->right)
-        return x->right < y->right ? -1 : 1;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    if (x->right != y->right) return x->right < y->right ? -1 : 1;
     return 0;
 }
 
@@ -201,22 +186,17 @@ static int build_llama_pairs(dais_tokenizer *t)
 {
     size_t cap = 1024, n = 0;
     llama_cand *c = malloc(cap * sizeof(*c));
-    if (c == NULL)
-        return DAIS_ENOMEM;
+    if (c == NULL) return DAIS_ENOMEM;
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        if (!is_symbol_type(t->types[id]))
-            continue;
+        if (!is_symbol_type(t->types[id])) continue;
         size_t len;
         const char *p = piece_ptr(t, id, &len);
         for (size_t k = 1; k < len; k++) {
-            if (((unsigned char)p[k] & 0xC0) == 0x80)
-                continue; /* split only between characters */
+            if (((unsigned char)p[k] & 0xC0) == 0x80) continue; /* split only between characters */
             int32_t l = dais_tok_piece_find(t, p, k);
-            if (l < 0)
-                continue;
+            if (l < 0) continue;
             int32_t r = dais_tok_piece_find(t, p + k, len - k);
-            if (r < 0)
-                continue;
+            if (r < 0) continue;
             if (n == cap) {
                 llama_cand *nc = realloc(c, cap * 2 * sizeof(*c));
                 if (nc == NULL) {
@@ -285,7 +265,9 @@ static int build_gpt2_pairs(dais_tokenizer *t, const dais_tokenizer_params *p, d
                               "tokenizer.ggml.merges[%lld]: '%.*s': %s is not a token of the "
                               "vocabulary",
                               (long long)i, (int)(len > 64 ? 64 : len), m,
-                              l < 0 ? "the left piece" : r < 0 ? "the right piece" : "the merge");
+                              l < 0   ? "the left piece"
+                              : r < 0 ? "the right piece"
+                                      : "the merge");
             goto out;
         }
         rules[i] = (tok_rule){l, r, (uint32_t)i, res}; /* a repeat keeps its first rank */
@@ -325,20 +307,16 @@ static void build_bmap(dais_tokenizer *t, int16_t inv[0x144])
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
 
 /* The byte of a "<0xXX>" piece, or -1. */
 static int byte_piece_value(const char *p, size_t len)
 {
-    if (len != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>')
-        return -1;
+    if (len != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>') return -1;
     int hi = hexval(p[3]), lo = hexval(p[4]);
     return (hi < 0 || lo < 0) ? -1 : hi * 16 + lo;
 }
@@ -376,8 +354,8 @@ static size_t decode_piece(const dais_tokenizer *t, int32_t id, const int16_t *i
     for (size_t i = 0; i < len;) {
         int cl = dais_tok_utf8_len((const unsigned char *)p + i, len - i);
         if (cl == 2 || cl == 1) {
-            unsigned cp = cl == 1 ? (unsigned char)p[i]
-                                  : ((unsigned)(p[i] & 0x1F) << 6) | (p[i + 1] & 0x3F);
+            unsigned cp =
+                cl == 1 ? (unsigned char)p[i] : ((unsigned)(p[i] & 0x1F) << 6) | (p[i + 1] & 0x3F);
             if (cp < 0x144 && inv[cp] >= 0) {
                 dst[n++] = (char)inv[cp];
                 i += (size_t)cl;
@@ -399,10 +377,8 @@ static int special_cmp(const void *a, const void *b)
 {
     const tok_special *x = a, *y = b;
     unsigned char fx = (unsigned char)x->text[0], fy = (unsigned char)y->text[0];
-    if (fx != fy)
-        return fx < fy ? -1 : 1;
-    if (x->len != y->len)
-        return x->len > y->len ? -1 : 1;
+    if (fx != fy) return fx < fy ? -1 : 1;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
     return x->id < y->id ? -1 : (x->id > y->id);
 }
 
@@ -414,8 +390,7 @@ static int build_specials(dais_tokenizer *t)
             t->text_off[id + 1] > t->text_off[id])
             n++;
     t->specials = calloc(n > 0 ? (size_t)n : 1, sizeof(tok_special));
-    if (t->specials == NULL)
-        return DAIS_ENOMEM;
+    if (t->specials == NULL) return DAIS_ENOMEM;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         uint32_t len = t->text_off[id + 1] - t->text_off[id];
         if ((t->types[id] == DAIS_TOKT_CONTROL || t->types[id] == DAIS_TOKT_USER_DEFINED) &&
@@ -438,15 +413,13 @@ static int build_specials(dais_tokenizer *t)
 static bool marker_after_char(const dais_tokenizer *t)
 {
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        if (!is_symbol_type(t->types[id]))
-            continue;
+        if (!is_symbol_type(t->types[id])) continue;
         size_t len;
         const char *p = piece_ptr(t, id, &len);
         bool prev_marker = true; /* at the start of the piece */
         for (size_t i = 0; i < len;) {
             bool marker = i + 3 <= len && memcmp(p + i, "\xE2\x96\x81", 3) == 0;
-            if (marker && !prev_marker)
-                return true;
+            if (marker && !prev_marker) return true;
             prev_marker = marker;
             i += marker ? 3 : 1;
         }
@@ -511,8 +484,7 @@ static int copy_vocab(dais_tokenizer *t, const dais_tokenizer_params *p, dais_er
         size_t len = p->token_lens != NULL ? p->token_lens[i]
                                            : (p->tokens[i] != NULL ? strlen(p->tokens[i]) : 0);
         t->piece_off[i] = off;
-        if (len > 0)
-            memcpy(t->pieces + off, p->tokens[i], len);
+        if (len > 0) memcpy(t->pieces + off, p->tokens[i], len);
         off += (uint32_t)len;
 
         int32_t type = DAIS_TOKT_NORMAL;
@@ -523,8 +495,7 @@ static int copy_vocab(dais_tokenizer *t, const dais_tokenizer_params *p, dais_er
                                     "tokenizer.ggml.token_type[%d] = %d is not a token type "
                                     "(0..6)",
                                     i, (int)type);
-            if (type == DAIS_TOKT_UNDEFINED)
-                type = DAIS_TOKT_NORMAL;
+            if (type == DAIS_TOKT_UNDEFINED) type = DAIS_TOKT_NORMAL;
         } else if (t->kind == DAIS_TOK_LLAMA && byte_piece_value(p->tokens[i], len) >= 0) {
             type = DAIS_TOKT_BYTE;
         }
@@ -561,8 +532,7 @@ static int build_text(dais_tokenizer *t, const int16_t *inv, dais_err *err)
         t->text_off[i] = off;
         size_t len = decode_piece(t, i, inv, t->text + off);
         off += (uint32_t)len;
-        if (len > t->max_text_len)
-            t->max_text_len = len;
+        if (len > t->max_text_len) t->max_text_len = len;
     }
     t->text_off[n] = off;
     return 0;
@@ -603,8 +573,7 @@ dais_tokenizer *dais_tokenizer_new(const dais_tokenizer_params *p, dais_err *err
                      "tokenizer.ggml.scores: missing (a llama vocabulary needs scores)");
         goto fail;
     }
-    if (copy_vocab(t, p, err) != 0)
-        goto fail;
+    if (copy_vocab(t, p, err) != 0) goto fail;
     if (take_id(p->bos_id, t->n_vocab, "bos_token_id", &t->bos, err) ||
         take_id(p->eos_id, t->n_vocab, "eos_token_id", &t->eos, err) ||
         take_id(p->unk_id, t->n_vocab, "unknown_token_id", &t->unk, err) ||
@@ -616,13 +585,11 @@ dais_tokenizer *dais_tokenizer_new(const dais_tokenizer_params *p, dais_err *err
     set_flag(&t->add_bos, p->add_bos, llama);
     set_flag(&t->add_eos, p->add_eos, false);
     set_flag(&t->add_space_prefix, p->add_space_prefix, llama);
-    if (!llama)
-        t->add_space_prefix = false;
+    if (!llama) t->add_space_prefix = false;
 
     int16_t inv[0x144];
     build_bmap(t, inv);
-    if (build_text(t, inv, err) != 0)
-        goto fail;
+    if (build_text(t, inv, err) != 0) goto fail;
     if ((rc = build_piece_table(t)) != 0 || (rc = build_specials(t)) != 0) {
         dais_err_set(err, rc, "tokenizer: out of memory");
         goto fail;
@@ -635,13 +602,11 @@ dais_tokenizer *dais_tokenizer_new(const dais_tokenizer_params *p, dais_err *err
     t->space_tok = -1;
     if (llama) {
         for (int32_t id = 0; id < t->n_vocab; id++) {
-            if (t->types[id] != DAIS_TOKT_BYTE)
-                continue;
+            if (t->types[id] != DAIS_TOKT_BYTE) continue;
             size_t len;
             const char *pc = piece_ptr(t, id, &len);
             int v = byte_piece_value(pc, len);
-            if (t->byte_tok[v] < 0)
-                t->byte_tok[v] = id;
+            if (t->byte_tok[v] < 0) t->byte_tok[v] = id;
         }
         for (int c = 0; c < 128; c++) {
             char ch = (char)c;
@@ -675,10 +640,8 @@ dais_tokenizer *dais_tokenizer_new(const dais_tokenizer_params *p, dais_err *err
                 goto fail;
             }
         }
-        if (build_gpt2_pairs(t, p, err) != 0)
-            goto fail;
-        if (dais_tok_bpe_setup(t, p->pre, p->pre != NULL ? p->pre_len : 0, err) != 0)
-            goto fail;
+        if (build_gpt2_pairs(t, p, err) != 0) goto fail;
+        if (dais_tok_bpe_setup(t, p->pre, p->pre != NULL ? p->pre_len : 0, err) != 0) goto fail;
     }
     return t;
 fail:
@@ -688,8 +651,7 @@ fail:
 
 void dais_tokenizer_free(dais_tokenizer *t)
 {
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     dais_tok_bpe_teardown(t);
     free(t->types);
     free(t->scores);
@@ -748,8 +710,7 @@ bool dais_tokenizer_add_eos(const dais_tokenizer *t)
 
 int dais_tokenizer_token_type(const dais_tokenizer *t, int32_t id)
 {
-    if (id < 0 || id >= t->n_vocab)
-        return -1;
+    if (id < 0 || id >= t->n_vocab) return -1;
     return t->types[id];
 }
 
@@ -760,33 +721,27 @@ size_t dais_tokenizer_max_token_len(const dais_tokenizer *t)
 
 bool dais_tokenizer_is_eog(const dais_tokenizer *t, int32_t id)
 {
-    if (id < 0 || id >= t->n_vocab)
-        return false;
-    if (id == t->eos || id == t->eot || id == t->eom)
-        return true;
-    if (t->types[id] != DAIS_TOKT_CONTROL)
-        return false;
+    if (id < 0 || id >= t->n_vocab) return false;
+    if (id == t->eos || id == t->eot || id == t->eom) return true;
+    if (t->types[id] != DAIS_TOKT_CONTROL) return false;
     /* Chat vocabularies end a turn with these even where the metadata names only one EOS. */
-    static const char *const ends[] = {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
+    static const char *const ends[] = {"<|eot_id|>",    "<|eom_id|>", "<|end_of_text|>",
                                        "<|endoftext|>", "<|im_end|>", "<end_of_turn>",
-                                       "</s>", "<|end|>"};
+                                       "</s>",          "<|end|>"};
     size_t len;
     const char *p = piece_ptr(t, id, &len);
     for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
-        if (str_is(p, len, ends[i]))
-            return true;
+        if (str_is(p, len, ends[i])) return true;
     return false;
 }
 
 const char *dais_token_text(const dais_tokenizer *t, int32_t id, size_t *len)
 {
     if (id < 0 || id >= t->n_vocab) {
-        if (len != NULL)
-            *len = 0;
+        if (len != NULL) *len = 0;
         return NULL;
     }
-    if (len != NULL)
-        *len = t->text_off[id + 1] - t->text_off[id];
+    if (len != NULL) *len = t->text_off[id + 1] - t->text_off[id];
     return t->text + t->text_off[id];
 }
 
@@ -794,14 +749,12 @@ const char *dais_token_text(const dais_tokenizer *t, int32_t id, size_t *len)
 
 int dais_tok_scratch_syms(tok_scratch *s, size_t n)
 {
-    if (n <= s->syms_cap)
-        return 0;
+    if (n <= s->syms_cap) return 0;
     size_t cap = s->syms_cap ? s->syms_cap : 64;
     while (cap < n)
         cap *= 2;
     tok_sym *p = realloc(s->syms, cap * sizeof(*p));
-    if (p == NULL)
-        return DAIS_ENOMEM;
+    if (p == NULL) return DAIS_ENOMEM;
     s->syms = p;
     s->syms_cap = cap;
     return 0;
@@ -809,14 +762,12 @@ int dais_tok_scratch_syms(tok_scratch *s, size_t n)
 
 int dais_tok_scratch_buf(tok_scratch *s, size_t n)
 {
-    if (n <= s->buf_cap)
-        return 0;
+    if (n <= s->buf_cap) return 0;
     size_t cap = s->buf_cap ? s->buf_cap : 256;
     while (cap < n)
         cap *= 2;
     char *p = realloc(s->buf, cap);
-    if (p == NULL)
-        return DAIS_ENOMEM;
+    if (p == NULL) return DAIS_ENOMEM;
     s->buf = p;
     s->buf_cap = cap;
     return 0;
@@ -825,8 +776,7 @@ int dais_tok_scratch_buf(tok_scratch *s, size_t n)
 static int encode_fragment(const dais_tokenizer *t, tok_scratch *s, const char *text, size_t len,
                            tok_out *o)
 {
-    if (len == 0)
-        return 0;
+    if (len == 0) return 0;
     if (t->kind == DAIS_TOK_LLAMA)
         return dais_tok_spm_encode(t, s, text, len, t->add_space_prefix, o);
     return dais_tok_bpe_encode(t, s, text, len, o);
@@ -839,8 +789,7 @@ static const tok_special *match_special(const dais_tokenizer *t, const char *tex
     unsigned char b = (unsigned char)text[i];
     for (int32_t k = t->special_start[b]; k < t->special_start[b + 1]; k++) {
         const tok_special *sp = &t->specials[k];
-        if (sp->len <= len - i && memcmp(text + i, sp->text, sp->len) == 0)
-            return sp;
+        if (sp->len <= len - i && memcmp(text + i, sp->text, sp->len) == 0) return sp;
     }
     return NULL;
 }
@@ -848,26 +797,20 @@ static const tok_special *match_special(const dais_tokenizer *t, const char *tex
 int64_t dais_tokenize(const dais_tokenizer *t, const char *text, size_t len, bool add_bos,
                       bool parse_special, int32_t *out, int64_t cap)
 {
-    if (len > DAIS_TOK_MAX_TEXT)
-        return DAIS_ETOOBIG;
-    if (text == NULL && len > 0)
-        return DAIS_EINVAL;
+    if (len > DAIS_TOK_MAX_TEXT) return DAIS_ETOOBIG;
+    if (text == NULL && len > 0) return DAIS_EINVAL;
     tok_out o = {out, out != NULL && cap > 0 ? cap : 0, 0};
     tok_scratch s = {0};
     int rc = 0;
-    if (add_bos && t->bos >= 0)
-        tok_emit(&o, t->bos);
+    if (add_bos && t->bos >= 0) tok_emit(&o, t->bos);
     if (parse_special && t->n_specials > 0) {
         size_t start = 0;
         for (size_t i = 0; i < len; i++) {
             unsigned char b = (unsigned char)text[i];
-            if (t->special_start[b] == t->special_start[b + 1])
-                continue;
+            if (t->special_start[b] == t->special_start[b + 1]) continue;
             const tok_special *sp = match_special(t, text, len, i);
-            if (sp == NULL)
-                continue;
-            if ((rc = encode_fragment(t, &s, text + start, i - start, &o)) != 0)
-                goto out;
+            if (sp == NULL) continue;
+            if ((rc = encode_fragment(t, &s, text + start, i - start, &o)) != 0) goto out;
             tok_emit(&o, sp->id);
             i += sp->len - 1;
             start = i + 1;
@@ -987,15 +930,12 @@ static void utf8_feed(const unsigned char *pend, int np, const unsigned char *by
 int dais_detok_push(dais_detok *d, int32_t id, char *out, size_t cap)
 {
     const dais_tokenizer *t = d->tok;
-    if (id < 0 || id >= t->n_vocab)
-        return DAIS_ERANGE;
+    if (id < 0 || id >= t->n_vocab) return DAIS_ERANGE;
     uint8_t type = t->types[id];
-    if (d->skip_special && (type == DAIS_TOKT_CONTROL || type == DAIS_TOKT_UNKNOWN))
-        return 0;
+    if (d->skip_special && (type == DAIS_TOKT_CONTROL || type == DAIS_TOKT_UNKNOWN)) return 0;
     size_t len;
     const unsigned char *p = (const unsigned char *)dais_token_text(t, id, &len);
-    if (len == 0)
-        return 0;
+    if (len == 0) return 0;
     utf8_sink k = {out, cap, 0, false};
     unsigned char tail[8];
     int ntail = 0;
@@ -1005,21 +945,17 @@ int dais_detok_push(dais_detok *d, int32_t id, char *out, size_t cap)
         len--;
     }
     utf8_feed(d->pending, d->n_pending, p, len, false, &k, tail, &ntail);
-    if (k.overflow)
-        return DAIS_ETOOBIG;
+    if (k.overflow) return DAIS_ETOOBIG;
     memcpy(d->pending, tail, (size_t)ntail);
     d->n_pending = ntail;
-    if (strip || k.n > 0)
-        d->at_start = false;
+    if (strip || k.n > 0) d->at_start = false;
     return (int)k.n;
 }
 
 int dais_detok_flush(dais_detok *d, char *out, size_t cap)
 {
-    if (d->n_pending == 0)
-        return 0;
-    if (cap < 3)
-        return DAIS_ETOOBIG;
+    if (d->n_pending == 0) return 0;
+    if (cap < 3) return DAIS_ETOOBIG;
     utf8_sink k = {out, cap, 0, false};
     unsigned char tail[8];
     int ntail = 0;
@@ -1034,8 +970,7 @@ int64_t dais_detokenize(const dais_tokenizer *t, const int32_t *ids, size_t n_id
 {
     size_t bufcap = 3 * t->max_text_len + 16;
     char *buf = malloc(bufcap);
-    if (buf == NULL)
-        return DAIS_ENOMEM;
+    if (buf == NULL) return DAIS_ENOMEM;
     dais_detok d;
     dais_detok_init(&d, t, skip_special);
     int64_t total = 0;

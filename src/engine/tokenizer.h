@@ -42,17 +42,17 @@ enum dais_tok_type {
 };
 
 /* Limits on what a vocabulary or an input may hold; larger is rejected with a clear error. */
-#define DAIS_TOK_MAX_VOCAB     (1 << 22)      /* tokens */
-#define DAIS_TOK_MAX_MERGES    (1 << 24)      /* merges */
-#define DAIS_TOK_MAX_PIECE     65535          /* bytes in one token string */
-#define DAIS_TOK_MAX_TEXT      (256u << 20)   /* bytes of text one dais_tokenize call accepts */
+#define DAIS_TOK_MAX_VOCAB  (1 << 22)    /* tokens */
+#define DAIS_TOK_MAX_MERGES (1 << 24)    /* merges */
+#define DAIS_TOK_MAX_PIECE  65535        /* bytes in one token string */
+#define DAIS_TOK_MAX_TEXT   (256u << 20) /* bytes of text one dais_tokenize call accepts */
 
 /* Everything a tokenizer is built from, as the tokenizer.ggml.* keys hold it. The tokenizer
  * copies what it needs; the caller keeps ownership of every array. */
 typedef struct dais_tokenizer_params {
-    const char *model;          /* tokenizer.ggml.model: "llama" or "gpt2" */
+    const char *model; /* tokenizer.ggml.model: "llama" or "gpt2" */
     size_t model_len;
-    const char *pre;            /* tokenizer.ggml.pre, or NULL ("default") */
+    const char *pre; /* tokenizer.ggml.pre, or NULL ("default") */
     size_t pre_len;
     int64_t n_vocab;
     const char *const *tokens;  /* (n_vocab) pieces as GGUF stores them (▁ for spaces …) */
@@ -61,8 +61,8 @@ typedef struct dais_tokenizer_params {
     const int32_t *token_types; /* (n_vocab) enum dais_tok_type, or NULL (all normal, with
                                  * "<0xXX>" pieces taken as byte tokens for "llama") */
     int64_t n_merges;
-    const char *const *merges;  /* (n_merges) "left right" strings; required for "gpt2" */
-    const size_t *merge_lens;   /* (n_merges) or NULL for NUL-terminated */
+    const char *const *merges; /* (n_merges) "left right" strings; required for "gpt2" */
+    const size_t *merge_lens;  /* (n_merges) or NULL for NUL-terminated */
     /* Special ids; -1 (or any negative value, or 0xFFFFFFFF) means none. */
     int64_t bos_id, eos_id, unk_id, pad_id, eot_id, eom_id;
     /* Flags: -1 = default for the kind (add_bos: llama yes, gpt2 no; add_eos: no;
@@ -91,7 +91,8 @@ int32_t dais_tokenizer_eos(const dais_tokenizer *t);
 int32_t dais_tokenizer_unk(const dais_tokenizer *t);
 int32_t dais_tokenizer_pad(const dais_tokenizer *t);
 bool dais_tokenizer_is_eog(const dais_tokenizer *t, int32_t id); /* EOS, EOT, <|eot_id|> … */
-bool dais_tokenizer_add_bos(const dais_tokenizer *t); /* tokenizer.ggml.add_bos_token, default per kind */
+bool dais_tokenizer_add_bos(
+    const dais_tokenizer *t); /* tokenizer.ggml.add_bos_token, default per kind */
 bool dais_tokenizer_add_eos(const dais_tokenizer *t); /* tokenizer.ggml.add_eos_token, default no */
 /* enum dais_tok_type of `id` (normalised: UNDEFINED reads as NORMAL); -1 when out of range. */
 int dais_tokenizer_token_type(const dais_tokenizer *t, int32_t id);
@@ -103,7 +104,9 @@ size_t dais_tokenizer_max_token_len(const dais_tokenizer *t);
  * vocabulary has one (an empty text then gives just BOS). EOS is never appended here (see
  * dais_tokenizer_add_eos). `parse_special`: text matching the spelling of a control or
  * user-defined token becomes that token (longest spelling first at each position); otherwise
- * such text is tokenized as ordinary text.
+ * such text is tokenized as ordinary text. For "llama" with add_space_prefix, each stretch of
+ * ordinary text gets the leading ▁ (the whole text, or with parse_special each stretch after
+ * a special token too, as llama.cpp does); an empty text gets none.
  * Writes at most `cap` ids to `out` (may be NULL when cap is 0); returns the number of ids the
  * full encoding has (which may exceed cap — call again with a larger buffer), or a negative
  * code: DAIS_ETOOBIG past DAIS_TOK_MAX_TEXT, DAIS_ENOMEM. Any thread. */
@@ -121,8 +124,8 @@ typedef struct dais_detok {
     const dais_tokenizer *tok;
     unsigned char pending[8]; /* bytes of an unfinished UTF-8 sequence */
     int n_pending;
-    bool at_start;      /* strip the leading space SentencePiece adds to the first piece */
-    bool skip_special;  /* control and unknown tokens (BOS/EOS …) produce no text */
+    bool at_start;     /* strip the leading space SentencePiece adds to the first piece */
+    bool skip_special; /* control and unknown tokens (BOS/EOS …) produce no text */
 } dais_detok;
 
 void dais_detok_init(dais_detok *d, const dais_tokenizer *t, bool skip_special);

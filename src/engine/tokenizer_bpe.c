@@ -37,16 +37,14 @@ static int heap_push(cand_heap *h, tok_cand c)
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 64;
         tok_cand *v = realloc(h->v, cap * sizeof(*v));
-        if (v == NULL)
-            return DAIS_ENOMEM;
+        if (v == NULL) return DAIS_ENOMEM;
         h->v = v;
         h->cap = cap;
     }
     size_t i = h->n++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!cand_less(&c, &h->v[parent]))
-            break;
+        if (!cand_less(&c, &h->v[parent])) break;
         h->v[i] = h->v[parent];
         i = parent;
     }
@@ -61,16 +59,13 @@ static tok_cand heap_pop(cand_heap *h)
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1;
-        if (l >= h->n)
-            break;
+        if (l >= h->n) break;
         size_t m = (l + 1 < h->n && cand_less(&h->v[l + 1], &h->v[l])) ? l + 1 : l;
-        if (!cand_less(&h->v[m], &last))
-            break;
+        if (!cand_less(&h->v[m], &last)) break;
         h->v[i] = h->v[m];
         i = m;
     }
-    if (h->n > 0)
-        h->v[i] = last;
+    if (h->n > 0) h->v[i] = last;
     return top;
 }
 
@@ -80,21 +75,17 @@ static int queue_pair(const dais_tokenizer *t, cand_heap *h, const tok_sym *syms
                       int32_t r)
 {
     const tok_pair *p = dais_tok_pair_find(t, syms[l].id, syms[r].id);
-    if (p == NULL)
-        return 0;
+    if (p == NULL) return 0;
     return heap_push(h, (tok_cand){p->rank, l, r, syms[l].id, syms[r].id});
 }
 
-int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n,
-                     tok_out *o)
+int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n, tok_out *o)
 {
-    if (n <= 0)
-        return 0;
+    if (n <= 0) return 0;
     cand_heap h = {s->heap, 0, s->heap_cap};
     int rc = 0;
     for (int32_t i = 0; i + 1 < n; i++)
-        if ((rc = queue_pair(t, &h, syms, i, i + 1)) != 0)
-            goto out;
+        if ((rc = queue_pair(t, &h, syms, i, i + 1)) != 0) goto out;
     while (h.n > 0) {
         tok_cand c = heap_pop(&h);
         if (syms[c.left].id != c.lid || syms[c.right].id != c.rid || syms[c.left].next != c.right)
@@ -103,14 +94,12 @@ int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int
         syms[c.left].id = p->result;
         int32_t nx = syms[c.right].next;
         syms[c.left].next = nx;
-        if (nx >= 0)
-            syms[nx].prev = c.left;
+        if (nx >= 0) syms[nx].prev = c.left;
         syms[c.right].id = -1;
         if (syms[c.left].prev >= 0 &&
             (rc = queue_pair(t, &h, syms, syms[c.left].prev, c.left)) != 0)
             goto out;
-        if (nx >= 0 && (rc = queue_pair(t, &h, syms, c.left, nx)) != 0)
-            goto out;
+        if (nx >= 0 && (rc = queue_pair(t, &h, syms, c.left, nx)) != 0) goto out;
     }
     for (int32_t i = 0; i >= 0; i = syms[i].next)
         tok_emit(o, syms[i].id);
@@ -125,8 +114,7 @@ void dais_tok_scratch_free(tok_scratch *s)
     free(s->syms);
     free(s->heap);
     free(s->buf);
-    if (s->md != NULL)
-        pcre2_match_data_free(s->md);
+    if (s->md != NULL) pcre2_match_data_free(s->md);
     memset(s, 0, sizeof(*s));
 }
 
@@ -135,19 +123,19 @@ void dais_tok_scratch_free(tok_scratch *s)
 /* Whitespace as the reference encoders (JavaScript's \s) define it: the Unicode space
  * separators, the ASCII controls \t\n\v\f\r, U+2028/U+2029 and U+FEFF. Spelled out because
  * PCRE2's own \s differs (it adds U+0085 and U+180E and lacks U+FEFF). */
-#define WS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
-           "\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}"
+#define WS                                                                                         \
+    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"              \
+    "\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}"
 
 /* Llama 3 (tokenizer.ggml.pre "llama-bpe"/"llama3"); the contractions are case-insensitive
  * for ASCII letters only, as in the reference. */
-static const char LLAMA3_RE[] =
-    "'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])"
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
+static const char LLAMA3_RE[] = "'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])"
+                                "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+                                "|\\p{N}{1,3}"
+                                "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+                                "|[" WS "]*[\\r\\n]+"
+                                "|[" WS "]+(?![^" WS "])"
+                                "|[" WS "]+";
 
 /* GPT-2 ("default", "gpt2"). */
 static const char GPT2_RE[] = "'s|'t|'re|'ve|'m|'ll|'d"
@@ -192,8 +180,7 @@ int dais_tok_bpe_setup(dais_tokenizer *t, const char *pre, size_t pre_len, dais_
 
 void dais_tok_bpe_teardown(dais_tokenizer *t)
 {
-    if (t->re != NULL)
-        pcre2_code_free(t->re);
+    if (t->re != NULL) pcre2_code_free(t->re);
     t->re = NULL;
 }
 
@@ -208,8 +195,7 @@ static int encode_word(const dais_tokenizer *t, tok_scratch *s, const unsigned c
     }
     int rc;
     if (t->ignore_merges) {
-        if ((rc = dais_tok_scratch_buf(s, 2 * n)) != 0)
-            return rc;
+        if ((rc = dais_tok_scratch_buf(s, 2 * n)) != 0) return rc;
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             memcpy(s->buf + m, t->bmap[w[i]], t->bmap_len[w[i]]);
@@ -221,8 +207,7 @@ static int encode_word(const dais_tokenizer *t, tok_scratch *s, const unsigned c
             return 0;
         }
     }
-    if ((rc = dais_tok_scratch_syms(s, n)) != 0)
-        return rc;
+    if ((rc = dais_tok_scratch_syms(s, n)) != 0) return rc;
     for (size_t i = 0; i < n; i++)
         s->syms[i] = (tok_sym){t->byte_tok[w[i]], (int32_t)i - 1, (int32_t)i + 1};
     s->syms[n - 1].next = -1;
@@ -235,8 +220,7 @@ int dais_tok_bpe_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
     const unsigned char *u = (const unsigned char *)text;
     if (s->md == NULL) {
         s->md = pcre2_match_data_create(1, NULL);
-        if (s->md == NULL)
-            return DAIS_ENOMEM;
+        if (s->md == NULL) return DAIS_ENOMEM;
     }
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
     size_t off = 0;
@@ -258,10 +242,8 @@ int dais_tok_bpe_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
             start = ov[0];
             end = ov[1];
         }
-        if (start > off && (rc = encode_word(t, s, u + off, start - off, o)) != 0)
-            return rc;
-        if (end > start && (rc = encode_word(t, s, u + start, end - start, o)) != 0)
-            return rc;
+        if (start > off && (rc = encode_word(t, s, u + off, start - off, o)) != 0) return rc;
+        if (end > start && (rc = encode_word(t, s, u + start, end - start, o)) != 0) return rc;
         off = end;
     }
     return 0;

@@ -18,8 +18,7 @@ static int get_str_array(const dais_gguf *g, const char *key, bool required, int
     *n = 0;
     *strs = NULL;
     *lens = NULL;
-    if (kv == NULL)
-        return required ? dais_err_set(err, DAIS_EFORMAT, "%s: missing", key) : 0;
+    if (kv == NULL) return required ? dais_err_set(err, DAIS_EFORMAT, "%s: missing", key) : 0;
     if (kv->type != DAIS_GGUF_ARRAY || kv->arr_type != DAIS_GGUF_STRING)
         return dais_err_set(err, DAIS_EFORMAT, "%s: must be an array of strings", key);
     if (kv->arr_n > (uint64_t)DAIS_TOK_MAX_MERGES)
@@ -61,8 +60,7 @@ static int get_flag(const dais_gguf *g, const char *key, int *out, dais_err *err
         *out = -1;
         return 0;
     }
-    if (rc == 0)
-        *out = b ? 1 : 0;
+    if (rc == 0) *out = b ? 1 : 0;
     return rc;
 }
 
@@ -82,8 +80,7 @@ dais_tokenizer *dais_tokenizer_from_gguf(const dais_gguf *g, dais_err *err)
         dais_err_set(err, DAIS_EFORMAT, KEY("model") ": missing (the file has no tokenizer)");
         goto out;
     }
-    if (rc != 0)
-        goto out;
+    if (rc != 0) goto out;
     p.model = model.ptr;
     p.model_len = (size_t)model.len;
     rc = dais_gguf_get_str(g, KEY("pre"), &pre, err);
@@ -94,8 +91,7 @@ dais_tokenizer *dais_tokenizer_from_gguf(const dais_gguf *g, dais_err *err)
         goto out;
     }
 
-    if (get_str_array(g, KEY("tokens"), true, &p.n_vocab, &tokens, &token_lens, err) != 0)
-        goto out;
+    if (get_str_array(g, KEY("tokens"), true, &p.n_vocab, &tokens, &token_lens, err) != 0) goto out;
     if (p.n_vocab < 1 || p.n_vocab > DAIS_TOK_MAX_VOCAB) {
         dais_err_set(err, DAIS_EFORMAT, KEY("tokens") ": %lld tokens (need 1..%d)",
                      (long long)p.n_vocab, DAIS_TOK_MAX_VOCAB);

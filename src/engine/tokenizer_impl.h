@@ -52,7 +52,7 @@ struct dais_tokenizer {
     uint32_t *pair_row; /* (n_vocab + 1) */
     int64_t n_pairs;
 
-    int32_t byte_tok[256]; /* llama: <0xXX> tokens; gpt2: byte-level symbols; -1 = none */
+    int32_t byte_tok[256];  /* llama: <0xXX> tokens; gpt2: byte-level symbols; -1 = none */
     int32_t ascii_tok[128]; /* llama: id of the one-character piece, -1 = none */
     int32_t space_tok;      /* llama: id of "▁", -1 = none */
     /* llama: no symbol piece has a ▁ right after another character, so no merge can join a
@@ -105,8 +105,7 @@ typedef struct tok_out {
 
 static inline void tok_emit(tok_out *o, int32_t id)
 {
-    if (o->n < o->cap)
-        o->ids[o->n] = id;
+    if (o->n < o->cap) o->ids[o->n] = id;
     o->n++;
 }
 
@@ -135,8 +134,7 @@ void dais_tok_scratch_free(tok_scratch *s);
 /* Merges the n symbols syms[0..n) (ids set, linked prev/next as a list from 0, indices
  * relative to syms) by rank, leftmost first among equal ranks, and emits the result. Uses
  * s->heap. 0 or DAIS_ENOMEM. */
-int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n,
-                     tok_out *o);
+int dais_tok_bpe_run(const dais_tokenizer *t, tok_scratch *s, tok_sym *syms, int32_t n, tok_out *o);
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 if s[0] does not start one. */
 int dais_tok_utf8_len(const unsigned char *s, size_t n);

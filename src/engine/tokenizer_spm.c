@@ -21,8 +21,7 @@ int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
     static const unsigned char marker[3] = {0xE2, 0x96, 0x81}; /* ▁ */
     const unsigned char *u = (const unsigned char *)text;
     int rc = dais_tok_scratch_syms(s, len + 3);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     tok_sym *syms = s->syms;
     int32_t n = 0;
 #define PUSH(tokid) (syms[n].id = (tokid), syms[n].prev = n - 1, syms[n].next = n + 1, n++)
@@ -42,8 +41,7 @@ int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
             } else {
                 /* No "▁" piece: the escaped space falls back to its three bytes, which the
                  * reserve of 3 symbols covers only once, so grow for each one. */
-                if ((rc = dais_tok_scratch_syms(s, (size_t)n + 3 + (len - i))) != 0)
-                    return rc;
+                if ((rc = dais_tok_scratch_syms(s, (size_t)n + 3 + (len - i))) != 0) return rc;
                 syms = s->syms;
                 for (int k = 0; k < 3; k++)
                     PUSH(fallback(t, marker[k]));
@@ -72,8 +70,7 @@ int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
         i += (size_t)cl;
     }
 #undef PUSH
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     if (!t->spm_split) {
         syms[n - 1].next = -1;
         return dais_tok_bpe_run(t, s, syms, n, o);
@@ -84,8 +81,7 @@ int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
      * heap stays small and in cache, where one heap over a long text does not. */
     int32_t start = 0;
     for (int32_t i = 1; i <= n; i++) {
-        if (i < n && !(syms[i].id == t->space_tok && syms[i - 1].id != t->space_tok))
-            continue;
+        if (i < n && !(syms[i].id == t->space_tok && syms[i - 1].id != t->space_tok)) continue;
         tok_sym *w = syms + start;
         int32_t len_w = i - start;
         for (int32_t k = 0; k < len_w; k++) {
@@ -93,8 +89,7 @@ int dais_tok_spm_encode(const dais_tokenizer *t, tok_scratch *s, const char *tex
             w[k].next = k + 1;
         }
         w[len_w - 1].next = -1;
-        if ((rc = dais_tok_bpe_run(t, s, w, len_w, o)) != 0)
-            return rc;
+        if ((rc = dais_tok_bpe_run(t, s, w, len_w, o)) != 0) return rc;
         start = i;
     }
     return 0;

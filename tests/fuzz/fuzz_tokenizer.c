@@ -51,10 +51,27 @@ static int llama_vocab(void)
         snprintf(s, sizeof s, "<0x%02X>", b);
         n = add_piece(n, s, 0, 6);
     }
-    static const char *extra[] = {"\xE2\x96\x81", "a", "b", "e", "h", "l", "o", "t", "\xC3\xA9",
-                                  "ab", "he", "ll", "\xE2\x96\x81t", "\xE2\x96\x81th",
-                                  "\xE2\x96\x81the", "hell", "hello", "\xE2\x96\x81\xE2\x96\x81",
-                                  "<", ">", "<b>"};
+    static const char *extra[] = {"\xE2\x96\x81",
+                                  "a",
+                                  "b",
+                                  "e",
+                                  "h",
+                                  "l",
+                                  "o",
+                                  "t",
+                                  "\xC3\xA9",
+                                  "ab",
+                                  "he",
+                                  "ll",
+                                  "\xE2\x96\x81t",
+                                  "\xE2\x96\x81th",
+                                  "\xE2\x96\x81the",
+                                  "hell",
+                                  "hello",
+                                  "\xE2\x96\x81\xE2\x96\x81",
+                                  "<",
+                                  ">",
+                                  "<b>"};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
         n = add_piece(n, extra[i], -(float)i, strcmp(extra[i], "<b>") == 0 ? 4 : 1);
     return n;
@@ -77,8 +94,9 @@ static void byte_symbol(int b, char *out)
     }
 }
 
-static const char *gpt2_merges[] = {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w", "o r",
-                                    "\xC4\xA0w or", "\xC4\xA0 \xC4\xA0", "1 2", "12 3"};
+static const char *gpt2_merges[] = {"h e",        "l l", "he ll",        "hell o",
+                                    "\xC4\xA0 w", "o r", "\xC4\xA0w or", "\xC4\xA0 \xC4\xA0",
+                                    "1 2",        "12 3"};
 
 static int gpt2_vocab(void)
 {
@@ -88,8 +106,9 @@ static int gpt2_vocab(void)
         byte_symbol(b, s);
         n = add_piece(n, s, 0, 1);
     }
-    static const char *extra[] = {"he", "ll", "hell", "hello", "\xC4\xA0w", "or",
-                                  "\xC4\xA0wor", "\xC4\xA0\xC4\xA0", "12", "123", "lo"};
+    static const char *extra[] = {"he",        "ll",  "hell",        "hello",
+                                  "\xC4\xA0w", "or",  "\xC4\xA0wor", "\xC4\xA0\xC4\xA0",
+                                  "12",        "123", "lo"};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
         n = add_piece(n, extra[i], 0, 1);
     n = add_piece(n, "<|endoftext|>", 0, 3);
@@ -160,8 +179,7 @@ static void init(void)
         p.bos_id = n - 3;
         toks[1 + k] = dais_tokenizer_new(&p, &err);
     }
-    if (toks[0] == NULL || toks[1] == NULL || toks[2] == NULL || image == NULL)
-        abort();
+    if (toks[0] == NULL || toks[1] == NULL || toks[2] == NULL || image == NULL) abort();
 }
 
 /* ---- checks ------------------------------------------------------------------------------- */
@@ -184,12 +202,10 @@ static bool valid_utf8(const unsigned char *s, size_t n)
         else
             return false;
         for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return false;
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80) return false;
             cp = cp << 6 | (s[i + j] & 0x3F);
         }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
         i += k + 1;
     }
     return true;
@@ -204,12 +220,10 @@ static void exercise(const dais_tokenizer *t, const uint8_t *text, size_t len, b
     int64_t cap = 3 * (int64_t)len + 8;
     int32_t *ids = malloc((size_t)cap * sizeof(int32_t));
     int64_t n = dais_tokenize(t, (const char *)text, len, bos, special, ids, cap);
-    if (n < 0 || n > cap || (strict && n > (int64_t)len + 2))
-        abort();
+    if (n < 0 || n > cap || (strict && n > (int64_t)len + 2)) abort();
     int32_t nv = dais_tokenizer_n_vocab(t);
     for (int64_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= nv)
-            abort();
+        if (ids[i] < 0 || ids[i] >= nv) abort();
 
     if (strict && !special && !bos) {
         /* The token bytes give back the input: exactly for gpt2; for llama after the dummy
@@ -222,8 +236,7 @@ static void exercise(const dais_tokenizer *t, const uint8_t *text, size_t len, b
             memcpy(raw + k, p, l);
             k += l;
         }
-        if (strict == 1 && len > 0)
-            want[w++] = ' ';
+        if (strict == 1 && len > 0) want[w++] = ' ';
         for (size_t i = 0; i < len;) {
             if (strict == 1 && i + 3 <= len && memcmp(text + i, "\xE2\x96\x81", 3) == 0) {
                 want[w++] = ' ';
@@ -232,8 +245,7 @@ static void exercise(const dais_tokenizer *t, const uint8_t *text, size_t len, b
                 want[w++] = text[i++];
             }
         }
-        if (k != w || memcmp(raw, want, w) != 0)
-            abort();
+        if (k != w || memcmp(raw, want, w) != 0) abort();
         free(raw);
         free(want);
     }
@@ -246,16 +258,13 @@ static void exercise(const dais_tokenizer *t, const uint8_t *text, size_t len, b
     for (int64_t i = 0; i <= n; i++) {
         int r = i < n ? dais_detok_push(&d, ids[i], (char *)chunk, ccap)
                       : dais_detok_flush(&d, (char *)chunk, ccap);
-        if (r < 0 || !valid_utf8(chunk, (size_t)r))
-            abort();
-        if (m + (size_t)r <= acap)
-            memcpy(all + m, chunk, (size_t)r);
+        if (r < 0 || !valid_utf8(chunk, (size_t)r)) abort();
+        if (m + (size_t)r <= acap) memcpy(all + m, chunk, (size_t)r);
         m += (size_t)r;
     }
     char *one = malloc(m + 1);
     int64_t m2 = dais_detokenize(t, ids, (size_t)n, !special, one, m + 1);
-    if (m2 != (int64_t)m || (m <= acap && memcmp(one, all, m) != 0))
-        abort();
+    if (m2 != (int64_t)m || (m <= acap && memcmp(one, all, m) != 0)) abort();
     if (strict == 2 && !bos && valid_utf8(text, len) && (m != len || memcmp(all, text, len) != 0))
         abort(); /* gpt2: decode(encode(s)) == s for valid UTF-8, specials parsed or not */
     free(one);
@@ -268,12 +277,10 @@ static void load_and_use(const uint8_t *img, size_t len, const uint8_t *text, si
 {
     dais_err err;
     dais_gguf *g = dais_gguf_parse(img, len, &err);
-    if (g == NULL)
-        return;
+    if (g == NULL) return;
     dais_tokenizer *t = dais_tokenizer_from_gguf(g, &err);
     dais_gguf_free(g);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     static const char sample[] = "Hello, world! <s> caf\xC3\xA9 \xF0\x9F\xA6\x99 \xFF\xFE 12345";
     exercise(t, (const uint8_t *)sample, sizeof sample - 1, true, true, 0);
     exercise(t, text, tlen > 4096 ? 4096 : tlen, false, false, 0);
@@ -282,10 +289,8 @@ static void load_and_use(const uint8_t *img, size_t len, const uint8_t *text, si
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (toks[0] == NULL)
-        init();
-    if (size == 0)
-        return 0;
+    if (toks[0] == NULL) init();
+    if (size == 0) return 0;
     uint8_t mode = data[0];
     const uint8_t *p = data + 1;
     size_t n = size - 1;
@@ -296,8 +301,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exercise(toks[mode % 5], p, n, (mode & 16) != 0, (mode & 8) != 0, mode % 5 == 0 ? 1 : 2);
         break;
     case 3: {
-        if (n < 4)
-            break;
+        if (n < 4) break;
         uint32_t off;
         memcpy(&off, p, 4);
         uint8_t *img = malloc(image_len);

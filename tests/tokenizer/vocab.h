@@ -33,12 +33,10 @@ static inline const char *tv_data_dir(void)
 {
     static char dir[4096];
     const char *env = getenv("DAIS_TOKENIZER_DATA");
-    if (env != NULL && env[0] != '\0')
-        return env;
+    if (env != NULL && env[0] != '\0') return env;
     snprintf(dir, sizeof dir, "%s", __FILE__);
     char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        return "tests/tokenizer";
+    if (slash == NULL) return "tests/tokenizer";
     *slash = '\0';
     return dir;
 }
@@ -47,8 +45,7 @@ static inline const char *tv_data_dir(void)
 static inline const char *tv_path(char *buf, size_t cap, const char *dir, const char *name)
 {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= cap)
-        buf[cap - 1] = '\0';
+    if (n < 0 || (size_t)n >= cap) buf[cap - 1] = '\0';
     return buf;
 }
 
@@ -56,8 +53,7 @@ static inline const char *tv_shared_dir(void)
 {
     static char dir[4096];
     const char *env = getenv("DAIS_SHARED");
-    if (env != NULL && env[0] != '\0')
-        return env;
+    if (env != NULL && env[0] != '\0') return env;
     tv_path(dir, sizeof dir, tv_data_dir(), "../../../shared");
     return dir;
 }
@@ -66,8 +62,7 @@ static inline const char *tv_shared_dir(void)
 static inline char *tv_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
+    if (f == NULL) return NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
@@ -83,13 +78,11 @@ static inline char *tv_read_file(const char *path, size_t *len)
         }
         size_t got = fread(buf + n, 1, 65536, f);
         n += got;
-        if (got == 0)
-            break;
+        if (got == 0) break;
     }
     fclose(f);
     buf[n] = '\0';
-    if (len != NULL)
-        *len = n;
+    if (len != NULL) *len = n;
     return buf;
 }
 
@@ -143,20 +136,17 @@ static inline void tv_add_tiny_model(dais_gguf_writer *w, int64_t n_vocab, uint6
         for (uint64_t k = 0; k < n; k++)
             d[k] = ts[i].ones ? 1.0f : 0.1f * tv_rand(&s);
         uint64_t ne[2] = {ts[i].ne0, ts[i].ne1};
-        dais_gguf_writer_add_tensor(w, ts[i].name, DAIS_F32, ts[i].ne1 > 1 ? 2 : 1,
-                                    ne, d);
+        dais_gguf_writer_add_tensor(w, ts[i].name, DAIS_F32, ts[i].ne1 > 1 ? 2 : 1, ne, d);
         free(d);
     }
 }
 
 /* Writes the Llama 2 vocabulary from a llama2.c tokenizer.bin as a GGUF model file. */
-static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *out,
-                                       dais_err *err)
+static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *out, dais_err *err)
 {
     size_t len;
     char *buf = tv_read_file(tokenizer_bin, &len);
-    if (buf == NULL)
-        return dais_err_set(err, DAIS_EIO, "%s: cannot read", tokenizer_bin);
+    if (buf == NULL) return dais_err_set(err, DAIS_EIO, "%s: cannot read", tokenizer_bin);
     enum { N = 32000 };
     char **pieces = calloc(N, sizeof(char *));
     uint64_t *lens = calloc(N, sizeof(uint64_t));
@@ -164,8 +154,7 @@ static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *ou
     int32_t *types = calloc(N, sizeof(int32_t));
     int rc = DAIS_ENOMEM;
     dais_gguf_writer *w = NULL;
-    if (!pieces || !lens || !scores || !types)
-        goto out;
+    if (!pieces || !lens || !scores || !types) goto out;
     size_t off = 4;
     for (int i = 0; i < N; i++) {
         int32_t l;
@@ -182,8 +171,7 @@ static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *ou
         }
         /* Spaces become ▁ (3 bytes): at most 3x the length. */
         pieces[i] = malloc(3 * (size_t)l + 1);
-        if (pieces[i] == NULL)
-            goto out;
+        if (pieces[i] == NULL) goto out;
         size_t m = 0;
         for (int32_t k = 0; k < l; k++) {
             if (buf[off + (size_t)k] == ' ') {
@@ -195,8 +183,8 @@ static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *ou
         }
         lens[i] = m;
         off += (size_t)l;
-        types[i] = i == 0 ? DAIS_TOKT_UNKNOWN
-                   : i <= 2 ? DAIS_TOKT_CONTROL
+        types[i] = i == 0     ? DAIS_TOKT_UNKNOWN
+                   : i <= 2   ? DAIS_TOKT_CONTROL
                    : i <= 258 ? DAIS_TOKT_BYTE
                               : DAIS_TOKT_NORMAL;
     }
@@ -206,8 +194,7 @@ static inline int tv_write_llama2_gguf(const char *tokenizer_bin, const char *ou
     lens[2] = 4;
 
     w = dais_gguf_writer_new();
-    if (w == NULL)
-        goto out;
+    if (w == NULL) goto out;
     dais_gguf_writer_set_str(w, "general.name", "llama2-vocab-test");
     tv_add_tiny_model(w, N, 2);
     dais_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
@@ -231,8 +218,7 @@ out:
     free(scores);
     free(types);
     free(buf);
-    if (rc == DAIS_ENOMEM)
-        dais_err_set(err, rc, "out of memory");
+    if (rc == DAIS_ENOMEM) dais_err_set(err, rc, "out of memory");
     return rc;
 }
 
@@ -245,10 +231,8 @@ typedef struct tv_merge {
 static inline int tv_merge_cmp(const void *a, const void *b)
 {
     const tv_merge *x = a, *y = b;
-    if (x->result != y->result)
-        return x->result < y->result ? -1 : 1;
-    if (x->left != y->left)
-        return x->left < y->left ? -1 : 1;
+    if (x->result != y->result) return x->result < y->result ? -1 : 1;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
     return (x->right > y->right) - (x->right < y->right);
 }
 
@@ -266,8 +250,7 @@ static inline int tv_write_llama3_gguf(const char *vocab_txt, const char *out, d
     enum { N = 128256, N_TEXT = 128000 };
     size_t len;
     char *buf = tv_read_file(vocab_txt, &len);
-    if (buf == NULL)
-        return dais_err_set(err, DAIS_EIO, "%s: cannot read", vocab_txt);
+    if (buf == NULL) return dais_err_set(err, DAIS_EIO, "%s: cannot read", vocab_txt);
     const char **tok = calloc(N, sizeof(char *));
     uint64_t *tlen = calloc(N, sizeof(uint64_t));
     int32_t *types = calloc(N, sizeof(int32_t));
@@ -278,8 +261,7 @@ static inline int tv_write_llama3_gguf(const char *vocab_txt, const char *out, d
     char **mstr = NULL;
     int rc = DAIS_ENOMEM;
     dais_gguf_writer *w = NULL;
-    if (!tok || !tlen || !types || !slots || !m)
-        goto out;
+    if (!tok || !tlen || !types || !slots || !m) goto out;
     int n = 0;
     for (char *p = buf; p < buf + len && n < N;) {
         char *nl = memchr(p, '\n', (size_t)(buf + len - p));
@@ -302,34 +284,30 @@ static inline int tv_write_llama3_gguf(const char *vocab_txt, const char *out, d
             h = (h + 1) & hmask;
         slots[h] = i;
     }
-#define TV_FIND(s, l, out_id)                                                                  \
-    do {                                                                                       \
-        uint64_t h_ = tv_hash((s), (l)) & hmask;                                               \
-        (out_id) = -1;                                                                         \
-        while (slots[h_] >= 0) {                                                               \
-            int32_t c_ = slots[h_];                                                            \
-            if (tlen[c_] == (l) && memcmp(tok[c_], (s), (l)) == 0) {                           \
-                (out_id) = c_;                                                                 \
-                break;                                                                         \
-            }                                                                                  \
-            h_ = (h_ + 1) & hmask;                                                             \
-        }                                                                                      \
+#define TV_FIND(s, l, out_id)                                                                      \
+    do {                                                                                           \
+        uint64_t h_ = tv_hash((s), (l)) & hmask;                                                   \
+        (out_id) = -1;                                                                             \
+        while (slots[h_] >= 0) {                                                                   \
+            int32_t c_ = slots[h_];                                                                \
+            if (tlen[c_] == (l) && memcmp(tok[c_], (s), (l)) == 0) {                               \
+                (out_id) = c_;                                                                     \
+                break;                                                                             \
+            }                                                                                      \
+            h_ = (h_ + 1) & hmask;                                                                 \
+        }                                                                                          \
     } while (0)
     for (int i = 0; i < N_TEXT; i++) {
         for (size_t k = 1; k < tlen[i]; k++) {
-            if (((unsigned char)tok[i][k] & 0xC0) == 0x80)
-                continue;
+            if (((unsigned char)tok[i][k] & 0xC0) == 0x80) continue;
             int32_t l, r;
             TV_FIND(tok[i], k, l);
-            if (l < 0)
-                continue;
+            if (l < 0) continue;
             TV_FIND(tok[i] + k, tlen[i] - k, r);
-            if (r < 0)
-                continue;
+            if (r < 0) continue;
             if (nm == mcap) {
                 tv_merge *nmv = realloc(m, 2 * mcap * sizeof(tv_merge));
-                if (nmv == NULL)
-                    goto out;
+                if (nmv == NULL) goto out;
                 m = nmv;
                 mcap *= 2;
             }
@@ -339,13 +317,11 @@ static inline int tv_write_llama3_gguf(const char *vocab_txt, const char *out, d
 #undef TV_FIND
     qsort(m, nm, sizeof(tv_merge), tv_merge_cmp);
     mstr = calloc(nm, sizeof(char *));
-    if (mstr == NULL)
-        goto out;
+    if (mstr == NULL) goto out;
     for (size_t i = 0; i < nm; i++) {
         size_t a = tlen[m[i].left], b = tlen[m[i].right];
         mstr[i] = malloc(a + b + 2);
-        if (mstr[i] == NULL)
-            goto out;
+        if (mstr[i] == NULL) goto out;
         memcpy(mstr[i], tok[m[i].left], a);
         mstr[i][a] = ' ';
         memcpy(mstr[i] + a + 1, tok[m[i].right], b);
@@ -353,8 +329,7 @@ static inline int tv_write_llama3_gguf(const char *vocab_txt, const char *out, d
     }
 
     w = dais_gguf_writer_new();
-    if (w == NULL)
-        goto out;
+    if (w == NULL) goto out;
     dais_gguf_writer_set_str(w, "general.name", "llama3-vocab-test");
     tv_add_tiny_model(w, N, 3);
     dais_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
@@ -380,8 +355,7 @@ out:
     free(tlen);
     free(tok);
     free(buf);
-    if (rc == DAIS_ENOMEM)
-        dais_err_set(err, rc, "out of memory");
+    if (rc == DAIS_ENOMEM) dais_err_set(err, rc, "out of memory");
     return rc;
 }
 
@@ -411,8 +385,7 @@ static inline dais_tokenizer *tv_load_real(const char *which, char *keep_path, s
     dais_tokenizer *t = NULL;
     if (rc == 0) {
         dais_gguf *g = dais_gguf_open(path, err);
-        if (g != NULL)
-            t = dais_tokenizer_from_gguf(g, err);
+        if (g != NULL) t = dais_tokenizer_from_gguf(g, err);
         dais_gguf_free(g);
     }
     if (keep_path != NULL && t != NULL)

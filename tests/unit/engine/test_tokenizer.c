@@ -53,17 +53,17 @@ static void assert_ids(const int32_t *got, int64_t n, const int32_t *want, int64
     }
 }
 
-#define ENC_EQ(t, s, bos, special, ...)                                                          \
-    do {                                                                                         \
-        int32_t got_[MAXIDS];                                                                    \
-        const int32_t want_[] = {__VA_ARGS__};                                                   \
-        int64_t n_ = enc((t), (s), (bos), (special), got_);                                      \
-        assert_ids(got_, n_, want_, (int64_t)(sizeof(want_) / sizeof(want_[0])));               \
+#define ENC_EQ(t, s, bos, special, ...)                                                            \
+    do {                                                                                           \
+        int32_t got_[MAXIDS];                                                                      \
+        const int32_t want_[] = {__VA_ARGS__};                                                     \
+        int64_t n_ = enc((t), (s), (bos), (special), got_);                                        \
+        assert_ids(got_, n_, want_, (int64_t)(sizeof(want_) / sizeof(want_[0])));                  \
     } while (0)
 
 /* Decodes ids in one call (NUL-terminated into buf). */
-static const char *dec(const dais_tokenizer *t, const int32_t *ids, int64_t n, bool skip,
-                       char *buf, size_t cap)
+static const char *dec(const dais_tokenizer *t, const int32_t *ids, int64_t n, bool skip, char *buf,
+                       size_t cap)
 {
     int64_t m = dais_detokenize(t, ids, (size_t)n, skip, buf, cap - 1);
     assert_true(m >= 0 && (size_t)m < cap);
@@ -98,19 +98,19 @@ static uint32_t rnd(void)
 
 /* Ids: 0 <unk>, 1 <s>, 2 </s>, 3..258 <0x00>..<0xFF>, then: */
 enum {
-    L_SP = 259,  /* ▁        -100 */
-    L_A,         /* a        -101 */
-    L_B,         /* b        -102 */
-    L_C,         /* c        -103 */
-    L_AB,        /* ab       -1   */
-    L_BC,        /* bc       -2   */
-    L_SPA,       /* ▁a       -3   */
-    L_ABC,       /* abc      -4   */
-    L_EACUTE,    /* é        -104 */
-    L_USER,      /* <user>   user-defined */
-    L_SP2,       /* ▁▁       -1e9 */
-    L_SP3,       /* ▁▁▁      -1e9 */
-    L_LT,        /* <        -105 */
+    L_SP = 259, /* ▁        -100 */
+    L_A,        /* a        -101 */
+    L_B,        /* b        -102 */
+    L_C,        /* c        -103 */
+    L_AB,       /* ab       -1   */
+    L_BC,       /* bc       -2   */
+    L_SPA,      /* ▁a       -3   */
+    L_ABC,      /* abc      -4   */
+    L_EACUTE,   /* é        -104 */
+    L_USER,     /* <user>   user-defined */
+    L_SP2,      /* ▁▁       -1e9 */
+    L_SP3,      /* ▁▁▁      -1e9 */
+    L_LT,       /* <        -105 */
     L_N
 };
 #define BYTE(b) (3 + (b))
@@ -128,10 +128,20 @@ static void llama_params(dais_tokenizer_params *p)
         float score;
         int32_t type;
     } extra[] = {
-        {"\xE2\x96\x81", -100, 1}, {"a", -101, 1}, {"b", -102, 1}, {"c", -103, 1},
-        {"ab", -1, 1}, {"bc", -2, 1}, {"\xE2\x96\x81" "a", -3, 1}, {"abc", -4, 1},
-        {"\xC3\xA9", -104, 1}, {"<user>", 0, DAIS_TOKT_USER_DEFINED},
-        {"\xE2\x96\x81\xE2\x96\x81", -1e9f, 1}, {"\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81", -1e9f, 1},
+        {"\xE2\x96\x81", -100, 1},
+        {"a", -101, 1},
+        {"b", -102, 1},
+        {"c", -103, 1},
+        {"ab", -1, 1},
+        {"bc", -2, 1},
+        {"\xE2\x96\x81"
+         "a",
+         -3, 1},
+        {"abc", -4, 1},
+        {"\xC3\xA9", -104, 1},
+        {"<user>", 0, DAIS_TOKT_USER_DEFINED},
+        {"\xE2\x96\x81\xE2\x96\x81", -1e9f, 1},
+        {"\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81", -1e9f, 1},
         {"<", -105, 1},
     };
     strcpy(llama_pieces[0], "<unk>");
@@ -168,8 +178,7 @@ static dais_tokenizer *llama_tok(void)
     llama_params(&p);
     dais_err err = {0};
     dais_tokenizer *t = dais_tokenizer_new(&p, &err);
-    if (t == NULL)
-        fprintf(stderr, "%s\n", err.msg);
+    if (t == NULL) fprintf(stderr, "%s\n", err.msg);
     assert_non_null(t);
     return t;
 }
@@ -178,25 +187,25 @@ static dais_tokenizer *llama_tok(void)
 
 /* Ids 0..255: the byte-level symbol of byte i. Then: */
 enum {
-    G_HE = 256,   /* h e */
-    G_LL,         /* l l */
-    G_HELL,       /* he ll */
-    G_HELLO,      /* hell o */
-    G_SPW,        /* Ġ w */
-    G_OR,         /* o r */
-    G_SPWOR,      /* Ġw or */
-    G_LO,         /* "lo": a token no merge produces */
-    G_EOT,        /* <|endoftext|> control */
-    G_END,        /* <|end|> control */
-    G_ENDP,       /* <|end control (a prefix of the one above) */
+    G_HE = 256, /* h e */
+    G_LL,       /* l l */
+    G_HELL,     /* he ll */
+    G_HELLO,    /* hell o */
+    G_SPW,      /* Ġ w */
+    G_OR,       /* o r */
+    G_SPWOR,    /* Ġw or */
+    G_LO,       /* "lo": a token no merge produces */
+    G_EOT,      /* <|endoftext|> control */
+    G_END,      /* <|end|> control */
+    G_ENDP,     /* <|end control (a prefix of the one above) */
     G_N
 };
 
 static char gpt2_pieces[G_N][24];
 static int32_t gpt2_types[G_N];
 static const char *gpt2_ptrs[G_N];
-static const char *gpt2_merges[] = {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w", "o r",
-                                    "\xC4\xA0w or"};
+static const char *gpt2_merges[] = {"h e",        "l l", "he ll",       "hell o",
+                                    "\xC4\xA0 w", "o r", "\xC4\xA0w or"};
 
 static void byte_symbol(int b, char *out)
 {
@@ -204,8 +213,7 @@ static void byte_symbol(int b, char *out)
     for (int x = 0; x < 256; x++) {
         bool self = (x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE;
         int c = self ? x : 0x100 + k++;
-        if (x == b)
-            cp = c;
+        if (x == b) cp = c;
     }
     if (cp < 0x80) {
         out[0] = (char)cp;
@@ -223,8 +231,9 @@ static void gpt2_params(dais_tokenizer_params *p, const char *pre)
         byte_symbol(b, gpt2_pieces[b]);
         gpt2_types[b] = DAIS_TOKT_NORMAL;
     }
-    static const char *extra[] = {"he", "ll", "hell", "hello", "\xC4\xA0w", "or",
-                                  "\xC4\xA0wor", "lo", "<|endoftext|>", "<|end|>", "<|end"};
+    static const char *extra[] = {"he",   "ll",          "hell", "hello",         "\xC4\xA0w",
+                                  "or",   "\xC4\xA0wor", "lo",   "<|endoftext|>", "<|end|>",
+                                  "<|end"};
     for (int i = 0; i < G_N - 256; i++) {
         strcpy(gpt2_pieces[256 + i], extra[i]);
         gpt2_types[256 + i] = 256 + i >= G_EOT ? DAIS_TOKT_CONTROL : DAIS_TOKT_NORMAL;
@@ -251,8 +260,7 @@ static dais_tokenizer *gpt2_tok(const char *pre)
     gpt2_params(&p, pre);
     dais_err err = {0};
     dais_tokenizer *t = dais_tokenizer_new(&p, &err);
-    if (t == NULL)
-        fprintf(stderr, "%s\n", err.msg);
+    if (t == NULL) fprintf(stderr, "%s\n", err.msg);
     assert_non_null(t);
     return t;
 }
@@ -266,8 +274,7 @@ static void test_stories260k_prompt(void **state)
     snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared_dir());
     dais_err err = {0};
     dais_gguf *g = dais_gguf_open(path, &err);
-    if (g == NULL)
-        fprintf(stderr, "%s\n", err.msg);
+    if (g == NULL) fprintf(stderr, "%s\n", err.msg);
     assert_non_null(g);
     dais_tokenizer *t = dais_tokenizer_from_gguf(g, &err);
     dais_gguf_free(g); /* the tokenizer keeps its own copy */
@@ -285,11 +292,11 @@ static void test_stories260k_prompt(void **state)
     ENC_EQ(t, "Once upon a time", true, false, 1, 403, 407, 261, 378);
     ENC_EQ(t, "Once upon a time", false, false, 403, 407, 261, 378);
     /* The 60 ids the reference run generates (-n 64) decode to its text. */
-    const int32_t gen[] = {
-        1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
-        338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426,
-        385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266,
-        267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
+    const int32_t gen[] = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421,
+                           395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411,
+                           322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370,
+                           432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312,
+                           432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
     char buf[512];
     assert_string_equal(dec(t, gen, (int64_t)(sizeof gen / sizeof gen[0]), true, buf, sizeof buf),
                         "Once upon a time, there was a little girl named Lily. She loved to play "
@@ -353,13 +360,16 @@ static void test_llama_byte_fallback(void **state)
 {
     (void)state;
     dais_tokenizer *t = llama_tok();
-    ENC_EQ(t, "\xC3\xA9", false, false, L_SP, L_EACUTE);              /* é is a piece */
+    ENC_EQ(t, "\xC3\xA9", false, false, L_SP, L_EACUTE);               /* é is a piece */
     ENC_EQ(t, "\xC3\xBC", false, false, L_SP, BYTE(0xC3), BYTE(0xBC)); /* ü is not */
     ENC_EQ(t, "x\n", false, false, L_SP, BYTE('x'), BYTE('\n'));
     ENC_EQ(t, "\xF0\x9F\xA6\x99", false, false, L_SP, BYTE(0xF0), BYTE(0x9F), BYTE(0xA6),
            BYTE(0x99));
     /* Invalid UTF-8: each stray byte is its byte token; nothing is lost. */
-    ENC_EQ(t, "\xFF" "a\xC3", false, false, L_SP, BYTE(0xFF), L_A, BYTE(0xC3));
+    ENC_EQ(t,
+           "\xFF"
+           "a\xC3",
+           false, false, L_SP, BYTE(0xFF), L_A, BYTE(0xC3));
     ENC_EQ(t, "\xED\xA0\x80", false, false, L_SP, BYTE(0xED), BYTE(0xA0), BYTE(0x80));
     /* An embedded NUL is a byte like any other. */
     int32_t ids[8];
@@ -368,7 +378,10 @@ static void test_llama_byte_fallback(void **state)
     assert_int_equal(ids[1], BYTE(0));
     assert_int_equal(ids[2], L_B);
     /* A typed ▁ is a space. */
-    ENC_EQ(t, "\xE2\x96\x81" "a", false, false, L_SP, L_SPA);
+    ENC_EQ(t,
+           "\xE2\x96\x81"
+           "a",
+           false, false, L_SP, L_SPA);
     dais_tokenizer_free(t);
 }
 
@@ -415,13 +428,23 @@ static void test_llama_decode(void **state)
     char buf[256];
     const int32_t a[] = {1, L_SPA, L_BC, L_SP, L_EACUTE, 2};
     assert_string_equal(dec(t, a, 6, true, buf, sizeof buf), "abc \xC3\xA9");
-    assert_string_equal(dec(t, a, 6, false, buf, sizeof buf), "<s>\x20" "abc \xC3\xA9</s>");
+    assert_string_equal(dec(t, a, 6, false, buf, sizeof buf), "<s>\x20"
+                                                              "abc \xC3\xA9</s>");
     /* Byte tokens rebuild a character split across them. */
     const int32_t b[] = {L_SP, BYTE(0xF0), BYTE(0x9F), BYTE(0xA6), BYTE(0x99)};
     assert_string_equal(dec(t, b, 5, true, buf, sizeof buf), "\xF0\x9F\xA6\x99");
     /* Round trips of random valid text built from a few characters. */
-    const char *parts[] = {"a", "b", "c", " ", "  ", "\xC3\xA9", "\xC3\xBC", "x", "\n",
-                           "\xE6\xBC\xA2", "\xF0\x9F\xA6\x99"};
+    const char *parts[] = {"a",
+                           "b",
+                           "c",
+                           " ",
+                           "  ",
+                           "\xC3\xA9",
+                           "\xC3\xBC",
+                           "x",
+                           "\n",
+                           "\xE6\xBC\xA2",
+                           "\xF0\x9F\xA6\x99"};
     for (int it = 0; it < 300; it++) {
         char s[128];
         size_t n = 0;
@@ -457,7 +480,7 @@ static void test_gpt2_regexes(void **state)
     (void)state;
     /* Compare the pre-token boundaries through the ids of a vocabulary without merges
      * between pre-tokens: each byte is its symbol, merges only inside "hello"/" wor". */
-    dais_tokenizer *d = gpt2_tok(NULL);       /* no pre key: GPT-2 regex */
+    dais_tokenizer *d = gpt2_tok(NULL);         /* no pre key: GPT-2 regex */
     dais_tokenizer *l3 = gpt2_tok("llama-bpe"); /* Llama 3 regex + ignore_merges */
     /* "lo" is a token that no merge makes: only ignore_merges finds it. */
     ENC_EQ(d, "lo", false, false, 'l', 'o');
@@ -466,8 +489,12 @@ static void test_gpt2_regexes(void **state)
     /* Llama 3 splits digits in threes and keeps case-insensitive contractions. */
     int32_t ids[MAXIDS];
     char raw[256];
-    const char *cases[] = {"12345 I'LL don't", "\t\tx\n\n y", "a  \n b", "  trailing  ",
-                           "\xC3\xA9t\xC3\xA9 \xE6\xBC\xA2\xE5\xAD\x97!!", "x\r\n\r\ny",
+    const char *cases[] = {"12345 I'LL don't",
+                           "\t\tx\n\n y",
+                           "a  \n b",
+                           "  trailing  ",
+                           "\xC3\xA9t\xC3\xA9 \xE6\xBC\xA2\xE5\xAD\x97!!",
+                           "x\r\n\r\ny",
                            "\xEF\xBB\xBFx\xC2\x85y"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int64_t n = enc(l3, cases[i], false, false, ids);
@@ -553,7 +580,10 @@ static void test_detok_stream(void **state)
     /* An interrupted sequence: E6 then 'a' gives U+FFFD then 'a' (WHATWG). */
     assert_int_equal(dais_detok_push(&d, 0xE6, out, sizeof out), 0);
     assert_int_equal(dais_detok_push(&d, 'a', out, sizeof out), 4);
-    assert_memory_equal(out, "\xEF\xBF\xBD" "a", 4);
+    assert_memory_equal(out,
+                        "\xEF\xBF\xBD"
+                        "a",
+                        4);
     /* Invalid lead bytes, overlong and surrogate starts: one U+FFFD per maximal subpart. */
     assert_int_equal(dais_detok_push(&d, 0xFF, out, sizeof out), 3);
     assert_int_equal(dais_detok_push(&d, 0xC0, out, sizeof out), 3);
@@ -649,8 +679,7 @@ static void expect_reject(const dais_tokenizer_params *p, int code, const char *
     dais_err err = {0};
     dais_tokenizer *t = dais_tokenizer_new(p, &err);
     if (t != NULL || err.code != code || strstr(err.msg, needle) == NULL)
-        fprintf(stderr, "want %d containing '%s', got %d '%s'\n", code, needle, err.code,
-                err.msg);
+        fprintf(stderr, "want %d containing '%s', got %d '%s'\n", code, needle, err.code, err.msg);
     assert_null(t);
     assert_int_equal(err.code, code);
     assert_non_null(strstr(err.msg, needle));
@@ -761,8 +790,7 @@ static dais_tokenizer *gguf_tok(tweak_fn tweak, dais_err *err)
     dais_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
     dais_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
     dais_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
-    if (tweak != NULL)
-        tweak(w);
+    if (tweak != NULL) tweak(w);
     char path[] = "/tmp/dais-test-tok-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -906,8 +934,7 @@ static void *thr_main(void *p)
     int64_t n0 = dais_tokenize(a->t, s, strlen(s), true, true, first, 256);
     for (int i = 0; i < 2000; i++) {
         int64_t n = dais_tokenize(a->t, s, strlen(s), true, true, ids, 256);
-        if (n != n0 || memcmp(ids, first, (size_t)n * sizeof(int32_t)) != 0)
-            a->bad++;
+        if (n != n0 || memcmp(ids, first, (size_t)n * sizeof(int32_t)) != 0) a->bad++;
     }
     return NULL;
 }

@@ -46,14 +46,11 @@ static dais_tokenizer *tok2, *tok3;
 static int load_ids(json_t *obj, const char *key, ids *out)
 {
     json_t *a = json_object_get(obj, key);
-    if (a == NULL)
-        return 0;
-    if (!json_is_array(a))
-        return -1;
+    if (a == NULL) return 0;
+    if (!json_is_array(a)) return -1;
     out->n = json_array_size(a);
     out->v = malloc((out->n ? out->n : 1) * sizeof(int32_t));
-    if (out->v == NULL)
-        return -1;
+    if (out->v == NULL) return -1;
     for (size_t i = 0; i < out->n; i++)
         out->v[i] = (int32_t)json_integer_value(json_array_get(a, i));
     out->present = true;
@@ -104,8 +101,9 @@ static int load_corpus(void)
             x->text = malloc(x->len + 1);
             memcpy(x->text, json_string_value(s), x->len + 1);
             if ((size_t)json_integer_value(json_object_get(e, "n")) != x->len) {
-                fprintf(stderr, "line %zu: expected.jsonl does not match corpus.jsonl "
-                                "(regenerate with npm run regen)\n",
+                fprintf(stderr,
+                        "line %zu: expected.jsonl does not match corpus.jsonl "
+                        "(regenerate with npm run regen)\n",
                         n_corpus + 1);
                 rc = -1;
             }
@@ -118,8 +116,7 @@ static int load_corpus(void)
         n_corpus++;
         cs = cn + 1;
         es = en + 1;
-        if (rc != 0)
-            break;
+        if (rc != 0) break;
     }
     if (rc == 0 && (*cs != '\0' || *es != '\0')) {
         fprintf(stderr, "corpus.jsonl and expected.jsonl differ in length\n");
@@ -133,8 +130,7 @@ static int load_corpus(void)
 static int setup(void **state)
 {
     (void)state;
-    if (load_corpus() != 0)
-        return -1;
+    if (load_corpus() != 0) return -1;
     dais_err err = {0};
     tok2 = tv_load_real("llama2", NULL, 0, &err);
     if (tok2 == NULL) {
@@ -196,8 +192,7 @@ static bool check_ids(const char *what, dais_tokenizer *t, size_t line, const en
     int64_t n = dais_tokenize(t, x->text, x->len, false, parse_special, got, cap);
     assert_true(n >= 0 && n <= cap);
     bool ok = (size_t)n == want->n && memcmp(got, want->v, want->n * sizeof(int32_t)) == 0;
-    if (!ok && (*shown)++ < 10)
-        show(what, line, x, got, n, want);
+    if (!ok && (*shown)++ < 10) show(what, line, x, got, n, want);
     if (ok) {
         /* With BOS: the same ids after it. */
         int64_t nb = dais_tokenize(t, x->text, x->len, true, parse_special, got, cap);
@@ -231,12 +226,10 @@ static bool valid_utf8(const char *str, size_t n)
             return false;
         }
         for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return false;
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80) return false;
             cp = cp << 6 | (s[i + j] & 0x3F);
         }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
         i += k + 1;
     }
     return true;
@@ -279,15 +272,14 @@ static bool check_decode(const char *what, dais_tokenizer *t, size_t line, const
                 fprintf(stderr, "%s: line %zu: token %zu emitted broken UTF-8\n", what, line + 1,
                         i);
         }
-        if (n + (size_t)k <= 3 * x->len + 64)
-            memcpy(all + n, chunk, (size_t)k);
+        if (n + (size_t)k <= 3 * x->len + 64) memcpy(all + n, chunk, (size_t)k);
         n += (size_t)k;
     }
     if (ok && (n != wlen || memcmp(all, want, n) != 0)) {
         ok = false;
         if ((*shown)++ < 10)
-            fprintf(stderr, "%s: line %zu (%s): decode(encode(s)) != s (%zu vs %zu bytes)\n",
-                    what, line + 1, x->cat, n, wlen);
+            fprintf(stderr, "%s: line %zu (%s): decode(encode(s)) != s (%zu vs %zu bytes)\n", what,
+                    line + 1, x->cat, n, wlen);
     }
     /* The one-call decoder agrees with the stream. */
     if (ok) {
@@ -347,11 +339,11 @@ static void test_llama3_ids_without_special_parsing(void **state)
     for (size_t i = 0; i < n_corpus; i++) {
         const ids *want = corpus[i].l3raw.present ? &corpus[i].l3raw : &corpus[i].l3;
         differ += corpus[i].l3raw.present;
-        bad += !check_ids("llama3 (no special parsing)", tok3, i, &corpus[i], false, want,
-                          &shown);
+        bad += !check_ids("llama3 (no special parsing)", tok3, i, &corpus[i], false, want, &shown);
     }
-    fprintf(stderr, "llama3 without special parsing: %d strings differ from parsed, %d "
-                    "mismatches\n",
+    fprintf(stderr,
+            "llama3 without special parsing: %d strings differ from parsed, %d "
+            "mismatches\n",
             differ, bad);
     assert_true(differ > 50);
     assert_int_equal(bad, 0);
@@ -365,8 +357,7 @@ static void test_roundtrip_and_streaming(void **state)
         const entry *x = &corpus[i];
         bad += !check_decode("llama2", tok2, i, x, &x->l2, &shown);
         bad += !check_decode("llama3", tok3, i, x, &x->l3, &shown);
-        if (x->l3raw.present)
-            bad += !check_decode("llama3 raw", tok3, i, x, &x->l3raw, &shown);
+        if (x->l3raw.present) bad += !check_decode("llama3 raw", tok3, i, x, &x->l3raw, &shown);
     }
     fprintf(stderr, "round trips: %d failures\n", bad);
     assert_int_equal(bad, 0);
@@ -386,22 +377,38 @@ static void test_long_inputs(void **state)
     assert_non_null(s);
     assert_non_null(out_ids);
     assert_non_null(raw);
-    const char *names[] = {"prose", "one word", "spaces", "CJK", "digits", "random bytes",
-                           "emoji", "newlines+tabs"};
+    const char *names[] = {"prose",  "one word",     "spaces", "CJK",
+                           "digits", "random bytes", "emoji",  "newlines+tabs"};
     uint64_t r = 88172645463325252ull;
     for (int kind = 0; kind < 8; kind++) {
         size_t n = 0;
         for (size_t i = 0; i < N; i++) {
             r ^= r << 13, r ^= r >> 7, r ^= r << 17;
             switch (kind) {
-            case 0: s[n++] = "The quick brown fox jumps over the lazy dog. "[i % 45]; break;
-            case 1: s[n++] = 'a'; break;
-            case 2: s[n++] = ' '; break;
-            case 3: memcpy(s + n, "\xE6\xBC\xA2", 3), n += 3; break;
-            case 4: s[n++] = (char)('0' + r % 10); break;
-            case 5: s[n++] = (char)(r >> 24); break;
-            case 6: memcpy(s + n, "\xF0\x9F\xA6\x99", 4), n += 4; break;
-            default: s[n++] = "\n\t \r"[r % 4]; break;
+            case 0:
+                s[n++] = "The quick brown fox jumps over the lazy dog. "[i % 45];
+                break;
+            case 1:
+                s[n++] = 'a';
+                break;
+            case 2:
+                s[n++] = ' ';
+                break;
+            case 3:
+                memcpy(s + n, "\xE6\xBC\xA2", 3), n += 3;
+                break;
+            case 4:
+                s[n++] = (char)('0' + r % 10);
+                break;
+            case 5:
+                s[n++] = (char)(r >> 24);
+                break;
+            case 6:
+                memcpy(s + n, "\xF0\x9F\xA6\x99", 4), n += 4;
+                break;
+            default:
+                s[n++] = "\n\t \r"[r % 4];
+                break;
             }
         }
         for (int v = 0; v < 2; v++) {
