@@ -196,8 +196,7 @@ static int demo_model(char *out, size_t cap)
     p.n_ctx = 1024;
     p.type = DAIS_Q8_0;
     p.seed = 20260101;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    p.n_threads = ncpu > 0 ? (int)ncpu : 1;
+    p.n_threads = 1; /* small: one thread writes it in well under a second */
     char tmp[PATH_MAX + 32];
     snprintf(tmp, sizeof(tmp), "%s.%d.tmp", out, (int)getpid());
     fprintf(stderr, "dais run: writing the demo model (random weights) to %s\n", out);

@@ -73,7 +73,7 @@ static const opt options[] = {
      "read the cluster token from a file (trailing newline ignored)"},
     {"--model", "DAIS_MODELS", "NAME[@SHA256]", K_MODELS, 0, 0, 0, 0, "(any)",
      "a served model, repeatable (variable: comma-separated); @SHA256 pins the GGUF file"},
-    {"--node-id", "DAIS_NODE_ID", "ID", K_STR, OFF(node_id), SZ(node_id), 0, 0, "master",
+    {"--id", "DAIS_NODE_ID", "ID", K_STR, OFF(node_id), SZ(node_id), 0, 0, "master",
      "this node's id in cluster messages"},
     {"--heartbeat-interval", "DAIS_HEARTBEAT_INTERVAL", "DURATION", K_DURATION,
      OFF(heartbeat_interval_ms), 0, 0, 0, "5s", "how often each worker gets a HEARTBEAT"},

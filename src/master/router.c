@@ -217,15 +217,31 @@ static void sse_event(dais_mreq *r, const char *event, json_t *data)
     free(s);
 }
 
+/* The headers every reply to an inference request carries: its id and its trace (the W3C
+ * traceresponse header, so a client can find the request's spans). */
+static void id_headers(const dais_mreq *r, char *out, size_t cap)
+{
+    char tp[DAIS_TRACEPARENT_LEN + 1] = "";
+    char trace_id[33] = "";
+    if (r->trace.valid && dais_traceparent_format(&r->trace, tp) == 0) {
+        dais_trace_id_hex(r->trace.trace_id, trace_id);
+        snprintf(out, cap, "X-Request-Id: %s\r\nX-Trace-Id: %s\r\ntraceresponse: %s\r\n", r->id,
+                 trace_id, tp);
+    } else {
+        snprintf(out, cap, "X-Request-Id: %s\r\n", r->id);
+    }
+}
+
 static bool start_stream(dais_mreq *r)
 {
     if (r->stream_started)
         return true;
     if (r->http == NULL)
         return false;
-    char headers[160];
-    snprintf(headers, sizeof(headers),
-             "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: %s\r\n", r->id);
+    char ids[256], headers[320];
+    id_headers(r, ids, sizeof(ids));
+    snprintf(headers, sizeof(headers), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s",
+             ids);
     if (dais_http_stream_start(r->http, 200, "text/event-stream", headers) != 0)
         return false;
     r->stream_started = true;
@@ -251,9 +267,9 @@ static void fail(dais_mreq *r, int status, const char *code, const char *message
                 sse_event(r, "error", e);
             dais_http_stream_end(r->http);
         } else {
-            char extra[256];
-            snprintf(extra, sizeof(extra), "X-Request-Id: %s\r\n%s", r->id,
-                     headers != NULL ? headers : "");
+            char ids[256], extra[384];
+            id_headers(r, ids, sizeof(ids));
+            snprintf(extra, sizeof(extra), "%s%s", ids, headers != NULL ? headers : "");
             dais_api_error_reply(r->http, status, code, message, extra);
         }
         r->http = NULL;
@@ -338,8 +354,8 @@ static void succeed(dais_mreq *r)
             }
         } else {
             char *s = json_dumps(o, JSON_COMPACT);
-            char headers[96];
-            snprintf(headers, sizeof(headers), "X-Request-Id: %s\r\n", r->id);
+            char headers[256];
+            id_headers(r, headers, sizeof(headers));
             if (s != NULL) {
                 size_t n = strlen(s);
                 s[n] = '\n'; /* replaces the NUL: the body ends with a newline */
@@ -357,14 +373,15 @@ static void succeed(dais_mreq *r)
 
 /* ---- routing ------------------------------------------------------------------------------- */
 
-/* Where issue 4's failover plugs in: a request whose worker failed. Today it is retried only
- * when nothing was generated yet and it has attempts left; otherwise it fails (502). */
+/* Where issue 4's failover plugs in: a request whose worker failed. Today it is routed again
+ * only when no output token was generated yet (so nothing can be duplicated) and it has
+ * attempts left; otherwise it fails (502, or an SSE error event). */
 static void recover_or_fail(dais_mreq *r, const char *why)
 {
     char msg[320];
     snprintf(msg, sizeof(msg), "worker %s failed: %s", r->worker_id, why);
-    if (r->next_index == 0 && r->n_out == 0 && r->attempts < MAX_ATTEMPTS && r->http != NULL &&
-        !r->stream_started && !r->m->stopping) {
+    if (r->n_out == 0 && !r->stream_started && r->attempts < MAX_ATTEMPTS && r->http != NULL &&
+        !r->m->stopping) {
         DAIS_INFO("request %s: %s; routing it again (nothing generated yet)", r->id, msg);
         route(r);
         return;

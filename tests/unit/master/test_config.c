@@ -99,7 +99,7 @@ static void test_bad_values(void **state)
         {"--http-port", "65536", "--http-port"},   {"--heartbeat-interval", "0", "interval"},
         {"--heartbeat-interval", "5x", "interval"}, {"--heartbeat-misses", "0", "misses"},
         {"--body-limit", "2GiB", "body-limit"},     {"--log-level", "loud", "log-level"},
-        {"--model", "a@123", "hash"},               {"--node-id", "bad id", "node id"},
+        {"--model", "a@123", "hash"},               {"--id", "bad id", "node id"},
         {"--bogus", "1", "unknown option"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
