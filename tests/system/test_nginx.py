@@ -152,7 +152,7 @@ class Stack:
         return http_request(self.cluster.http_port, method, path, body, headers, timeout)
 
     def worker_metric(self, wid, name, labels=""):
-        """The value of one sample of worker `wid`'s /metrics (0 when absent)."""
+        """The value of one sample of worker `wid`'s /metrics; fails the test when absent."""
         args = self.cluster.workers[wid].args
         port = int(args[args.index("--metrics-port") + 1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -164,7 +164,7 @@ class Stack:
         for line in text.splitlines():
             if line.startswith(f"{name}{labels} "):
                 return float(line.split()[-1])
-        return 0.0
+        pytest.fail(f"worker {wid} exports no {name}{labels}")
 
     def logs(self):
         return f"{self.cluster.logs()}\n---- nginx error.log ----\n{self.nginx.tail()}"
@@ -398,9 +398,8 @@ def test_client_disconnect_through_nginx_cancels_on_the_worker(stack):
     # and the worker frees the sequence: counted as cancelled, not as completed.
     wait_for(lambda: c.cluster_view()["requests"]["in_flight"] == 0, 5,
              what="the request to leave the master")
-    wait_for(lambda: stack.worker_metric("w2", name, '{result="cancelled"}') == cancelled_before + 1,
-             5,
-             what="the worker to count the request as cancelled")
+    wait_for(lambda: stack.worker_metric("w2", name, '{result="cancelled"}')
+             == cancelled_before + 1, 5, what="the worker to count the request as cancelled")
     wait_for(lambda: stack.worker_metric("w2", "dais_worker_active_sequences") == 0, 5,
              what="the worker to have no active sequence")
     assert stack.worker_metric("w2", name, '{result="ok"}') == ok_before
