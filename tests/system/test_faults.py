@@ -411,6 +411,19 @@ def gone(view, wid):
     return state(view, wid) in (None, "dead")
 
 
+def busiest_worker(fc, timeout=5.0):
+    """(i, in flight) of the worker with the most requests in flight now (at least one), so
+    that a fault hits work in progress."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = fc.view()
+        busy = max(((worker_of(view, f"w{i}") or {}).get("inflight", 0), i)
+                   for i in range(1, WORKERS + 1))
+        if busy[0] >= 1:
+            return busy[1], busy[0]
+    pytest.fail("no worker ever had a request in flight")
+
+
 # ---- load and observation -------------------------------------------------------------------
 
 class Rec:
@@ -655,16 +668,7 @@ def test_1_kill9_one_worker_of_three(fc):
     expected = expected_answers(fc)
     with Monitor(fc) as mon, Load(fc, expected) as load:
         assert load.wait_done(30), "load did not start"
-        # The victim: the worker with the most requests in flight, so the kill hits work.
-        victim, deadline = None, time.monotonic() + 5
-        while victim is None and time.monotonic() < deadline:
-            view = fc.view()
-            busy = sorted(((worker_of(view, f"w{i}") or {}).get("inflight", 0), i)
-                          for i in range(1, WORKERS + 1))
-            if busy[-1][0] >= 1:
-                victim = busy[-1][1]
-                hit = busy[-1][0]
-        assert victim is not None, "no worker ever had a request in flight"
+        victim, hit = busiest_worker(fc)
         t_kill = fc.workers[victim].kill9()
         in_flight = load.in_flight_at(t_kill)
         t_dead = mon.wait(lambda vw: gone(vw, f"w{victim}"), t_kill, bound + SLACK_S)
@@ -802,27 +806,28 @@ def test_3_sigstop_then_sigcont(fc):
     args, bound = detector_args(dead_after_s=20.0, fallback_misses=80)
     fc.start_all(args)
     expected = expected_answers(fc)
-    victim = "w1"
-    breaker_visible = breaker(fc.view(), victim) is not None
+    breaker_visible = breaker(fc.view(), "w1") is not None
     with Monitor(fc) as mon, Load(fc, expected) as load:
         assert load.wait_done(30), "load did not start"
+        vi, hit = busiest_worker(fc)
+        victim = f"w{vi}"
         t_stop = time.monotonic()
-        fc.workers[1].signal(signal.SIGSTOP)
+        fc.workers[vi].signal(signal.SIGSTOP)
         # Without a breaker to watch there is nothing to wait for: hold the worker 3 s.
         t_open = mon.wait(lambda vw: breaker(vw, victim) in ("open", "half_open"), t_stop,
                           BREAKER_BOUND_S if breaker_visible else 0.0)
-        t_suspect = mon.first(lambda vw: state(vw, victim) in ("suspect", "dead", None), t_stop)
-        excluded = [t for t in (t_open, t_suspect) if t is not None]
-        t_excl = min(excluded) if excluded else None
         hold_until = (t_open + 1.0) if t_open is not None else t_stop + 3.0
         while time.monotonic() < hold_until:
             time.sleep(0.02)
+        t_suspect = mon.first(lambda vw: state(vw, victim) in ("suspect", "dead", None), t_stop)
+        excluded = [t for t in (t_open, t_suspect) if t is not None]
+        t_excl = min(excluded) if excluded else None
         served_elsewhere = [r for r in load.snapshot() if r.ok and t_excl is not None and
                             r.t0 >= t_excl and r.t1 is not None and r.t1 < hold_until]
         vw = fc.view()
         stopped_inflight = (worker_of(vw, victim) or {}).get("inflight")
         t_cont = time.monotonic()
-        fc.workers[1].signal(signal.SIGCONT)
+        fc.workers[vi].signal(signal.SIGCONT)
         t_back = None
         deadline = t_cont + REJOIN_BOUND_S
         while t_back is None and time.monotonic() < deadline:
@@ -838,14 +843,16 @@ def test_3_sigstop_then_sigcont(fc):
     v.numbers["detect_s"] = sec(t_excl - t_stop) if t_excl else None
     v.numbers["recover_s"] = sec(t_back - t_cont) if t_back else None
     seen_states = sorted({state(x, victim) or "removed" for _, x in mon.views(t_stop, t_cont)})
-    v.notes.append(f"stopped {t_cont - t_stop:.1f} s; states while stopped: "
+    v.notes.append(f"{victim} stopped with {hit} request(s) in flight, for "
+                   f"{t_cont - t_stop:.1f} s; states while stopped: "
                    f"{', '.join(seen_states)}; breaker opened after "
                    f"{'%.2f s' % (t_open - t_stop) if t_open else 'never'}; "
                    f"{len(served_elsewhere)} requests served by the others meanwhile; "
                    f"{stopped_inflight} left waiting on {victim}")
-    v.expect(breaker_visible, "no breaker state for the workers in /api/cluster", "breaker")
-    v.expect(t_open is not None, f"{victim}'s breaker did not open within "
-             f"{BREAKER_BOUND_S} s of SIGSTOP", "breaker")
+    if v.expect(breaker_visible, "no breaker state for the workers in /api/cluster",
+                "breaker"):
+        v.expect(t_open is not None, f"{victim}'s breaker did not open within "
+                 f"{BREAKER_BOUND_S} s of SIGSTOP", "breaker")
     v.expect(t_excl is not None, f"{victim} was never taken out of rotation (breaker or "
              "suspect) while stopped")
     v.expect(len(served_elsewhere) >= 5, "requests did not go elsewhere while "
@@ -859,18 +866,19 @@ def test_4_partition_then_heal(fc, net):
     args, bound = detector_args()
     fc.start_all(args)
     expected = expected_answers(fc)
-    victim = "w1"
     regs0 = fc.view()["registrations"]["accepted"]
     with Monitor(fc) as mon, Load(fc, expected) as load:
         assert load.wait_done(30), "load did not start"
+        vi, hit = busiest_worker(fc)
+        victim = f"w{vi}"
         t_part = time.monotonic()
-        net.partition(1)
+        net.partition(vi)
         t_dead = mon.wait(lambda vw: gone(vw, victim), t_part, bound + SLACK_S)
         t_wait = time.monotonic() + 1.0
         while time.monotonic() < t_wait:
             time.sleep(0.02)
         t_heal = time.monotonic()
-        net.heal(1)
+        net.heal(vi)
         t_active = mon.wait(lambda vw: state(vw, victim) == "active" and
                             vw["registrations"]["accepted"] > regs0, t_heal, REJOIN_BOUND_S)
         t_back = None
@@ -887,7 +895,8 @@ def test_4_partition_then_heal(fc, net):
     v.numbers["failed"] = count_failures(v, records)
     v.numbers["detect_s"] = sec(t_dead - t_part) if t_dead else None
     v.numbers["recover_s"] = sec(t_back - t_heal) if t_back else None
-    v.notes.append(f"all packets of {victim}'s namespace dropped (nftables) for "
+    v.notes.append(f"all packets of {victim}'s namespace dropped (nftables), {hit} "
+                   f"request(s) in flight on it, for "
                    f"{t_heal - t_part:.1f} s; detector bound {bound:.2f} s; re-registered "
                    f"{'%.2f s' % (t_active - t_heal) if t_active else 'never'} after the heal")
     v.expect(t_dead is not None, f"{victim} not removed within the bound "
@@ -1015,6 +1024,8 @@ def test_6_all_workers_gone_then_back(fc):
     v.numbers["detect_s"] = sec(t_503 - t_kill) if t_503 else None
     v.numbers["recover_s"] = sec(t_ok - t_back) if t_ok else None
     n503 = sum(1 for r in records if unavailable(r))
+    v.numbers["expected_errors"] = n503
+    v.numbers["expected_errors_what"] = "503 + Retry-After, by design"
     v.notes.append(f"{n503} answers 503 with Retry-After while no worker was there; workers "
                    f"restarted after {t_back - t_kill:.1f} s, all active "
                    f"{t_all - t_back:.2f} s later")
@@ -1060,12 +1071,14 @@ def test_7_master_restart_under_load(fc):
     v.numbers["requests"] = len(records)
     outage = sum(1 for r in records if not r.ok and during_outage(r))
     failed_after = count_failures(v, records, expected_bad=during_outage)
-    v.numbers["failed"] = outage + failed_after
+    v.numbers["failed"] = failed_after
+    v.numbers["expected_errors"] = outage
+    v.numbers["expected_errors_what"] = "while the master was down"
     v.numbers["detect_s"] = sec(t_all - t_up)
     v.numbers["recover_s"] = sec(t_ok - t_kill) if t_ok else None
     v.notes.append(f"master down {t_restart - t_kill:.1f} s (kill -9, same ports); {outage} "
                    "requests met the dead master (connection refused/reset) or a master "
-                   "without workers yet (503); none failed once the workers were back")
+                   f"without workers yet (503); {failed_after} failed otherwise")
     v.expect(all(fc.workers[i].alive() and fc.workers[i].pid == pids[i] for i in pids),
              "a worker restarted or died (they must re-register by themselves)")
     v.expect(t_ok is not None, "no successful request after the restart")
@@ -1106,7 +1119,10 @@ def render_table(results):
         result = e["outcome"]
         if result == "xfail":
             result = "expected failure: master lacks " + ", ".join(e.get("gaps", []))
-        lines.append(f"| {n}. {TITLES[n]} | {e['requests']} | {e['failed']} | "
+        failed = str(e["failed"])
+        if e.get("expected_errors"):
+            failed += f" (+{e['expected_errors']} {e.get('expected_errors_what', '')})"
+        lines.append(f"| {n}. {TITLES[n]} | {e['requests']} | {failed} | "
                      f"{_fmt_s(e.get('detect_s'))} | {_fmt_s(e.get('recover_s'))} | {result} |")
     lines += [
         "",
