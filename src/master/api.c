@@ -214,8 +214,18 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
         "heartbeats_sent", (json_int_t)w->hb_sent, "heartbeats_answered", (json_int_t)w->hb_acked,
         "rtt_ms", w->rtt_ms, "capabilities", caps != NULL ? caps : json_null(), "metrics",
         metrics);
-    if (o != NULL)
+    if (o != NULL) {
         json_object_set_new(o, "load_score", json_real(dais_worker_load(w)));
+        dais_breaker_info bi;
+        dais_breaker_snapshot(&w->breaker, now, &bi);
+        json_t *b = json_pack("{s:s,s:I,s:I,s:I,s:I,s:f}", "state", dais_breaker_state_name(bi.state),
+                              "consecutive_failures", (json_int_t)bi.consecutive_failures,
+                              "window_successes", (json_int_t)bi.window_successes,
+                              "window_failures", (json_int_t)bi.window_failures, "opens_total",
+                              (json_int_t)bi.opens_total, "retry_in_ms",
+                              bi.retry_at_ns > now ? (double)(bi.retry_at_ns - now) / 1e6 : 0.0);
+        json_object_set_new(o, "breaker", b != NULL ? b : json_null());
+    }
     (void)m;
     return o;
 }

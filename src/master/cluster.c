@@ -275,6 +275,7 @@ static void on_discovery(dais_mconn *c, const dais_msg *msg)
         return;
     }
     w->caps = d;
+    dais_breaker_init(&w->breaker, &m->breaker_cfg, now);
     if (heartbeat_addr(c, &d, w) != 0) {
         dais_registry_remove(m->reg, w);
         reject(c, d.node_id, DAIS_REJECT_MALFORMED, "addr must be a numeric IP address or empty");

@@ -123,6 +123,24 @@ static void collect_workers(void *arg, dais_metric_sink *sink)
     }
 }
 
+static void collect_breakers(void *arg, dais_metric_sink *sink)
+{
+    dais_master *m = arg;
+    uint64_t now = dais_now_ns();
+    static const enum dais_breaker_state states[3] = {DAIS_BREAKER_CLOSED, DAIS_BREAKER_OPEN,
+                                                      DAIS_BREAKER_HALF_OPEN};
+    for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+        const dais_worker *w = dais_registry_at(m->reg, i);
+        if (w->state == DAIS_WORKER_DEAD)
+            continue;
+        enum dais_breaker_state cur = dais_breaker_state_at(&w->breaker, now);
+        for (int k = 0; k < 3; k++) {
+            const char *v[2] = {w->id, dais_breaker_state_name(states[k])};
+            dais_metric_sink_emit(sink, v, cur == states[k] ? 1.0 : 0.0);
+        }
+    }
+}
+
 static int metrics_init(dais_master *m, dais_err *err)
 {
     dais_master_metrics *x = &m->mx;
@@ -165,8 +183,17 @@ static int metrics_init(dais_master *m, dais_err *err)
                                     "Datagrams dropped: bad MAC, replay or unknown session");
     x->hb_rtt = dais_histogram_new(x->reg, DAIS_M_HEARTBEAT_RTT, "Heartbeat round-trip time",
                                    dais_buckets_fast_n, dais_buckets_fast);
+    x->retries = dais_counter_new(x->reg, DAIS_M_RETRIES,
+                                  "Requests routed again: the worker was busy or failed before "
+                                  "producing output");
+    x->failovers = dais_counter_new(x->reg, DAIS_M_FAILOVERS,
+                                    "Generations continued on another worker after output");
     dais_metrics_collector_new(x->reg, DAIS_METRIC_GAUGE, DAIS_M_WORKERS, "Workers by state", 1,
                                state, collect_workers, m);
+    static const char *const worker_state[2] = {"worker", "state"};
+    dais_metrics_collector_new(x->reg, DAIS_METRIC_GAUGE, DAIS_M_BREAKER_STATE,
+                               "Circuit breaker per worker: 1 for its current state", 2,
+                               worker_state, collect_breakers, m);
     return 0;
 }
 
@@ -246,6 +273,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
         seed = dais_now_ns();
     dais_balancer_init(&m->bal, seed);
+    dais_breaker_config_default(&m->breaker_cfg);
     m->base = event_base_new();
     m->reg = dais_registry_new();
     m->replay = dais_replay_cache_new(65536, (int64_t)cfg->auth_window_ms);

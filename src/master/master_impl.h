@@ -75,6 +75,7 @@ struct dais_mreq {
     dais_api_request api;                 /* owned */
     enum dais_mreq_state state;
     uint32_t attempts;                    /* dispatches so far (issue 4 retries add more) */
+    uint64_t ticket;                      /* DISPATCHED: the worker's breaker admission */
     dais_worker *worker;                  /* DISPATCHED: where it runs */
     char worker_id[DAIS_NODE_ID_MAX + 1]; /* the last worker it ran on */
     dais_mreq *wprev, *wnext;             /* in worker->reqs */
@@ -122,6 +123,8 @@ typedef struct dais_master_metrics {
     dais_gauge *queued;
     dais_metric_family *registrations;    /* {result} */
     dais_counter *hb_sent, *hb_answered, *hb_lost, *hb_forged;
+    dais_counter *retries;                /* requests routed again (busy, worker lost early) */
+    dais_counter *failovers;              /* generations continued elsewhere (issue 4) */
     dais_histogram *hb_rtt;
 } dais_master_metrics;
 
@@ -133,6 +136,7 @@ struct dais_master {
     dais_registry *reg;
     dais_balancer bal;
     dais_frame_limits limits;
+    dais_breaker_config breaker_cfg;
     dais_replay_cache *replay;
 
     dais_httpd *api;

@@ -22,6 +22,7 @@
 #ifndef DAIS_MASTER_REGISTRY_H
 #define DAIS_MASTER_REGISTRY_H
 
+#include "master/breaker.h"
 #include "proto/auth.h"
 #include "proto/dgram.h"
 #include "proto/messages.h"
@@ -80,6 +81,9 @@ typedef struct dais_worker {
     uint32_t inflight;                   /* requests the master has on it now */
     uint64_t requests_total;
     uint64_t failures_total;
+
+    /* circuit breaker: OPEN keeps new requests away (master/breaker.h; the router drives it) */
+    dais_breaker breaker;
 
     /* owned by other modules */
     void *conn;                          /* cluster connection (master.c) */

@@ -119,11 +119,22 @@ static void queue_push(dais_model_queue *q, dais_mreq *r, bool front)
     update_gauges(r->m);
 }
 
-static void worker_unlink(dais_mreq *r)
+/* How a request's time on a worker ended, for the worker's circuit breaker: a success, a
+ * failure the worker is to blame for (lost, timed out, internal error), or neither (the client
+ * left, the worker was merely full, the master is shutting down). */
+enum outcome { O_SUCCESS = 0, O_FAILURE, O_NEUTRAL };
+
+static void worker_unlink(dais_mreq *r, enum outcome o)
 {
     dais_worker *w = r->worker;
     if (w == NULL)
         return;
+    if (o == O_NEUTRAL)
+        dais_breaker_cancel(&w->breaker, r->ticket);
+    else if (dais_breaker_record(&w->breaker, dais_now_ns(), r->ticket, o == O_SUCCESS) ==
+                 DAIS_BREAKER_OPEN &&
+             o == O_FAILURE)
+        DAIS_DEBUG("worker %s: circuit breaker open", w->id);
     if (r->wprev != NULL)
         r->wprev->wnext = r->wnext;
     else
@@ -156,7 +167,7 @@ static void req_free(dais_mreq *r)
 {
     dais_master *m = r->m;
     queue_unlink(r);
-    worker_unlink(r);
+    worker_unlink(r, O_NEUTRAL);
     if (r->http != NULL) {
         /* Every path replies before freeing; this is the last resort. */
         dais_http_req_on_abort(r->http, NULL, NULL);
@@ -383,6 +394,7 @@ static void recover_or_fail(dais_mreq *r, const char *why)
     if (r->n_out == 0 && !r->stream_started && r->attempts < MAX_ATTEMPTS && r->http != NULL &&
         !r->m->stopping) {
         DAIS_INFO("request %s: %s; routing it again (nothing generated yet)", r->id, msg);
+        dais_counter_inc(r->m->mx.retries);
         route(r);
         return;
     }
@@ -415,10 +427,16 @@ static int dispatch(dais_mreq *r, dais_worker *w)
         dais_msg_free(msg);
         return DAIS_EINVAL; /* the request, not the worker */
     }
+    if (!dais_breaker_allow(&w->breaker, now, &r->ticket)) {
+        dais_msg_free(msg);
+        return DAIS_EAGAIN; /* a half-open breaker with its probes taken */
+    }
     rc = dais_cluster_send(m, w, msg);
     dais_msg_free(msg);
-    if (rc != 0)
+    if (rc != 0) {
+        dais_breaker_record(&w->breaker, now, r->ticket, false);
         return rc == DAIS_EINVAL ? DAIS_EIO : rc;
+    }
     worker_link(r, w);
     r->state = DAIS_MREQ_DISPATCHED;
     r->attempts++;
@@ -426,6 +444,18 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     r->next_index = 0;
     snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
     return 0;
+}
+
+/* Balancer filter: the worker's breaker would admit a request now (not OPEN, and a
+ * HALF_OPEN one still has a probe free). */
+static bool breaker_admits(dais_worker *w, void *arg)
+{
+    uint64_t now = *(const uint64_t *)arg;
+    enum dais_breaker_state st = dais_breaker_state_at(&w->breaker, now);
+    if (st == DAIS_BREAKER_OPEN)
+        return false;
+    return !(w->breaker.state == DAIS_BREAKER_HALF_OPEN &&
+             w->breaker.probes_in_flight >= w->breaker.cfg.half_open_probes);
 }
 
 static void route(dais_mreq *r)
@@ -442,7 +472,9 @@ static void route(dais_mreq *r)
             return;
         }
         enum dais_pick_result why;
-        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, NULL, NULL, &why);
+        uint64_t now = dais_now_ns();
+        dais_worker *w =
+            dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &now, &why);
         if (w != NULL) {
             int rc = dispatch(r, w);
             if (rc == 0)
@@ -450,6 +482,10 @@ static void route(dais_mreq *r)
             if (rc == DAIS_EINVAL) {
                 fail(r, 500, "internal", "the request could not be encoded for a worker", NULL);
                 return;
+            }
+            if (rc == DAIS_EAGAIN) {
+                r->attempts++;
+                continue;
             }
             /* Its connection is gone or stuck: the worker is lost; try another. */
             r->attempts++;
@@ -493,7 +529,7 @@ static void on_abort(dais_http_req *http, void *arg)
     dais_worker *w = r->worker;
     if (w != NULL) {
         send_cancel(r, "client_gone");
-        worker_unlink(r);
+        worker_unlink(r, O_NEUTRAL);
     }
     if (r->span != NULL)
         dais_span_set_status(r->span, DAIS_SPAN_ERROR, "client_gone");
@@ -510,7 +546,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     dais_worker *w = r->worker;
     if (w != NULL) {
         send_cancel(r, "deadline");
-        worker_unlink(r);
+        worker_unlink(r, O_FAILURE);
     }
     char msg[128];
     snprintf(msg, sizeof(msg), "the request did not finish within %u ms",
@@ -682,6 +718,14 @@ static void emit_text(dais_mreq *r, const char *text, size_t len)
     sse_event(r, "token", o);
 }
 
+/* Whether a worker's error code counts against the worker (its breaker) or is about the
+ * request (a prompt too long for the context is not the worker's fault). */
+static enum outcome worker_blamed(const char *code)
+{
+    enum dais_perr e = dais_perr_from_name(code);
+    return e == DAIS_PERR_BAD_REQUEST || e == DAIS_PERR_CTX_FULL ? O_SUCCESS : O_FAILURE;
+}
+
 /* Maps a worker's error code to the client's status and code. */
 static void fail_from_worker(dais_mreq *r, const char *code, const char *message)
 {
@@ -756,7 +800,9 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
     r->prompt_tokens = resp.prompt_tokens;
     r->completion_tokens = resp.completion_tokens;
     r->wt = resp.timings;
-    worker_unlink(r);
+    worker_unlink(r, resp.finish == DAIS_FINISH_CANCELLED ? O_NEUTRAL
+                     : resp.finish == DAIS_FINISH_ERROR   ? worker_blamed(resp.error_code)
+                                                          : O_SUCCESS);
     if (resp.finish == DAIS_FINISH_ERROR)
         fail_from_worker(r, resp.error_code, resp.error_message);
     else if (resp.finish == DAIS_FINISH_CANCELLED && r->http != NULL)
@@ -775,13 +821,15 @@ void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *
     dais_mreq *r = find_on_worker(w, e->request_id);
     if (r == NULL)
         return;
-    worker_unlink(r);
     enum dais_perr code = dais_perr_from_name(e->code);
+    bool again = code == DAIS_PERR_BUSY || code == DAIS_PERR_DRAINING;
+    worker_unlink(r, again ? O_NEUTRAL : worker_blamed(e->code));
     if (code == DAIS_PERR_DRAINING)
         w->draining = true;
-    if (code == DAIS_PERR_BUSY || code == DAIS_PERR_DRAINING) {
+    if (again) {
         /* Not started: safe to route again (the worker that refused is full or leaving). */
         DAIS_DEBUG("request %s: worker %s answered %s; routing again", r->id, w->id, e->code);
+        dais_counter_inc(m->mx.retries);
         route(r);
     } else {
         fail_from_worker(r, e->code, e->message);
@@ -793,7 +841,7 @@ void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reaso
 {
     while (w->reqs != NULL) {
         dais_mreq *r = w->reqs;
-        worker_unlink(r);
+        worker_unlink(r, O_FAILURE);
         w->failures_total++;
         recover_or_fail(r, reason);
     }
@@ -823,7 +871,9 @@ void dais_router_worker_ready(dais_master *m, dais_worker *w)
     dais_model_queue *q = queue_get(m, w->caps.model.name, false);
     while (q != NULL && q->head != NULL) {
         enum dais_pick_result why;
-        dais_worker *pick = dais_balancer_pick(&m->bal, m->reg, q->model, NULL, NULL, &why);
+        uint64_t now = dais_now_ns();
+        dais_worker *pick =
+            dais_balancer_pick(&m->bal, m->reg, q->model, breaker_admits, &now, &why);
         if (pick == NULL)
             return;
         dais_mreq *r = q->head;
@@ -848,7 +898,7 @@ void dais_router_shutdown(dais_master *m)
         while (w->reqs != NULL) {
             dais_mreq *r = w->reqs;
             send_cancel(r, "master_shutdown");
-            worker_unlink(r);
+            worker_unlink(r, O_NEUTRAL);
             fail(r, 503, "shutting_down", "the master is shutting down", dais_api_retry_after(m));
         }
     }

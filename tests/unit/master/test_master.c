@@ -677,6 +677,52 @@ static void test_silent_worker_suspect_then_dead(void **state)
     fw_close(&w2);
 }
 
+static void test_breaker_opens_after_failures(void **state)
+{
+    (void)state;
+    fake_worker w;
+    dais_msg *m = fw_register(&w, "flaky", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    fw_heartbeats(&w, 150);
+    assert_true(wait_state("flaky", "active", 1000));
+    /* five internal errors in a row (the default streak) open its breaker */
+    int fd = tcp_connect(g_http);
+    http_resp r;
+    for (int i = 0; i < 5; i++) {
+        http_send(fd, "POST", "/api/inference", "{\"prompt\":\"x\"}");
+        dais_msg_infer_req q;
+        fw_expect_request(&w, &q);
+        dais_msg *e = dais_msg_new(DAIS_MSG_ERROR, "flaky", "master");
+        dais_msg_error me;
+        memset(&me, 0, sizeof(me));
+        snprintf(me.code, sizeof(me.code), "internal");
+        snprintf(me.message, sizeof(me.message), "out of memory");
+        snprintf(me.request_id, sizeof(me.request_id), "%s", q.request_id);
+        assert_int_equal(dais_error_encode(&me, e), 0);
+        frame_send(w.tcp, e);
+        dais_msg_free(e);
+        http_read(fd, &r);
+        assert_int_equal(r.status, 502);
+        assert_non_null(strstr(r.body, "worker_error"));
+        http_free(&r);
+        dais_infer_req_clear(&q);
+    }
+    fw_heartbeats(&w, 120);
+    http("GET", "/api/cluster", NULL, &r);
+    assert_non_null(strstr(r.body, "\"breaker\":{\"state\":\"open\""));
+    http_free(&r);
+    /* nothing goes to it while open: no worker takes the request */
+    http_send(fd, "POST", "/api/inference", "{\"prompt\":\"x\"}");
+    http_read(fd, &r);
+    assert_int_equal(r.status, 503);
+    http_free(&r);
+    struct pollfd p = {.fd = w.tcp, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 100), 0); /* no INFERENCE_REQUEST arrived */
+    close(fd);
+    fw_close(&w);
+}
+
 static void test_forged_datagrams_dropped(void **state)
 {
     (void)state;
@@ -726,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_reject_bad_token_and_model),
         cmocka_unit_test(test_register_heartbeat_infer),
         cmocka_unit_test(test_silent_worker_suspect_then_dead),
+        cmocka_unit_test(test_breaker_opens_after_failures),
         cmocka_unit_test(test_forged_datagrams_dropped),
         cmocka_unit_test(test_garbage_on_cluster_port),
     };
