@@ -469,7 +469,7 @@ static void test_type_q6_k(void **s)
 
 /* Batched (all tokens in one pass) vs one token at a time vs uneven chunks, 1 vs 2 threads,
  * and scalar vs AVX2 kernels. */
-static void check_batching(uint32_t type, double tol)
+static void check_batching(uint32_t type, double tol, double tol_isa)
 {
     dais_synth_params p = shape(type);
     char name[64];
@@ -491,17 +491,21 @@ static void check_batching(uint32_t type, double tol)
             dais_dtype_name(type), e1, e3, isa == DAIS_ISA_AVX2 ? "avx2" : "scalar", es);
     assert_true(e1 <= tol);
     assert_true(e3 <= tol);
-    assert_true(es <= tol);
+    assert_true(es <= tol_isa);
     free(all), free(one), free(three), free(sc);
     dais_model_free(m);
 }
 
+/* Batching and threads change nothing: every row goes through the same operations in the same
+ * order (measured bit-exact). Scalar and AVX2 kernels sum in different orders; for quantized
+ * weights a difference in the last bit of an activation can move its 8-bit quantization by one
+ * step, so there the two agree only to the activation-quantization tolerance used above. */
 static void test_batched_vs_sequential(void **s)
 {
     (void)s;
-    check_batching(DAIS_F32, 1e-5);
-    check_batching(DAIS_Q8_0, 1e-3);
-    check_batching(DAIS_Q4_K, 1e-3);
+    check_batching(DAIS_F32, 1e-5, 1e-5);
+    check_batching(DAIS_Q8_0, 1e-5, 3e-2);
+    check_batching(DAIS_Q4_K, 1e-5, 3e-2);
 }
 
 /* Two sequences interleaved in one batch equal each run alone; then a decode step of both in
