@@ -10,6 +10,7 @@ PKGS=(
     libclang-rt-dev  # libFuzzer runtime for the fuzz preset (only a Recommends of clang)
     prometheus       # system tests: a real server scrapes the nodes; promtool checks /metrics
     nginx python3-yaml  # system tests: nginx in front of the master as the Ingress; manifest checks
+    wrk              # bench/gateway.sh: HTTP load for the master's requests/s and latency
 )
 
 missing=()
