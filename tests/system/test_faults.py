@@ -959,9 +959,15 @@ def test_5_heartbeat_loss_and_delay(fc, net):
              f"the loss rule did not act as configured ({dropped}/{seen})")
     v.expect(all(r is not None and r >= 90 for r in rtts),
              f"heartbeat RTT does not show the 2 × 50 ms relay delay: {rtts}")
-    v.expect(not dead_seen, f"healthy workers marked dead under 30 % loss: {dead_seen}")
+    # Today's master probes at a fixed cadence, so a worker's own --master-timeout (8
+    # heartbeats) can run out under loss (0.3^8 per heartbeat) and it registers again; the
+    # detector of docs/reliability.md probes every S after a miss, which makes that
+    # impossible. So with the fallback settings a removal is the detector's gap.
+    fallback_gap = None if has_detector_flags() else "detector"
+    v.expect(not dead_seen, f"healthy workers marked dead under 30 % loss: {dead_seen}",
+             fallback_gap)
     v.expect(end_view["registrations"]["accepted"] == regs0,
-             "workers had to register again during the loss")
+             "workers had to register again during the loss", fallback_gap)
     # "With the defaults": the master's default detector, at 30 % loss.
     rate, what = _defaults_false_removals_per_hour()
     v.notes.append(f"master {what}: {rate:.2g} false removals per worker-hour at 30 % loss"
@@ -1144,7 +1150,18 @@ def render_table(results):
                      f"{e.get('duration_s', '?')} s)")
         for p in e.get("problems", []):
             lines.append(f"  - {p}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_wrap(line) for line in lines) + "\n"
+
+
+def _wrap(line, width=96):
+    """Wraps prose and list items to the doc's width; table rows stay on one line."""
+    import textwrap
+    if line.startswith("|") or len(line) <= width:
+        return line
+    indent = len(line) - len(line.lstrip(" "))
+    sub = " " * (indent + 2) if line.lstrip().startswith("- ") else " " * indent
+    return textwrap.fill(line, width=width, subsequent_indent=sub, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def render_into_doc(results_path=RESULTS, doc_path=DOC):
