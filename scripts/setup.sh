@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
     build-essential cmake pkg-config git clang clang-format clang-tidy
     libevent-dev libjansson-dev libcurl4-openssl-dev libssl-dev libpcre2-dev
-    libcmocka-dev python3 python3-pytest curl
+    libcmocka-dev python3 python3-pytest curl nftables iproute2 util-linux
     libclang-rt-dev  # libFuzzer runtime for the fuzz preset (only a Recommends of clang)
     prometheus       # system tests: a real server scrapes the nodes; promtool checks /metrics
     nginx python3-yaml  # system tests: nginx in front of the master as the Ingress; manifest checks
