@@ -312,10 +312,29 @@ void dais_api_log(const dais_http_req *req, int status, void *arg)
 {
     dais_master *m = arg;
     const char *path = dais_http_req_path(req);
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    const char *values[2] = {route_names[route_of(path != NULL ? path : "")], code};
-    dais_counter_inc(dais_counter_child(m->mx.http_requests, values));
+    enum route rt = route_of(path != NULL ? path : "");
+    /* Child handles are cached per (route, status): the lookup takes the registry's lock. */
+    dais_counter *c = NULL;
+    int slot = -1;
+    for (int i = 0; i < 16; i++) {
+        if (m->http_codes[rt][i] != NULL && m->http_code_of[rt][i] == status) {
+            c = m->http_codes[rt][i];
+            break;
+        }
+        if (m->http_codes[rt][i] == NULL && slot < 0)
+            slot = i;
+    }
+    if (c == NULL) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", status);
+        const char *values[2] = {route_names[rt], code};
+        c = dais_counter_child(m->mx.http_requests, values);
+        if (c != NULL && slot >= 0) {
+            m->http_codes[rt][slot] = c;
+            m->http_code_of[rt][slot] = status;
+        }
+    }
+    dais_counter_inc(c);
     DAIS_DEBUG("%s %s %s %d %.3f ms", dais_http_req_peer(req), dais_http_req_method(req),
                path != NULL ? path : "", status,
                (double)(dais_now_ns() - dais_http_req_start_ns(req)) / 1e6);

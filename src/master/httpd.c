@@ -305,6 +305,24 @@ void dais_http_reply(dais_http_req *r, int status, const char *content_type, con
     req_finish(r);
 }
 
+void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_type,
+                            const char *headers, struct evbuffer *body)
+{
+    if (r == NULL || r->aborting || r->finished || r->streaming)
+        return;
+    conn *c = r->c;
+    size_t len = evbuffer_get_length(body);
+    if (!c->doomed) {
+        write_head(r, status, content_type, headers, true, len);
+        if (!r->is_head_method)
+            evbuffer_add_buffer(bufferevent_get_output(c->bev), body);
+        if (output_over(c))
+            conn_doom(c);
+    }
+    evbuffer_drain(body, evbuffer_get_length(body));
+    req_finish(r);
+}
+
 int dais_http_stream_start(dais_http_req *r, int status, const char *content_type,
                            const char *headers)
 {
@@ -343,6 +361,33 @@ int dais_http_stream_write(dais_http_req *r, const void *data, size_t len)
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     }
+    if (output_over(c)) {
+        conn_doom(c);
+        return DAIS_ECLOSED;
+    }
+    return 0;
+}
+
+int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
+{
+    if (r == NULL || r->aborting || r->finished || !r->streaming)
+        return DAIS_EINVAL;
+    conn *c = r->c;
+    size_t len = evbuffer_get_length(data);
+    if (c->doomed) {
+        evbuffer_drain(data, len);
+        return DAIS_ECLOSED;
+    }
+    if (len == 0 || r->is_head_method) {
+        evbuffer_drain(data, len);
+        return 0;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!r->stream_close_delimited)
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add_buffer(out, data);
+    if (!r->stream_close_delimited)
+        evbuffer_add(out, "\r\n", 2);
     if (output_over(c)) {
         conn_doom(c);
         return DAIS_ECLOSED;

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evbuffer;
 
 typedef struct dais_httpd dais_httpd;
 typedef struct dais_http_req dais_http_req;
@@ -105,6 +106,10 @@ void dais_http_req_on_abort(dais_http_req *r, dais_http_abort_cb cb, void *arg);
 void dais_http_reply(dais_http_req *r, int status, const char *content_type,
                      const char *headers, const void *body, size_t len);
 
+/* As dais_http_reply, with the body taken (moved, not copied) from `body`, left empty. */
+void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_type,
+                            const char *headers, struct evbuffer *body);
+
 /* Starts a chunked response (HTTP/1.0 clients: close-delimited). Returns 0 or DAIS_ECLOSED
  * when the output is over its bound (the connection is then being closed and the abort
  * callback will run). */
@@ -112,6 +117,8 @@ int dais_http_stream_start(dais_http_req *r, int status, const char *content_typ
                            const char *headers);
 /* Queues one chunk (written out as soon as the socket takes it). 0 or DAIS_ECLOSED as above. */
 int dais_http_stream_write(dais_http_req *r, const void *data, size_t len);
+/* As dais_http_stream_write, with the chunk moved out of `data` (left empty). */
+int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data);
 /* Ends the stream and finishes the request (r is invalid afterwards). */
 void dais_http_stream_end(dais_http_req *r);
 

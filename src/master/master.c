@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/metric_names.h"
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include <openssl/rand.h>
@@ -88,6 +89,68 @@ json_t *dais_json_text(const char *s, size_t len)
     json_t *j = json_stringn(buf, o);
     free(buf);
     return j;
+}
+
+void dais_json_put_str(struct evbuffer *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    char buf[256];
+    size_t o = 0;
+    buf[o++] = '"';
+    size_t i = 0;
+    while (i < len) {
+        if (o > sizeof(buf) - 8) {
+            evbuffer_add(b, buf, o);
+            o = 0;
+        }
+        unsigned char c = p[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            buf[o++] = (char)c;
+            i++;
+        } else if (c == '"' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+            i++;
+        } else if (c < 0x20) {
+            buf[o++] = '\\';
+            switch (c) {
+            case '\n': buf[o++] = 'n'; break;
+            case '\r': buf[o++] = 'r'; break;
+            case '\t': buf[o++] = 't'; break;
+            default:
+                buf[o++] = 'u';
+                buf[o++] = '0';
+                buf[o++] = '0';
+                buf[o++] = hex[c >> 4];
+                buf[o++] = hex[c & 15];
+            }
+            i++;
+        } else {
+            size_t k = utf8_seq(p + i, len - i);
+            if (k == 0) {
+                memcpy(buf + o, "\xef\xbf\xbd", 3);
+                o += 3;
+                i++;
+            } else {
+                memcpy(buf + o, s + i, k);
+                o += k;
+                i += k;
+            }
+        }
+    }
+    buf[o++] = '"';
+    evbuffer_add(b, buf, o);
+}
+
+uint64_t dais_master_rand64(dais_master *m)
+{
+    uint64_t x = m->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    m->rng = x;
+    return x * 0x2545f4914f6cdd1dull;
 }
 
 void dais_master_models_text(const dais_master *m, char *buf, size_t cap)
@@ -273,6 +336,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
         seed = dais_now_ns();
     dais_balancer_init(&m->bal, seed);
+    m->rng = (seed ^ 0x9e3779b97f4a7c15ull) | 1;
     dais_breaker_config_default(&m->breaker_cfg);
     m->base = event_base_new();
     m->reg = dais_registry_new();
@@ -280,6 +344,14 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     if (m->base == NULL || m->reg == NULL || m->replay == NULL) {
         dais_err_set(err, DAIS_ENOMEM, "no memory for the master");
         goto fail;
+    }
+    if (cfg->request_timeout_ms > 0) {
+        struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};
+        m->deadline_tv = event_base_init_common_timeout(m->base, &tv);
+        if (m->deadline_tv == NULL) {
+            dais_err_set(err, DAIS_ENOMEM, "no memory for the request timer");
+            goto fail;
+        }
     }
     m->grace_poll = evtimer_new(m->base, grace_poll_cb, m);
     m->grace_over = evtimer_new(m->base, grace_over_cb, m);

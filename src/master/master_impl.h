@@ -26,6 +26,7 @@
 #include "proto/auth.h"
 #include "proto/frame.h"
 
+#include <event2/event_struct.h>
 #include <event2/util.h>
 #include <jansson.h>
 
@@ -96,7 +97,8 @@ struct dais_mreq {
     dais_infer_timings wt;                /* the worker's timings */
 
     uint64_t t_start_ns, t_dispatch_ns, t_first_ns;
-    struct event *deadline_ev;
+    struct event deadline_ev;             /* assigned when the master has a request timeout */
+    bool deadline_set;
     dais_trace_ctx trace;                 /* this request's span context */
     dais_span *span;
 };
@@ -155,6 +157,11 @@ struct dais_master {
 
     struct event *sig_int, *sig_term, *grace_poll, *grace_over;
     bool stopping;
+
+    uint64_t rng;                         /* xorshift64* for request ids and seeds */
+    const struct timeval *deadline_tv;    /* common timeout: O(1) timer adds per request */
+    dais_counter *http_codes[8][16];      /* dais_http_requests_total children by route, code */
+    int http_code_of[8][16];
 
     dais_model_queue *queues;
     uint32_t n_inflight;                  /* requests dispatched to workers */
@@ -228,5 +235,9 @@ const char *dais_api_retry_after(const dais_master *m);
 void dais_master_models_text(const dais_master *m, char *buf, size_t cap);
 /* Copies s into a valid-UTF-8 JSON string value (invalid bytes → U+FFFD). */
 json_t *dais_json_text(const char *s, size_t len);
+/* Appends s as a JSON string literal (quotes, escapes, invalid UTF-8 → U+FFFD) to b. */
+void dais_json_put_str(struct evbuffer *b, const char *s, size_t len);
+/* A non-cryptographic random number from the master's generator (request ids, seeds). */
+uint64_t dais_master_rand64(dais_master *m);
 
 #endif

@@ -23,7 +23,6 @@
 #include <event2/event.h>
 
 #include <math.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,8 +173,8 @@ static void req_free(dais_mreq *r)
         dais_api_error_reply(r->http, 500, "internal", "request ended without a reply", NULL);
         r->http = NULL;
     }
-    if (r->deadline_ev != NULL)
-        event_free(r->deadline_ev);
+    if (r->deadline_set)
+        event_del(&r->deadline_ev);
     if (r->text != NULL)
         evbuffer_free(r->text);
     free(r->prompt_ids);
@@ -290,20 +289,6 @@ static void fail(dais_mreq *r, int status, const char *code, const char *message
     req_free(r);
 }
 
-static json_t *timings_json(dais_mreq *r, uint64_t now)
-{
-    double total = ns_to_ms(now - r->t_start_ns);
-    double queue = ns_to_ms((r->t_dispatch_ns > r->t_start_ns ? r->t_dispatch_ns : r->t_start_ns) -
-                            r->t_start_ns) +
-                   (isfinite(r->wt.queue_ms) && r->wt.queue_ms > 0 ? r->wt.queue_ms : 0);
-    double ttft = r->t_first_ns != 0 ? ns_to_ms(r->t_first_ns - r->t_start_ns) : total;
-    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "queue_ms", queue, "ttft_ms", ttft, "total_ms",
-                     total, "prefill_ms", isfinite(r->wt.prefill_ms) ? r->wt.prefill_ms : 0.0,
-                     "decode_ms", isfinite(r->wt.decode_ms) ? r->wt.decode_ms : 0.0,
-                     "decode_tokens_per_s",
-                     isfinite(r->wt.decode_tokens_per_s) ? r->wt.decode_tokens_per_s : 0.0);
-}
-
 static void observe(dais_mreq *r, uint64_t now)
 {
     dais_master *m = r->m;
@@ -323,32 +308,41 @@ static void observe(dais_mreq *r, uint64_t now)
         dais_counter_add(m->mx.tokens_out, (uint64_t)r->completion_tokens);
 }
 
+/* Appends the answer object (without the text for streams) to b. */
+static void answer_json(dais_mreq *r, uint64_t now, struct evbuffer *b)
+{
+    double total = ns_to_ms(now - r->t_start_ns);
+    double queue = ns_to_ms(r->t_dispatch_ns - r->t_start_ns) +
+                   (isfinite(r->wt.queue_ms) && r->wt.queue_ms > 0 ? r->wt.queue_ms : 0);
+    double ttft = r->t_first_ns != 0 ? ns_to_ms(r->t_first_ns - r->t_start_ns) : total;
+    evbuffer_add_printf(b, "{\"id\":\"%s\",\"model\":", r->id);
+    dais_json_put_str(b, r->model, strlen(r->model));
+    if (!r->api.stream) {
+        size_t n = evbuffer_get_length(r->text);
+        const char *t = n > 0 ? (const char *)evbuffer_pullup(r->text, -1) : "";
+        evbuffer_add(b, ",\"text\":", 8);
+        dais_json_put_str(b, t != NULL ? t : "", t != NULL ? n : 0);
+    }
+    evbuffer_add_printf(
+        b,
+        ",\"finish_reason\":\"%s\",\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+        "\"total_tokens\":%d},\"worker\":\"%s\",\"attempts\":%u,\"seed\":%llu,\"timings\":{"
+        "\"queue_ms\":%.3f,\"ttft_ms\":%.3f,\"total_ms\":%.3f,\"prefill_ms\":%.3f,"
+        "\"decode_ms\":%.3f,\"decode_tokens_per_s\":%.1f}%s}",
+        dais_finish_name(r->finish), r->prompt_tokens, r->completion_tokens,
+        r->prompt_tokens + r->completion_tokens, r->worker_id, r->attempts,
+        (unsigned long long)r->api.params.seed, queue, ttft, total,
+        isfinite(r->wt.prefill_ms) ? r->wt.prefill_ms : 0.0,
+        isfinite(r->wt.decode_ms) ? r->wt.decode_ms : 0.0,
+        isfinite(r->wt.decode_tokens_per_s) ? r->wt.decode_tokens_per_s : 0.0,
+        r->api.stream ? ",\"done\":true" : "");
+}
+
 /* The request finished on its worker: the JSON reply or the SSE "done" event. */
 static void succeed(dais_mreq *r)
 {
     uint64_t now = dais_now_ns();
     observe(r, now);
-    json_t *o = json_object();
-    if (o == NULL) {
-        fail(r, 500, "internal", "out of memory", NULL);
-        return;
-    }
-    json_object_set_new(o, "id", json_string(r->id));
-    json_object_set_new(o, "model", dais_json_text(r->model, strlen(r->model)));
-    if (!r->api.stream) {
-        size_t n = r->text != NULL ? evbuffer_get_length(r->text) : 0;
-        const char *t = n > 0 ? (const char *)evbuffer_pullup(r->text, -1) : "";
-        json_object_set_new(o, "text", dais_json_text(t != NULL ? t : "", t != NULL ? n : 0));
-    }
-    json_object_set_new(o, "finish_reason", json_string(dais_finish_name(r->finish)));
-    json_object_set_new(o, "usage",
-                        json_pack("{s:i,s:i,s:i}", "prompt_tokens", r->prompt_tokens,
-                                  "completion_tokens", r->completion_tokens, "total_tokens",
-                                  r->prompt_tokens + r->completion_tokens));
-    json_object_set_new(o, "worker", json_string(r->worker_id));
-    json_object_set_new(o, "attempts", json_integer(r->attempts));
-    json_object_set_new(o, "seed", json_integer((json_int_t)r->api.params.seed));
-    json_object_set_new(o, "timings", timings_json(r, now));
     if (r->span != NULL) {
         dais_span_set_str(r->span, "dais.worker", r->worker_id);
         dais_span_set_int(r->span, "dais.completion_tokens", r->completion_tokens);
@@ -357,28 +351,29 @@ static void succeed(dais_mreq *r)
     }
     if (r->http != NULL) {
         dais_http_req_on_abort(r->http, NULL, NULL);
+        struct evbuffer *b = evbuffer_new();
+        if (b == NULL) {
+            fail(r, 500, "internal", "out of memory", NULL);
+            return;
+        }
         if (r->api.stream) {
             if (start_stream(r)) {
-                json_object_set_new(o, "done", json_true());
-                sse_event(r, "done", json_incref(o));
+                evbuffer_add(b, "event: done\ndata: ", 18);
+                answer_json(r, now, b);
+                evbuffer_add(b, "\n\n", 2);
+                dais_http_stream_write_buffer(r->http, b);
                 dais_http_stream_end(r->http);
             }
         } else {
-            char *s = json_dumps(o, JSON_COMPACT);
             char headers[256];
             id_headers(r, headers, sizeof(headers));
-            if (s != NULL) {
-                size_t n = strlen(s);
-                s[n] = '\n'; /* replaces the NUL: the body ends with a newline */
-                dais_http_reply(r->http, 200, "application/json", headers, s, n + 1);
-                free(s);
-            } else {
-                dais_api_error_reply(r->http, 500, "internal", "out of memory", headers);
-            }
+            answer_json(r, now, b);
+            evbuffer_add(b, "\n", 1);
+            dais_http_reply_buffer(r->http, 200, "application/json", headers, b);
         }
+        evbuffer_free(b);
         r->http = NULL;
     }
-    json_decref(o);
     req_free(r);
 }
 
@@ -621,12 +616,17 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
         return;
     }
     dais_mreq *r = calloc(1, sizeof(*r));
-    if (r == NULL || dais_uuid4(r->id) != 0) {
-        free(r);
+    if (r == NULL) {
         dais_api_request_clear(api);
         dais_api_error_reply(http, 500, "internal", "out of memory", NULL);
         return;
     }
+    /* uuid4-shaped, from the master's generator: unique and cheap; nothing is secret in it */
+    uint64_t hi = dais_master_rand64(m), lo = dais_master_rand64(m);
+    snprintf(r->id, sizeof(r->id), "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(hi >> 32),
+             (unsigned)(hi >> 16) & 0xffff, (unsigned)hi & 0xfff,
+             (unsigned)(0x8000 | ((lo >> 48) & 0x3fff)),
+             (unsigned long long)(lo & 0xffffffffffffull));
     r->m = m;
     m->n_requests++;
     m->requests_total++;
@@ -635,12 +635,8 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
     snprintf(r->model, sizeof(r->model), "%s", model);
     r->http = http;
     r->t_start_ns = dais_http_req_start_ns(http);
-    if (!r->api.seed_set) {
-        uint64_t seed = 0;
-        if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
-            seed = dais_now_ns();
-        r->api.params.seed = seed & ((1ull << 53) - 1); /* the wire allows 0..2^53 */
-    }
+    if (!r->api.seed_set)
+        r->api.params.seed = dais_master_rand64(m) & ((1ull << 53) - 1); /* wire: 0..2^53 */
     if (!r->api.stream)
         r->text = evbuffer_new();
     dais_http_req_on_abort(http, on_abort, r);
@@ -655,15 +651,12 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
     dais_span_set_str(r->span, "dais.model", r->model);
     dais_span_set_str(r->span, "dais.request_id", r->id);
 
-    if (m->cfg.request_timeout_ms > 0) {
-        r->deadline_ev = evtimer_new(m->base, deadline_cb, r);
-        uint64_t budget = (uint64_t)m->cfg.request_timeout_ms;
-        struct timeval tv = {(time_t)(budget / 1000), (suseconds_t)((budget % 1000) * 1000)};
-        if (r->deadline_ev != NULL)
-            evtimer_add(r->deadline_ev, &tv);
+    if (m->deadline_tv != NULL) {
+        evtimer_assign(&r->deadline_ev, m->base, deadline_cb, r);
+        evtimer_add(&r->deadline_ev, m->deadline_tv);
+        r->deadline_set = true;
     }
-    if ((!r->api.stream && r->text == NULL) ||
-        (m->cfg.request_timeout_ms > 0 && r->deadline_ev == NULL)) {
+    if (!r->api.stream && r->text == NULL) {
         fail(r, 500, "internal", "out of memory", NULL);
         return;
     }
@@ -711,11 +704,14 @@ static void emit_text(dais_mreq *r, const char *text, size_t len)
     }
     if (!start_stream(r))
         return;
-    json_t *o = json_object();
-    if (o == NULL)
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL)
         return;
-    json_object_set_new(o, "text", dais_json_text(text, len));
-    sse_event(r, "token", o);
+    evbuffer_add(b, "event: token\ndata: {\"text\":", 27);
+    dais_json_put_str(b, text, len);
+    evbuffer_add(b, "}\n\n", 3);
+    dais_http_stream_write_buffer(r->http, b);
+    evbuffer_free(b);
 }
 
 /* Whether a worker's error code counts against the worker (its breaker) or is about the
