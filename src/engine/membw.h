@@ -18,4 +18,14 @@
  * call from the thread that drives the pool. */
 double dais_membw_read_gbs(dais_pool *pool, size_t bytes, int reps);
 
+/* The same probe with a buffer kept between measurements, for benchmarks that measure the
+ * bandwidth many times (interleaved with the work they compare it to). dais_membw_new
+ * allocates `bytes` and first-touches it with the pool's threads (NULL on failure);
+ * dais_membw_measure runs `reps` timed passes (no warm-up) with `pool`, which must have the
+ * same number of threads, and returns the best GB/s (0.0 on invalid arguments). */
+typedef struct dais_membw dais_membw;
+dais_membw *dais_membw_new(dais_pool *pool, size_t bytes);
+double dais_membw_measure(dais_membw *m, dais_pool *pool, int reps);
+void dais_membw_free(dais_membw *m); /* accepts NULL */
+
 #endif

@@ -663,6 +663,12 @@ static void test_membw(void **state)
     assert_true(dais_membw_read_gbs(NULL, 1u << 20, 1) > 0.0);
     assert_true(dais_membw_read_gbs(pool, 100, 1) == 0.0);
     assert_true(dais_membw_read_gbs(pool, 1u << 20, 0) == 0.0);
+    dais_membw *m = dais_membw_new(pool, 4u << 20);
+    assert_non_null(m);
+    assert_true(dais_membw_measure(m, pool, 2) > 0.1);
+    assert_true(dais_membw_measure(m, NULL, 1) == 0.0); /* thread count differs */
+    dais_membw_free(m);
+    dais_membw_free(NULL);
     dais_pool_free(pool);
 }
 
