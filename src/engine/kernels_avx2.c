@@ -154,23 +154,28 @@ static ALWAYS_INLINE uint64_t ld16(const uint8_t *p)
     return h;
 }
 
-/* The f16 scales of g <= 8 consecutive blocks `stride` bytes apart, in the order given by
- * `pos` (block j goes to lane pos(j)); missing blocks give 0. */
+/* The f16 scales of g <= 8 consecutive blocks `stride` bytes apart, in lane order 0..7, or
+ * 0 2 4 6 1 3 5 7 when `paired`; missing blocks give 0. For a whole group the halves are
+ * assembled in two general-purpose registers (the empty asm statements keep the compiler from
+ * turning that into slower vector inserts): the integer ALUs are otherwise idle here, while
+ * eight vpinsrw would compete with the dot products for the vector pipes. */
 static ALWAYS_INLINE __m256 f16x8_gather(const uint8_t *p, size_t stride, int g, const int paired)
 {
     if (g == 8) {
-        /* lanes 0..7 take blocks 0 2 4 6 1 3 5 7 (paired) or 0..7 */
-        const int o1 = paired ? 2 : 1, o2 = paired ? 4 : 2, o3 = paired ? 6 : 3;
-        const int o4 = paired ? 1 : 4, o5 = paired ? 3 : 5, o6 = paired ? 5 : 6;
-        __m128i v = _mm_cvtsi32_si128((int)ld16(p));
-        v = _mm_insert_epi16(v, (int)ld16(p + o1 * stride), 1);
-        v = _mm_insert_epi16(v, (int)ld16(p + o2 * stride), 2);
-        v = _mm_insert_epi16(v, (int)ld16(p + o3 * stride), 3);
-        v = _mm_insert_epi16(v, (int)ld16(p + o4 * stride), 4);
-        v = _mm_insert_epi16(v, (int)ld16(p + o5 * stride), 5);
-        v = _mm_insert_epi16(v, (int)ld16(p + o6 * stride), 6);
-        v = _mm_insert_epi16(v, (int)ld16(p + 7 * stride), 7);
-        return _mm256_cvtph_ps(v);
+        const size_t o1 = paired ? 2 : 1, o2 = paired ? 4 : 2, o3 = paired ? 6 : 3;
+        const size_t o4 = paired ? 1 : 4, o5 = paired ? 3 : 5, o6 = paired ? 5 : 6;
+        uint64_t lo = ld16(p), hi = ld16(p + o4 * stride);
+        __asm__("" : "+r"(lo), "+r"(hi));
+        lo |= ld16(p + o1 * stride) << 16;
+        hi |= ld16(p + o5 * stride) << 16;
+        __asm__("" : "+r"(lo), "+r"(hi));
+        lo |= ld16(p + o2 * stride) << 32;
+        hi |= ld16(p + o6 * stride) << 32;
+        __asm__("" : "+r"(lo), "+r"(hi));
+        lo |= ld16(p + o3 * stride) << 48;
+        hi |= ld16(p + 7 * stride) << 48;
+        __asm__("" : "+r"(lo), "+r"(hi));
+        return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
     }
     uint16_t h[8] = {0};
     for (int j = 0; j < g; j++)
@@ -184,19 +189,48 @@ static ALWAYS_INLINE __m256 f16x8_gather(const uint8_t *p, size_t stride, int g,
  * products add in 16 bits (at most 2 * 2 * 15 * 127 per lane). The 8 weight scales of a group
  * are loaded in block order 0 2 4 6 1 3 5 7, like the activation scales, so the scales of
  * pair p sit in lane p of each 128-bit half and an in-lane permute broadcasts them. */
+/* Blocks b and b + 1 (pair p of their group) for every (row, token) of the tile. */
+static ALWAYS_INLINE void q4_0_pair(const uint8_t *const *wr, const uint8_t *const *xr, int64_t b,
+                                    const int R, const int T, __m256 acc[][DAIS__TMAX],
+                                    __m256 psc[][DAIS__TMAX][4], int p)
+{
+    const size_t bs = sizeof(dais__blk_q4_0);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    UNROLL for (int i = 0; i < R; i++) {
+        const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
+        __m256i v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk)),
+            _mm_loadu_si128((const __m128i *)(blk + bs)), 1);
+        __m256i lo = _mm256_and_si256(v, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        UNROLL for (int k = 0; k < T; k++) {
+            const __m256i *y = (const __m256i *)((const int8_t *)xr[k] + b * QK4_0);
+            __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
+                                           _mm256_maddubs_epi16(hi, _mm256_load_si256(y + 1)));
+            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+            acc[i][k] = _mm256_fmadd_ps(f, psc[i][k][p], acc[i][k]);
+        }
+    }
+}
+
+/* Two accumulators per (row, token), even pairs in one and odd pairs in the other, so one
+ * row alone is not bound by the FMA latency; every tile shape uses the same order. */
 static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const int R, const int T)
 {
     const int64_t nb = m->n_in / QK4_0;
     const size_t bs = sizeof(dais__blk_q4_0);
     const uint8_t *wr[DAIS__RMAX];
     const uint8_t *xr[DAIS__TMAX];
-    __m256 acc[DAIS__RMAX][DAIS__TMAX];
+    __m256 acc0[DAIS__RMAX][DAIS__TMAX], acc1[DAIS__RMAX][DAIS__TMAX];
     /* per (row, token) and pair p of the group: [scale of block 2p x4 | of block 2p+1 x4] */
     __m256 psc[DAIS__RMAX][DAIS__TMAX][4];
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) acc[i][k] =
-        _mm256_setzero_ps();
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+        acc0[i][k] = _mm256_setzero_ps();
+        acc1[i][k] = _mm256_setzero_ps();
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i ones = _mm256_set1_epi16(1);
 
@@ -204,39 +238,31 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
         const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
         UNROLL for (int i = 0; i < R; i++) {
             prefetch_ahead(wr[i] + b0 * bs, 8 * (int)bs);
-#ifdef DAIS_PF_TILE
-            for (int o = 0; o < 8 * (int)bs; o += 64)
-                _mm_prefetch((const char *)(wr[i] + R * m->w_stride + b0 * bs + o), _MM_HINT_T0);
-#endif
             __m256 dw = f16x8_gather(wr[i] + b0 * bs, bs, g, 1);
             UNROLL for (int k = 0; k < T; k++) {
                 __m256 sc = _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0));
                 /* nibbles are stored +8: s holds -8 * dx * (sum of the block's qs) */
-                acc[i][k] = _mm256_fmadd_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->s_off) + b0),
-                                            acc[i][k]);
+                acc0[i][k] = _mm256_fmadd_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->s_off) + b0),
+                                             acc0[i][k]);
                 psc[i][k][0] = _mm256_permute_ps(sc, 0x00);
                 psc[i][k][1] = _mm256_permute_ps(sc, 0x55);
                 psc[i][k][2] = _mm256_permute_ps(sc, 0xaa);
                 psc[i][k][3] = _mm256_permute_ps(sc, 0xff);
             }
         }
-        for (int p = 0; p < g / 2; p++) {
-            const int64_t b = b0 + 2 * p;
-            UNROLL for (int i = 0; i < R; i++) {
-                const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
-                __m256i v = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk)),
-                    _mm_loadu_si128((const __m128i *)(blk + bs)), 1);
-                __m256i lo = _mm256_and_si256(v, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                UNROLL for (int k = 0; k < T; k++) {
-                    const __m256i *y = (const __m256i *)((const int8_t *)xr[k] + b * QK4_0);
-                    __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
-                                                   _mm256_maddubs_epi16(hi, _mm256_load_si256(y + 1)));
-                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                    acc[i][k] = _mm256_fmadd_ps(f, psc[i][k][p], acc[i][k]);
-                }
+        if (g == 8 && T == 1) { /* decode: unrolled, the pair scales stay in registers */
+            q4_0_pair(wr, xr, b0, R, T, acc0, psc, 0);
+            q4_0_pair(wr, xr, b0 + 2, R, T, acc1, psc, 1);
+            q4_0_pair(wr, xr, b0 + 4, R, T, acc0, psc, 2);
+            q4_0_pair(wr, xr, b0 + 6, R, T, acc1, psc, 3);
+        } else {
+            int p = 0;
+            for (; p + 1 < g / 2; p += 2) {
+                q4_0_pair(wr, xr, b0 + 2 * p, R, T, acc0, psc, p);
+                q4_0_pair(wr, xr, b0 + 2 * p + 2, R, T, acc1, psc, p + 1);
             }
+            if (p < g / 2)
+                q4_0_pair(wr, xr, b0 + 2 * p, R, T, acc0, psc, p);
         }
         if (g & 1) { /* the unpaired last block of the row, natural order */
             const int64_t b = b0 + g - 1;
@@ -250,13 +276,37 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
                     __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
                     /* the low half of pair (g-1)/2 holds this block's scale */
                     __m256 s = _mm256_permute2f128_ps(psc[i][k][(g - 1) / 2], psc[i][k][(g - 1) / 2], 0x00);
-                    acc[i][k] = _mm256_fmadd_ps(f, s, acc[i][k]);
+                    acc1[i][k] = _mm256_fmadd_ps(f, s, acc1[i][k]);
                 }
             }
         }
     }
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
-        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(acc[i][k]);
+        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
+}
+
+/* Q8_0: signed weights, so the sign trick (|w| times x with w's sign). Two accumulators per
+ * (row, token), even blocks and odd blocks, as for Q4_0. */
+static ALWAYS_INLINE void q8_0_block(const uint8_t *const *wr, const uint8_t *const *xr, int64_t b,
+                                     const int R, const int T, __m256 acc[][DAIS__TMAX],
+                                     float sc[][DAIS__TMAX][8], int j)
+{
+    const size_t bs = sizeof(dais__blk_q8_0);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i ws[DAIS__RMAX], wa[DAIS__RMAX];
+    UNROLL for (int i = 0; i < R; i++) {
+        ws[i] = _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * bs + 2));
+        wa[i] = _mm256_sign_epi8(ws[i], ws[i]); /* |w| */
+    }
+    UNROLL for (int k = 0; k < T; k++) {
+        __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK8_0));
+        UNROLL for (int i = 0; i < R; i++) {
+            __m256i p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, ws[i]));
+            p = _mm256_madd_epi16(p, ones);
+            acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&sc[i][k][j]),
+                                        acc[i][k]);
+        }
+    }
 }
 
 static ALWAYS_INLINE void q8_0_tile(const dais__mm *m, int64_t r, int t, const int R, const int T)
@@ -265,14 +315,14 @@ static ALWAYS_INLINE void q8_0_tile(const dais__mm *m, int64_t r, int t, const i
     const size_t bs = sizeof(dais__blk_q8_0);
     const uint8_t *wr[DAIS__RMAX];
     const uint8_t *xr[DAIS__TMAX];
-    __m256 acc[DAIS__RMAX][DAIS__TMAX];
+    __m256 acc0[DAIS__RMAX][DAIS__TMAX], acc1[DAIS__RMAX][DAIS__TMAX];
     float sc[DAIS__RMAX][DAIS__TMAX][8] __attribute__((aligned(32)));
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) acc[i][k] =
-        _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+        acc0[i][k] = _mm256_setzero_ps();
+        acc1[i][k] = _mm256_setzero_ps();
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
         UNROLL for (int i = 0; i < R; i++) {
@@ -281,26 +331,16 @@ static ALWAYS_INLINE void q8_0_tile(const dais__mm *m, int64_t r, int t, const i
             UNROLL for (int k = 0; k < T; k++) _mm256_store_ps(
                 sc[i][k], _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0)));
         }
-        for (int j = 0; j < g; j++) {
-            const int64_t b = b0 + j;
-            __m256i ws[DAIS__RMAX], wa[DAIS__RMAX];
-            UNROLL for (int i = 0; i < R; i++) {
-                ws[i] = _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * bs + 2));
-                wa[i] = _mm256_sign_epi8(ws[i], ws[i]); /* |w| */
-            }
-            UNROLL for (int k = 0; k < T; k++) {
-                __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK8_0));
-                UNROLL for (int i = 0; i < R; i++) {
-                    __m256i p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, ws[i]));
-                    p = _mm256_madd_epi16(p, ones);
-                    acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                                _mm256_broadcast_ss(&sc[i][k][j]), acc[i][k]);
-                }
-            }
+        int j = 0;
+        for (; j + 1 < g; j += 2) {
+            q8_0_block(wr, xr, b0 + j, R, T, acc0, sc, j);
+            q8_0_block(wr, xr, b0 + j + 1, R, T, acc1, sc, j + 1);
         }
+        if (j < g)
+            q8_0_block(wr, xr, b0 + j, R, T, acc0, sc, j);
     }
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
-        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(acc[i][k]);
+        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
 }
 
 /* ---- Q4_K x Q8KA ----------------------------------------------------------------------------- */
@@ -562,7 +602,7 @@ INST_ALL(bf16)
 #ifndef DAIS_RDK
 #define DAIS_RDK 1
 #endif
-TILES(q4_0, 2, 4, DAIS_RD)
+TILES(q4_0, 1, 4, DAIS_RD)
 TILES(q8_0, 2, 4, DAIS_RD)
 TILES(q4_K, 2, 4, DAIS_RDK)
 TILES(q6_K, 2, 4, DAIS_RDK)
