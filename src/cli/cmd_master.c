@@ -9,6 +9,7 @@
 #include "master/master.h"
 
 #include <stdio.h>
+#include <sys/resource.h>
 
 int dais_cmd_master(int argc, char **argv);
 
@@ -28,6 +29,12 @@ int dais_cmd_master(int argc, char **argv)
         return 2;
     }
     dais_log_init(cfg.node_id, cfg.log_level, cfg.log_format);
+    /* Every client and worker connection is a descriptor: allow as many as the hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     dais_master *m = dais_master_new(&cfg, &err);
     if (m == NULL) {
         DAIS_ERROR("cannot start: %s", err.msg);

@@ -265,7 +265,9 @@ static int metrics_init(dais_master *m, dais_err *err)
 static void finish_stop(dais_master *m)
 {
     dais_router_shutdown(m);
-    event_base_loopexit(m->base, NULL);
+    /* A moment for the answers just queued (503s, stream ends) to reach their clients. */
+    struct timeval flush = {0, 100000};
+    event_base_loopexit(m->base, &flush);
 }
 
 /* While stopping: checks every 50 ms whether the requests in flight are done. */

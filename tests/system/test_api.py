@@ -4,12 +4,11 @@ error body; keep-alive connections; a client that hangs up cancels its work."""
 import http.client
 import json
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import DAIS_BIN, wait_for
+from conftest import wait_for
 
 
 def error_of(r):
@@ -126,17 +125,6 @@ def test_keep_alive_serves_many_requests_on_one_connection(served):
         r = conn.getresponse()
         assert r.status == 200 and json.loads(r.read())["status"] == "ok"
     conn.close()
-
-
-@pytest.fixture(scope="module")
-def slow_model(tmp_path_factory):
-    """A synthetic model big enough that 1000 tokens take many seconds on one thread."""
-    path = str(tmp_path_factory.mktemp("models") / "slow.gguf")
-    subprocess.run([DAIS_BIN, "model", "synth", "--dim", "512", "--layers", "8", "--heads", "8",
-                    "--kv-heads", "8", "--ffn", "1536", "--vocab", "4096", "--ctx", "2048",
-                    "--type", "q8_0", "-t", "1", "-o", path], check=True, capture_output=True,
-                   timeout=120)
-    return path
 
 
 def test_client_disconnect_cancels_the_work(cluster, slow_model):

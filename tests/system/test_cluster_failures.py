@@ -119,3 +119,25 @@ def test_all_workers_gone_503_then_back(cluster, stories):
     cluster.start_worker("w3")
     assert cluster.infer(max_tokens=4).status == 200
     assert cluster.get("/ready").status == 200
+
+
+def test_master_sigterm_lets_requests_in_flight_finish(cluster, slow_model):
+    cluster.start_master("--shutdown-grace", "20s")
+    cluster.start_worker("w1", model=slow_model)
+    result = {}
+
+    def call():
+        result["r"] = cluster.infer("hello", max_tokens=40, timeout=60)
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: cluster.cluster_view()["requests"]["in_flight"] == 1, 10,
+             what="the request in flight")
+    cluster.master.signal(signal.SIGTERM)
+    # New requests are refused while the old one finishes.
+    wait_for(lambda: cluster.infer("x", max_tokens=1, timeout=5).status == 503, 5,
+             what="new requests refused during the grace period")
+    t.join(60)
+    r = result["r"]
+    assert r.status == 200, r
+    assert r.json()["usage"]["completion_tokens"] == 40
+    assert cluster.master.p.wait(10) == 0
