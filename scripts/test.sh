@@ -16,5 +16,9 @@ done
 
 if ls tests/system/test_*.py >/dev/null 2>&1; then
     echo "== system tests"
-    DAIS_BIN="$PWD/build/release/dais" python3 -m pytest -q tests/system
+    # Debian's interpreter: python3-pytest and python3-yaml are installed for it (a python3
+    # earlier on PATH, e.g. from pyenv, may lack them).
+    py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    DAIS_BIN="$PWD/build/release/dais" "$py" -m pytest -q tests/system
 fi
