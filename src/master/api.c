@@ -210,7 +210,7 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
         (double)(now - w->state_since_ns) / 1e9, "last_heard_ms_ago",
         (double)(now - w->last_heard_ns) / 1e6, "inflight", (json_int_t)w->inflight,
         "requests_total", (json_int_t)w->requests_total, "failures_total",
-        (json_int_t)w->failures_total, "heartbeat_misses", (json_int_t)w->misses,
+        (json_int_t)w->failures_total, "heartbeat_misses", (json_int_t)dais_worker_misses(w),
         "heartbeats_sent", (json_int_t)w->hb_sent, "heartbeats_answered", (json_int_t)w->hb_acked,
         "rtt_ms", w->rtt_ms, "capabilities", caps != NULL ? caps : json_null(), "metrics",
         metrics);
@@ -225,6 +225,7 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
                               (json_int_t)bi.opens_total, "retry_in_ms",
                               bi.retry_at_ns > now ? (double)(bi.retry_at_ns - now) / 1e6 : 0.0);
         json_object_set_new(o, "breaker", b != NULL ? b : json_null());
+        json_object_set_new(o, "heartbeat_loss", json_real(dais_detector_loss(&w->det)));
     }
     (void)m;
     return o;

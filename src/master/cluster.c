@@ -269,7 +269,7 @@ static void on_discovery(dais_mconn *c, const dais_msg *msg)
             dais_cluster_worker_lost(m, old, "replaced by a new registration");
         dais_cluster_worker_remove(m, old);
     }
-    dais_worker *w = dais_registry_add(m->reg, d.node_id, new_session_id(m), now);
+    dais_worker *w = dais_registry_add(m->reg, d.node_id, new_session_id(m), now, &m->det_cfg);
     if (w == NULL) {
         reject(c, d.node_id, DAIS_REJECT_OVERLOADED, "out of memory");
         return;

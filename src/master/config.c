@@ -78,7 +78,18 @@ static const opt options[] = {
     {"--heartbeat-interval", "DAIS_HEARTBEAT_INTERVAL", "DURATION", K_DURATION,
      OFF(heartbeat_interval_ms), 0, 0, 0, "5s", "how often each worker gets a HEARTBEAT"},
     {"--heartbeat-misses", "DAIS_HEARTBEAT_MISSES", "N", K_U32, OFF(heartbeat_misses), 0, 1,
-     1000, "3", "answers missed in a row before a worker is dead (suspect after the first)"},
+     1000, "3",
+     "probes missed in a row (and --heartbeat-dead-after without any answer) before a worker "
+     "is dead; suspect after the first"},
+    {"--heartbeat-suspect-interval", "DAIS_HEARTBEAT_SUSPECT_INTERVAL", "DURATION", K_DURATION,
+     OFF(heartbeat_suspect_ms), 0, 0, 0, "min(500ms, interval)",
+     "probe period of a worker whose last probe went unanswered"},
+    {"--heartbeat-ack-timeout", "DAIS_HEARTBEAT_ACK_TIMEOUT", "DURATION", K_DURATION,
+     OFF(heartbeat_ack_timeout_ms), 0, 0, 0, "min(1s, interval)",
+     "a probe unanswered this long counts as missed"},
+    {"--heartbeat-dead-after", "DAIS_HEARTBEAT_DEAD_AFTER", "DURATION", K_DURATION,
+     OFF(heartbeat_dead_after_ms), 0, 0, 0, "misses x interval",
+     "a worker is dead only after this long without any answer (loss tolerance)"},
     {"--auth-window", "DAIS_AUTH_WINDOW", "DURATION", K_DURATION, OFF(auth_window_ms), 0, 0, 0,
      "60s", "registration clock-skew and replay window"},
     {"--body-limit", "DAIS_BODY_LIMIT", "SIZE", K_SIZE, OFF(body_limit), 0, 0, 0, "1MiB",
@@ -563,6 +574,11 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
     if (c->token_len == 0)
         return dais_err_set(err, DAIS_EINVAL,
                             "no cluster token: set DAIS_CLUSTER_TOKEN, --token-file or --token");
+    dais_detector_config dc;
+    dais_master_detector_config(c, &dc);
+    dais_err derr;
+    if (dais_detector_config_check(&dc, &derr) != 0)
+        return dais_err_set(err, DAIS_EINVAL, "heartbeat settings: %s", derr.msg);
     if (c->default_max_tokens > c->max_tokens_limit)
         return dais_err_set(err, DAIS_EINVAL,
                             "--default-max-tokens (%u) is above --max-tokens-limit (%u)",
@@ -583,13 +599,32 @@ void dais_master_config_usage(FILE *out)
             snprintf(left, sizeof(left), "%s %s", o->flag, o->metavar);
         else
             snprintf(left, sizeof(left), "%s", o->flag);
-        fprintf(out, "  %-32s %s", left, o->help);
+        fprintf(out, "  %-36s  %s", left, o->help);
         if (o->def[0] != '\0')
             fprintf(out, " [%s]", o->def);
         fprintf(out, "\n");
         if (o->env != NULL)
-            fprintf(out, "  %-32s   env %s\n", "", o->env);
+            fprintf(out, "  %-36s    env %s\n", "", o->env);
     }
+}
+
+void dais_master_detector_config(const dais_master_config *c, dais_detector_config *out)
+{
+    const uint64_t ms = 1000000ull;
+    uint64_t interval = (uint64_t)c->heartbeat_interval_ms;
+    uint64_t suspect = c->heartbeat_suspect_ms != 0 ? c->heartbeat_suspect_ms
+                                                     : (interval < 500 ? interval : 500);
+    uint64_t ack = c->heartbeat_ack_timeout_ms != 0 ? c->heartbeat_ack_timeout_ms
+                                                     : (interval < 1000 ? interval : 1000);
+    uint64_t dead_after = c->heartbeat_dead_after_ms != 0
+                              ? c->heartbeat_dead_after_ms
+                              : interval * (uint64_t)(c->heartbeat_misses != 0 ? c->heartbeat_misses
+                                                                              : 1);
+    out->interval_ns = interval * ms;
+    out->suspect_interval_ns = suspect * ms;
+    out->ack_timeout_ns = ack * ms;
+    out->dead_missed = c->heartbeat_misses;
+    out->dead_after_ns = dead_after * ms;
 }
 
 bool dais_master_config_serves(const dais_master_config *c, const char *name, const char *hash)

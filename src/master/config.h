@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "master/detector.h"
 #include "proto/envelope.h"
 
 #include <stdbool.h>
@@ -50,7 +51,10 @@ typedef struct dais_master_config {
     size_t n_models;
 
     uint32_t heartbeat_interval_ms; /* master → worker HEARTBEAT period */
-    uint32_t heartbeat_misses;      /* answers missed in a row before a worker is dead */
+    uint32_t heartbeat_misses;      /* probes missed in a row before a worker is dead */
+    uint32_t heartbeat_suspect_ms;  /* probe period once one went unanswered; 0 = derived */
+    uint32_t heartbeat_ack_timeout_ms; /* a probe unanswered this long is missed; 0 = derived */
+    uint32_t heartbeat_dead_after_ms;  /* and no answer at all for this long; 0 = derived */
     uint32_t auth_window_ms;        /* registration replay/skew window */
 
     size_t body_limit;         /* largest accepted request body, bytes */
@@ -79,6 +83,11 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
 
 /* Writes the option list (flags, variables, defaults, help) to `out`. */
 void dais_master_config_usage(FILE *out);
+
+/* The failure detector's parameters (master/detector.h) from the heartbeat settings; the
+ * derived defaults are: suspect interval min(500 ms, interval), ack timeout min(1 s,
+ * interval), dead after misses × interval. */
+void dais_master_detector_config(const dais_master_config *c, dais_detector_config *out);
 
 /* True when `name` is a served model (always true when no models are configured); `hash`
  * may be NULL (not checked). */

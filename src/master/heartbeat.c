@@ -1,11 +1,17 @@
 /*
- * Heartbeats (UDP 8889). Every interval the master ticks each worker's failure accounting
- * (an unanswered HEARTBEAT is a miss: ACTIVE → SUSPECT at the first, DEAD at `misses` in a
- * row), removes DEAD records whose linger time is over, and sends each live worker a
- * HEARTBEAT sealed with its session key. Answers (HEARTBEAT_ACK) are authenticated and
- * replay-checked by proto/dgram.h before any JSON is parsed; they carry the worker's system
- * and load metrics, which the registry keeps for the balancer and /api/cluster. Every
- * rejected datagram is dropped silently and counted by reason.
+ * Heartbeats (UDP 8889). Each worker has a loss-tolerant failure detector (master/detector.h):
+ * it says when the next HEARTBEAT (a probe) is due — every interval while the worker answers,
+ * every suspect interval once a probe went unanswered for the ack timeout — and gives the
+ * verdict: alive, suspect (a probe missed: routed to only when nothing better is left), or
+ * dead (`misses` probes in a row unanswered and no answer at all for `dead_after`), which
+ * ends the worker. One timer serves every worker: it fires at the earliest next event among
+ * them, sends the probes that are due, applies the verdicts, and removes DEAD records whose
+ * linger time is over.
+ *
+ * Answers (HEARTBEAT_ACK) are authenticated and replay-checked by proto/dgram.h before any
+ * JSON is parsed; they carry the worker's system and load metrics, which the registry keeps
+ * for the balancer and /api/cluster. Every rejected datagram is dropped silently and counted
+ * by reason.
  */
 #include "master/master_impl.h"
 
@@ -42,7 +48,27 @@ const char *dais_master_cluster_state(const dais_master *m)
     return "ok";
 }
 
-void dais_heartbeat_send(dais_master *m, dais_worker *w)
+static void tick_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Arms the timer for `at` (monotonic ns) unless it already fires sooner. */
+static void schedule(dais_master *m, uint64_t at)
+{
+    uint64_t now = dais_now_ns();
+    uint64_t min_at = now + 1000000ull; /* at most one pass per millisecond */
+    uint64_t max_at = now + (uint64_t)m->cfg.heartbeat_interval_ms * 1000000ull;
+    if (at < min_at)
+        at = min_at;
+    if (at > max_at)
+        at = max_at;
+    if (m->hb_timer_at != 0 && m->hb_timer_at <= at && m->hb_timer_at > now)
+        return;
+    uint64_t d = at - now;
+    struct timeval tv = {(time_t)(d / 1000000000ull), (suseconds_t)((d % 1000000000ull) / 1000)};
+    evtimer_add(m->hb_timer, &tv);
+    m->hb_timer_at = at;
+}
+
+static void send_probe(dais_master *m, dais_worker *w, uint64_t now)
 {
     dais_msg *msg = dais_msg_new(DAIS_MSG_HEARTBEAT, m->cfg.node_id, w->id);
     if (msg == NULL)
@@ -60,7 +86,7 @@ void dais_heartbeat_send(dais_master *m, dais_worker *w)
     if (dais_heartbeat_encode(&h, msg) == 0 &&
         dais_dgram_seal(msg, w->session_id, seq, w->session_key, buf, sizeof(buf), &len) == 0) {
         w->tx_seq = seq;
-        dais_worker_hb_sent(w, seq);
+        dais_worker_hb_sent(w, seq, now);
         dais_counter_inc(m->mx.hb_sent);
         ssize_t n = sendto(m->udp_fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&w->hb_sa,
                            w->hb_salen);
@@ -68,6 +94,12 @@ void dais_heartbeat_send(dais_master *m, dais_worker *w)
             DAIS_DEBUG("heartbeat to %s (%s): %s", w->id, w->addr, strerror(errno));
     }
     dais_msg_free(msg);
+}
+
+void dais_heartbeat_send(dais_master *m, dais_worker *w)
+{
+    send_probe(m, w, dais_now_ns());
+    schedule(m, dais_worker_hb_next_ns(w));
 }
 
 static void count_drop(dais_master *m, enum dais_dgram_verdict v)
@@ -107,16 +139,16 @@ static void on_datagram(dais_master *m, const uint8_t *buf, size_t len)
     }
     dais_msg_free(msg);
     uint64_t now = dais_now_ns();
-    int64_t rtt = dais_wall_ms() - ack.echo_sent_ms;
-    double rtt_ms = (rtt >= 0 && rtt < 3600000) ? (double)rtt : -1;
     enum dais_worker_state before = w->state;
-    if (!dais_worker_hb_ack(w, ack.echo_seq, &ack, rtt_ms, now)) {
+    double rtt_ms;
+    if (!dais_worker_hb_ack(w, ack.echo_seq, &ack, now, &rtt_ms)) {
         count_drop(m, DAIS_DGRAM_BAD_ENVELOPE);
         return;
     }
     dais_counter_inc(m->mx.hb_answered);
     if (rtt_ms >= 0)
         dais_histogram_observe(m->mx.hb_rtt, rtt_ms / 1000.0);
+    schedule(m, dais_worker_hb_next_ns(w));
     if (strcmp(ack.health, "draining") == 0 && !w->draining) {
         DAIS_INFO("worker %s reports it is draining", w->id);
         w->draining = true;
@@ -150,43 +182,59 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     dais_master *m = arg;
     (void)fd;
     (void)what;
+    m->hb_timer_at = 0;
     uint64_t now = dais_now_ns();
-    uint64_t linger_ns = (uint64_t)m->cfg.heartbeat_interval_ms * m->cfg.heartbeat_misses * 1000000ull;
+    uint64_t linger_ns = m->det_cfg.dead_after_ns;
+    uint64_t next = UINT64_MAX;
     /* Collect first: losing or removing a worker changes the registry. */
     size_t n = dais_registry_count(m->reg);
     dais_worker **ws = n > 0 ? malloc(n * sizeof(*ws)) : NULL;
-    if (n > 0 && ws == NULL)
+    if (n > 0 && ws == NULL) {
+        schedule(m, now + 10000000ull);
         return;
+    }
     for (size_t i = 0; i < n; i++)
         ws[i] = dais_registry_at(m->reg, i);
     for (size_t i = 0; i < n; i++) {
         dais_worker *w = ws[i];
         if (w->state == DAIS_WORKER_DEAD) {
-            if (now - w->state_since_ns >= linger_ns) {
+            uint64_t gone = w->state_since_ns + linger_ns;
+            if (now >= gone) {
                 DAIS_INFO("worker %s removed from the registry", w->id);
                 dais_cluster_worker_remove(m, w);
+            } else if (gone < next) {
+                next = gone;
             }
             continue;
         }
         enum dais_worker_state before = w->state;
-        uint32_t misses_before = w->misses;
-        enum dais_worker_state st = dais_worker_hb_tick(w, m->cfg.heartbeat_misses, now);
-        if (w->misses > misses_before)
-            dais_counter_inc(m->mx.hb_lost);
+        uint64_t missed_before = w->det.probes_missed;
+        enum dais_worker_state st = dais_worker_hb_check(w, now);
+        if (w->det.probes_missed > missed_before)
+            dais_counter_add(m->mx.hb_lost, w->det.probes_missed - missed_before);
         if (st == DAIS_WORKER_DEAD) {
-            char why[96];
-            snprintf(why, sizeof(why), "%u heartbeats in a row unanswered", w->misses);
-            /* set_state already made it DEAD; worker_lost fails its work and closes it */
-            w->state = before;
+            char why[128];
+            snprintf(why, sizeof(why), "%u heartbeats in a row unanswered, none answered for %.1f s",
+                     dais_worker_misses(w), (double)(now - w->det.last_heard_ns) / 1e9);
+            w->state = before; /* so that worker_lost logs the transition */
             dais_cluster_worker_lost(m, w, why);
+            uint64_t gone = now + linger_ns;
+            if (gone < next)
+                next = gone;
             continue;
         }
         if (st == DAIS_WORKER_SUSPECT && before != DAIS_WORKER_SUSPECT)
-            DAIS_WARN("worker %s is suspect: heartbeat unanswered (%u in a row)", w->id,
-                      w->misses);
-        dais_heartbeat_send(m, w);
+            DAIS_WARN("worker %s is suspect: a heartbeat went unanswered", w->id);
+        else if (st == DAIS_WORKER_ACTIVE && before == DAIS_WORKER_SUSPECT)
+            DAIS_INFO("worker %s answers again", w->id);
+        if (dais_worker_hb_due(w, now))
+            send_probe(m, w, now);
+        uint64_t t = dais_worker_hb_next_ns(w);
+        if (t < next)
+            next = t;
     }
     free(ws);
+    schedule(m, next);
 }
 
 int dais_heartbeat_open(dais_master *m, dais_err *err)
@@ -219,13 +267,11 @@ int dais_heartbeat_open(dais_master *m, dais_err *err)
                                                     : ((struct sockaddr_in *)&ss)->sin_port);
     m->udp_fd = fd;
     m->udp_ev = event_new(m->base, fd, EV_READ | EV_PERSIST, udp_cb, m);
-    m->hb_timer = event_new(m->base, -1, EV_PERSIST, tick_cb, m);
+    m->hb_timer = evtimer_new(m->base, tick_cb, m);
     if (m->udp_ev == NULL || m->hb_timer == NULL)
         return dais_err_set(err, DAIS_ENOMEM, "no memory for heartbeat events");
     event_add(m->udp_ev, NULL);
-    struct timeval tv = {m->cfg.heartbeat_interval_ms / 1000,
-                         (m->cfg.heartbeat_interval_ms % 1000) * 1000};
-    event_add(m->hb_timer, &tv);
+    schedule(m, UINT64_MAX);
     return 0;
 }
 

@@ -340,6 +340,9 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     dais_balancer_init(&m->bal, seed);
     m->rng = (seed ^ 0x9e3779b97f4a7c15ull) | 1;
     dais_breaker_config_default(&m->breaker_cfg);
+    dais_master_detector_config(cfg, &m->det_cfg);
+    if (dais_detector_config_check(&m->det_cfg, err) != 0)
+        goto fail;
     m->base = event_base_new();
     m->reg = dais_registry_new();
     m->replay = dais_replay_cache_new(65536, (int64_t)cfg->auth_window_ms);
@@ -404,10 +407,11 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     event_add(m->sig_int, NULL);
     event_add(m->sig_term, NULL);
     DAIS_INFO("master %s: HTTP API on %s:%u, cluster on %s:%u, heartbeats on %s:%u (every %u ms, "
-              "dead after %u misses), metrics %s%s:%u",
+              "dead after %u misses and %.1f s of silence), metrics %s%s:%u",
               cfg->node_id, cfg->http_addr, (unsigned)dais_httpd_port(m->api), cfg->cluster_addr,
               (unsigned)m->cluster_port, cfg->heartbeat_addr, (unsigned)m->hb_port,
               cfg->heartbeat_interval_ms, cfg->heartbeat_misses,
+              (double)m->det_cfg.dead_after_ns / 1e9,
               cfg->metrics_enabled ? "on " : "off", cfg->metrics_enabled ? cfg->metrics_addr : "",
               (unsigned)dais_master_metrics_port(m));
     return m;

@@ -139,6 +139,7 @@ struct dais_master {
     dais_balancer bal;
     dais_frame_limits limits;
     dais_breaker_config breaker_cfg;
+    dais_detector_config det_cfg;
     dais_replay_cache *replay;
 
     dais_httpd *api;
@@ -154,6 +155,7 @@ struct dais_master {
     struct event *udp_ev;
     uint16_t hb_port;
     struct event *hb_timer;
+    uint64_t hb_timer_at;                 /* when hb_timer fires next (monotonic ns), 0 none */
 
     struct event *sig_int, *sig_term, *grace_poll, *grace_over;
     bool stopping;
@@ -191,7 +193,8 @@ void dais_cluster_close_all(dais_master *m);
 
 int dais_heartbeat_open(dais_master *m, dais_err *err);
 void dais_heartbeat_close(dais_master *m);
-/* Sends one HEARTBEAT to w now (also used right after registration). */
+/* Sends one HEARTBEAT (a detector probe) to w now (also right after registration) and makes
+ * sure the heartbeat timer runs in time for the worker's next event. */
 void dais_heartbeat_send(dais_master *m, dais_worker *w);
 /* "ok" | "degraded" | "unavailable" for the served models. */
 const char *dais_master_cluster_state(const dais_master *m);

@@ -33,8 +33,15 @@ void dais_registry_free(dais_registry *r)
 }
 
 dais_worker *dais_registry_add(dais_registry *r, const char *id, uint64_t session_id,
-                               uint64_t now_ns)
+                               uint64_t now_ns, const dais_detector_config *dc)
 {
+    dais_detector_config def;
+    if (dc == NULL) {
+        dais_detector_config_default(&def);
+        dc = &def;
+    }
+    if (dais_detector_config_check(dc, NULL) != 0)
+        return NULL;
     size_t len = strlen(id);
     if (len == 0 || len > DAIS_NODE_ID_MAX || session_id == 0)
         return NULL;
@@ -57,6 +64,7 @@ dais_worker *dais_registry_add(dais_registry *r, const char *id, uint64_t sessio
     w->registered_ns = now_ns;
     w->state_since_ns = now_ns;
     w->last_heard_ns = now_ns;
+    dais_detector_init(&w->det, dc, now_ns);
     r->w[r->n++] = w;
     return w;
 }
@@ -128,34 +136,31 @@ void dais_worker_set_state(dais_worker *w, enum dais_worker_state s, uint64_t no
     w->state_since_ns = now_ns;
 }
 
-enum dais_worker_state dais_worker_hb_tick(dais_worker *w, uint32_t misses_dead, uint64_t now_ns)
+bool dais_worker_hb_due(const dais_worker *w, uint64_t now_ns)
 {
-    if (w->state == DAIS_WORKER_DEAD)
-        return w->state;
-    if (w->hb_pending_seq != 0) {
-        w->misses++;
-        if (w->misses >= (misses_dead != 0 ? misses_dead : 1))
-            dais_worker_set_state(w, DAIS_WORKER_DEAD, now_ns);
-        else if (w->state == DAIS_WORKER_ACTIVE)
-            dais_worker_set_state(w, DAIS_WORKER_SUSPECT, now_ns);
-    }
-    return w->state;
+    return w->state != DAIS_WORKER_DEAD && dais_detector_due(&w->det, now_ns);
 }
 
-void dais_worker_hb_sent(dais_worker *w, uint64_t seq)
+void dais_worker_hb_sent(dais_worker *w, uint64_t seq, uint64_t now_ns)
 {
-    w->hb_pending_seq = seq;
+    dais_detector_sent(&w->det, now_ns, seq);
     w->hb_sent++;
 }
 
 bool dais_worker_hb_ack(dais_worker *w, uint64_t echo_seq, const dais_msg_heartbeat_ack *m,
-                        double rtt_ms, uint64_t now_ns)
+                        uint64_t now_ns, double *rtt_ms)
 {
+    if (rtt_ms != NULL)
+        *rtt_ms = -1;
     if (w->state == DAIS_WORKER_DEAD || echo_seq == 0 || echo_seq > w->tx_seq)
         return false;
-    if (echo_seq == w->hb_pending_seq)
-        w->hb_pending_seq = 0;
-    w->misses = 0;
+    uint64_t rtt_ns = 0;
+    if (dais_detector_ack(&w->det, now_ns, echo_seq, &rtt_ns) == 0) {
+        w->rtt_ms = (double)rtt_ns / 1e6;
+        if (rtt_ms != NULL)
+            *rtt_ms = w->rtt_ms;
+    } else
+        dais_detector_heard(&w->det, now_ns); /* authentic, only too old to match a probe */
     w->hb_acked++;
     w->last_heard_ns = now_ns;
     if (m != NULL) {
@@ -164,11 +169,39 @@ bool dais_worker_hb_ack(dais_worker *w, uint64_t echo_seq, const dais_msg_heartb
         w->metrics_ns = now_ns;
         w->inflight_at_report = w->inflight;
     }
-    if (rtt_ms >= 0)
-        w->rtt_ms = rtt_ms;
     if (w->state == DAIS_WORKER_JOINING || w->state == DAIS_WORKER_SUSPECT)
         dais_worker_set_state(w, DAIS_WORKER_ACTIVE, now_ns);
     return true;
+}
+
+enum dais_worker_state dais_worker_hb_check(dais_worker *w, uint64_t now_ns)
+{
+    if (w->state == DAIS_WORKER_DEAD)
+        return w->state;
+    switch (dais_detector_check(&w->det, now_ns)) {
+    case DAIS_DETECTOR_DEAD:
+        dais_worker_set_state(w, DAIS_WORKER_DEAD, now_ns);
+        break;
+    case DAIS_DETECTOR_SUSPECT:
+        if (w->state == DAIS_WORKER_ACTIVE)
+            dais_worker_set_state(w, DAIS_WORKER_SUSPECT, now_ns);
+        break;
+    case DAIS_DETECTOR_ALIVE:
+        if (w->state == DAIS_WORKER_SUSPECT)
+            dais_worker_set_state(w, DAIS_WORKER_ACTIVE, now_ns);
+        break;
+    }
+    return w->state;
+}
+
+uint64_t dais_worker_hb_next_ns(const dais_worker *w)
+{
+    return w->state == DAIS_WORKER_DEAD ? UINT64_MAX : dais_detector_next_event_ns(&w->det);
+}
+
+uint32_t dais_worker_misses(const dais_worker *w)
+{
+    return w->det.missed;
 }
 
 uint32_t dais_worker_slots(const dais_worker *w)

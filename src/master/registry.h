@@ -2,17 +2,19 @@
  * The worker registry: every worker the master knows, with its identity, capabilities,
  * heartbeat session, state, last reported metrics and the master's own in-flight count.
  *
- * States (docs/load-balancing.md and docs/operations.md describe them for operators):
+ * States (docs/operations.md describes them for operators):
  *
- *   JOINING ──first HEARTBEAT_ACK──▶ ACTIVE ◀──answer── SUSPECT
- *      │                               │ a heartbeat tick with the previous one unanswered
+ *   JOINING ──first HEARTBEAT_ACK──▶ ACTIVE ◀──an answer── SUSPECT
+ *      │                               │ a heartbeat probe unanswered (master/detector.h)
  *      │                               ▼
- *      └──── `misses` unanswered ────▶ DEAD ──linger──▶ removed (freed)
+ *      └──── `dead_missed` probes unanswered and no answer for `dead_after` ──▶ DEAD
+ *                                                              ──linger──▶ removed (freed)
  *
  * ACTIVE workers take new requests; SUSPECT ones only when no ACTIVE worker of the model is
  * left. A lost cluster connection, a DRAIN from the worker's side removing it from routing,
  * or a newer registration with the same id end a worker at once (DEAD, or replaced).
  * DEAD records stay visible in /api/cluster for a while (the linger time) and then go.
+ * Failure detection itself is the loss-tolerant detector of master/detector.h, one per worker.
  *
  * Pure bookkeeping: no I/O, no clock reads (callers pass monotonic now_ns), no locks; the
  * registry belongs to the master's loop thread. The cluster connection, the requests in
@@ -23,6 +25,7 @@
 #define DAIS_MASTER_REGISTRY_H
 
 #include "master/breaker.h"
+#include "master/detector.h"
 #include "proto/auth.h"
 #include "proto/dgram.h"
 #include "proto/messages.h"
@@ -65,9 +68,8 @@ typedef struct dais_worker {
     double registered_wall;              /* Unix seconds */
     uint64_t last_heard_ns;              /* last authentic HEARTBEAT_ACK */
 
-    /* heartbeat accounting */
-    uint64_t hb_pending_seq;             /* seq of the last HEARTBEAT not yet answered, 0 none */
-    uint32_t misses;                     /* ticks in a row whose HEARTBEAT went unanswered */
+    /* heartbeat accounting: probes are HEARTBEATs, identified by their datagram seq */
+    dais_detector det;
     uint64_t hb_sent, hb_acked;
 
     /* last metrics (valid when have_metrics) */
@@ -98,11 +100,12 @@ dais_registry *dais_registry_new(void);
  * Accepts NULL. */
 void dais_registry_free(dais_registry *r);
 
-/* Adds a JOINING worker with the given id (copied) and session id at now_ns. The caller
- * removes any older record with the same id first. Returns the record (owned by the
- * registry) or NULL on no memory, a duplicate id, or a duplicate session id. */
+/* Adds a JOINING worker with the given id (copied) and session id at now_ns, watched by a
+ * failure detector with `dc` (NULL = the detector's defaults). The caller removes any older
+ * record with the same id first. Returns the record (owned by the registry) or NULL on no
+ * memory, a duplicate id, a duplicate session id or an invalid detector configuration. */
 dais_worker *dais_registry_add(dais_registry *r, const char *id, uint64_t session_id,
-                               uint64_t now_ns);
+                               uint64_t now_ns, const dais_detector_config *dc);
 
 /* Removes and frees one record. The caller has detached its conn and requests. */
 void dais_registry_remove(dais_registry *r, dais_worker *w);
@@ -125,19 +128,24 @@ bool dais_registry_model_active(const dais_registry *r, const char *model);
 void dais_worker_set_state(dais_worker *w, enum dais_worker_state s, uint64_t now_ns);
 
 /* ---- heartbeat accounting ----------------------------------------------------------------
- * At each tick the master calls dais_worker_hb_tick (which counts a miss when the previous
- * HEARTBEAT is still unanswered and moves ACTIVE → SUSPECT → DEAD), then sends a HEARTBEAT
- * numbered with dais_worker_hb_sent. An authentic ACK goes to dais_worker_hb_ack. */
+ * The master asks dais_worker_hb_due whether a HEARTBEAT should go now (numbering it, and
+ * recording it with dais_worker_hb_sent), hands authentic answers to dais_worker_hb_ack, and
+ * calls dais_worker_hb_check at dais_worker_hb_next_ns (or any later time) for the state. */
 
-/* Returns the state after counting; `misses_dead` >= 1. Only JOINING/ACTIVE/SUSPECT move. */
-enum dais_worker_state dais_worker_hb_tick(dais_worker *w, uint32_t misses_dead, uint64_t now_ns);
-/* Records a HEARTBEAT sent with `seq`. */
-void dais_worker_hb_sent(dais_worker *w, uint64_t seq);
-/* Records an ACK of `echo_seq` with metrics: clears misses (any recent seq counts as a sign of
- * life), JOINING/SUSPECT → ACTIVE. Returns false (and changes nothing) for a DEAD worker or an
- * echo_seq never sent. */
+bool dais_worker_hb_due(const dais_worker *w, uint64_t now_ns);
+void dais_worker_hb_sent(dais_worker *w, uint64_t seq, uint64_t now_ns);
+/* Records an authentic HEARTBEAT_ACK of `echo_seq` carrying metrics `m` (may be NULL): a sign
+ * of life (JOINING/SUSPECT → ACTIVE). When the probe is still remembered its round trip goes
+ * to w->rtt_ms and *rtt_ms (may be NULL; else -1). Returns false (nothing changes) for a DEAD
+ * worker or a seq never sent. */
 bool dais_worker_hb_ack(dais_worker *w, uint64_t echo_seq, const dais_msg_heartbeat_ack *m,
-                        double rtt_ms, uint64_t now_ns);
+                        uint64_t now_ns, double *rtt_ms);
+/* Resolves overdue probes and returns the state after them (DEAD is final). */
+enum dais_worker_state dais_worker_hb_check(dais_worker *w, uint64_t now_ns);
+/* When the next probe is due or the next answer overdue (UINT64_MAX once DEAD). */
+uint64_t dais_worker_hb_next_ns(const dais_worker *w);
+/* Probes missed in a row since the last answer. */
+uint32_t dais_worker_misses(const dais_worker *w);
 
 /* ---- load ---------------------------------------------------------------------------------- */
 

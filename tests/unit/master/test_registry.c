@@ -17,7 +17,7 @@
 static dais_worker *add(dais_registry *r, const char *id, uint64_t sid, const char *model,
                         int slots, int queue)
 {
-    dais_worker *w = dais_registry_add(r, id, sid, 1000 * MS);
+    dais_worker *w = dais_registry_add(r, id, sid, 1000 * MS, NULL);
     assert_non_null(w);
     snprintf(w->caps.model.name, sizeof(w->caps.model.name), "%s", model);
     w->caps.slots = slots;
@@ -27,12 +27,17 @@ static dais_worker *add(dais_registry *r, const char *id, uint64_t sid, const ch
 
 static void ack(dais_worker *w, uint64_t now)
 {
-    assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, 1.0, now));
+    assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, now, NULL));
+}
+
+static void send_hb_at(dais_worker *w, uint64_t now)
+{
+    dais_worker_hb_sent(w, ++w->tx_seq, now);
 }
 
 static void send_hb(dais_worker *w)
 {
-    dais_worker_hb_sent(w, ++w->tx_seq);
+    send_hb_at(w, 1000 * MS);
 }
 
 static void test_add_find_remove(void **state)
@@ -41,9 +46,13 @@ static void test_add_find_remove(void **state)
     dais_registry *r = dais_registry_new();
     dais_worker *a = add(r, "a", 1, "m", 4, 0);
     dais_worker *b = add(r, "b", 2, "m", 4, 0);
-    assert_null(dais_registry_add(r, "a", 3, 0)); /* duplicate id */
-    assert_null(dais_registry_add(r, "c", 2, 0)); /* duplicate session */
-    assert_null(dais_registry_add(r, "c", 0, 0)); /* session 0 */
+    assert_null(dais_registry_add(r, "a", 3, 0, NULL)); /* duplicate id */
+    assert_null(dais_registry_add(r, "c", 2, 0, NULL)); /* duplicate session */
+    assert_null(dais_registry_add(r, "c", 0, 0, NULL)); /* session 0 */
+    dais_detector_config bad;
+    dais_detector_config_default(&bad);
+    bad.dead_missed = 0;
+    assert_null(dais_registry_add(r, "c", 9, 0, &bad)); /* invalid detector settings */
     assert_ptr_equal(dais_registry_find(r, "b"), b);
     assert_ptr_equal(dais_registry_find_session(r, 1), a);
     assert_null(dais_registry_find(r, "zz"));
@@ -56,42 +65,99 @@ static void test_add_find_remove(void **state)
     dais_registry_free(r);
 }
 
+/* The heartbeat cadence of the tests: 200 ms, suspect probes every 200 ms, ack timeout 200 ms,
+ * dead after 3 misses and 600 ms of silence. */
+static const dais_detector_config TEST_DC = {
+    .interval_ns = 200 * MS, .suspect_interval_ns = 200 * MS, .ack_timeout_ns = 200 * MS,
+    .dead_missed = 3, .dead_after_ns = 600 * MS};
+
+/* Drives the worker's detector to `until` the way the master's timer does (probing whenever
+ * due, checking at each next event), answering every probe when `answer`. */
+static void drive(dais_worker *w, uint64_t *t, uint64_t until, bool answer)
+{
+    while (*t < until && w->state != DAIS_WORKER_DEAD) {
+        dais_worker_hb_check(w, *t);
+        if (dais_worker_hb_due(w, *t)) {
+            send_hb_at(w, *t);
+            if (answer)
+                assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, *t + MS, NULL));
+        }
+        uint64_t next = dais_worker_hb_next_ns(w);
+        *t = next > *t ? next : *t + MS;
+    }
+}
+
 static void test_heartbeat_states(void **state)
 {
     (void)state;
     dais_registry *r = dais_registry_new();
-    dais_worker *w = add(r, "w", 7, "m", 1, 0);
     uint64_t t = 1000 * MS;
-    /* joining until the first answer */
-    send_hb(w);
+    dais_worker *w = dais_registry_add(r, "w", 7, t, &TEST_DC);
+    snprintf(w->caps.model.name, sizeof(w->caps.model.name), "m");
+    /* joining until the first answer (the master probes at once on registration) */
+    send_hb_at(w, t);
     assert_false(dais_registry_model_active(r, "m"));
-    assert_false(dais_worker_hb_ack(w, 99, NULL, 1, t)); /* never sent */
-    ack(w, t);
+    assert_false(dais_worker_hb_ack(w, 99, NULL, t, NULL)); /* never sent */
+    double rtt = 0;
+    assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, t + 2 * MS, &rtt));
+    assert_true(rtt > 1.9 && rtt < 2.1);
     assert_int_equal(w->state, DAIS_WORKER_ACTIVE);
     assert_true(dais_registry_model_active(r, "m"));
     assert_false(dais_registry_model_active(r, "other"));
-    /* answered tick: stays active */
-    assert_int_equal(dais_worker_hb_tick(w, 3, t += 200 * MS), DAIS_WORKER_ACTIVE);
-    send_hb(w);
-    /* unanswered: suspect, then dead at the third miss in a row */
-    assert_int_equal(dais_worker_hb_tick(w, 3, t += 200 * MS), DAIS_WORKER_SUSPECT);
-    send_hb(w);
-    assert_int_equal(dais_worker_hb_tick(w, 3, t += 200 * MS), DAIS_WORKER_SUSPECT);
-    send_hb(w);
-    /* a late answer to an older heartbeat still proves life */
-    assert_true(dais_worker_hb_ack(w, w->tx_seq - 1, NULL, 5, t));
+    /* answering keeps it active for as long as it answers */
+    drive(w, &t, t + 2000 * MS, true);
     assert_int_equal(w->state, DAIS_WORKER_ACTIVE);
-    assert_int_equal(w->misses, 0);
-    for (int i = 0; i < 3; i++) {
-        dais_worker_hb_tick(w, 3, t += 200 * MS);
-        send_hb(w);
+    assert_int_equal(dais_worker_misses(w), 0);
+    /* silence: suspect after the first probe times out, dead after 3 misses and 600 ms */
+    uint64_t silent_from = t;
+    uint64_t t_suspect = 0;
+    while (w->state != DAIS_WORKER_DEAD) {
+        drive(w, &t, t + MS, false);
+        if (w->state == DAIS_WORKER_SUSPECT && t_suspect == 0)
+            t_suspect = t;
     }
-    assert_int_equal(w->state, DAIS_WORKER_DEAD);
-    assert_int_equal(w->state_since_ns, t);
+    assert_true(t_suspect > silent_from && t_suspect - silent_from <= 420 * MS);
+    assert_true(w->state_since_ns - silent_from >= 600 * MS);
+    assert_true(w->state_since_ns - silent_from <= dais_detector_bound_ns(&TEST_DC) + 10 * MS);
+    assert_true(dais_worker_misses(w) >= 3);
     /* dead is final */
-    assert_false(dais_worker_hb_ack(w, w->tx_seq, NULL, 1, t));
-    assert_int_equal(dais_worker_hb_tick(w, 3, t += 200 * MS), DAIS_WORKER_DEAD);
+    assert_false(dais_worker_hb_ack(w, w->tx_seq, NULL, t, NULL));
+    assert_int_equal(dais_worker_hb_check(w, t + 1000 * MS), DAIS_WORKER_DEAD);
+    assert_false(dais_worker_hb_due(w, t + 1000 * MS));
+    assert_int_equal(dais_worker_hb_next_ns(w), UINT64_MAX);
     assert_string_equal(dais_worker_state_name(w->state), "dead");
+    dais_registry_free(r);
+}
+
+static void test_heartbeat_loss_tolerated(void **state)
+{
+    (void)state;
+    /* A suspect worker that answers a later probe is active again; losing every other
+     * answer never makes it dead. */
+    dais_registry *r = dais_registry_new();
+    uint64_t t = 1000 * MS;
+    dais_worker *w = dais_registry_add(r, "w", 7, t, &TEST_DC);
+    send_hb_at(w, t);
+    assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, t + MS, NULL));
+    bool seen_suspect = false;
+    int k = 0;
+    uint64_t end = t + 20000 * MS;
+    while (t < end) {
+        dais_worker_hb_check(w, t);
+        seen_suspect |= w->state == DAIS_WORKER_SUSPECT;
+        if (dais_worker_hb_due(w, t)) {
+            send_hb_at(w, t);
+            if (k++ % 2 == 1)
+                assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, t + MS, NULL));
+        }
+        uint64_t next = dais_worker_hb_next_ns(w);
+        t = next > t ? next : t + MS;
+    }
+    assert_true(seen_suspect);
+    assert_true(w->state != DAIS_WORKER_DEAD);
+    /* an authentic answer too old to match a probe still counts as a sign of life */
+    assert_true(dais_worker_hb_ack(w, 1, NULL, t, NULL));
+    assert_int_equal(w->state, DAIS_WORKER_ACTIVE);
     dais_registry_free(r);
 }
 
@@ -110,7 +176,7 @@ static void test_load_estimate(void **state)
     m.load.active = 4;
     m.load.queue_depth = 1;
     send_hb(w);
-    assert_true(dais_worker_hb_ack(w, w->tx_seq, &m, 1, 0));
+    assert_true(dais_worker_hb_ack(w, w->tx_seq, &m, 1000 * MS, NULL));
     assert_true(dais_worker_load(w) == (2.0 + 3.0) / 4.0);
     /* our own requests finishing lower the estimate at once */
     w->inflight = 0;
@@ -218,6 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_find_remove),
         cmocka_unit_test(test_heartbeat_states),
+        cmocka_unit_test(test_heartbeat_loss_tolerated),
         cmocka_unit_test(test_load_estimate),
         cmocka_unit_test(test_balancer),
         cmocka_unit_test(test_balancer_filter),
