@@ -635,9 +635,14 @@ void dais_mm_scratch_free(dais_mm_scratch *s)
 #define QUANT_SERIAL_ELEMS 65536
 /* Quantization work unit: elements of one token row (a multiple of 256). */
 #define QUANT_UNIT 2048
-/* Activation bytes per token chunk in a batched matmul: the chunk stays in L2 while every row
- * of this thread's share passes over it. */
-#define TOKEN_CHUNK_BYTES (384 * 1024)
+/* Cache blocking of a batched matmul (see mm_rows): activation bytes per token chunk (L1)
+ * and weight bytes per row block (L2). */
+#ifndef TOKEN_CHUNK_BYTES
+#define TOKEN_CHUNK_BYTES (24 * 1024)
+#endif
+#ifndef ROW_BLOCK_BYTES
+#define ROW_BLOCK_BYTES (192 * 1024)
+#endif
 
 typedef struct mm_job {
     const dais__isa_impl *impl;
@@ -691,8 +696,10 @@ static void quant_worker(void *arg, int ith, int nth)
     quantize_units(j, units * ith / nth, units * (ith + 1) / nth);
 }
 
-/* Rows [r0, r1) for every token: tiles of rd x 1 for one token; for a batch, chunks of tokens
- * that fit in L2, and within a chunk rb rows at a time against tb tokens at a time. */
+/* Rows [r0, r1) for every token. One token: tiles of rd rows, streaming the weights once.
+ * A batch is blocked for the caches: a block of rows small enough to stay in L2 meets the
+ * tokens a chunk at a time, a chunk small enough to stay in L1, in tiles of rb rows x tb
+ * tokens; so each weight byte comes from memory once and each activation byte from L1. */
 static void mm_rows(const dais__mm *m, const dais__tiles *ts, int64_t r0, int64_t r1)
 {
     int64_t r = r0;
@@ -705,15 +712,20 @@ static void mm_rows(const dais__mm *m, const dais__tiles *ts, int64_t r0, int64_
     }
     int tc = (int)(TOKEN_CHUNK_BYTES / m->x_stride);
     tc = tc < ts->tb ? ts->tb : tc / ts->tb * ts->tb;
-    for (int t0 = 0; t0 < m->n_tok; t0 += tc) {
-        int t1 = m->n_tok - t0 < tc ? m->n_tok : t0 + tc;
-        for (r = r0; r < r1;) {
-            int nr = r1 - r >= ts->rb ? ts->rb : 1;
-            for (int t = t0; t < t1; t += ts->tb) {
-                int nt = t1 - t < ts->tb ? t1 - t : ts->tb;
-                ts->fn[nr][nt](m, r, t, nr, nt);
+    int64_t rblk = (int64_t)(ROW_BLOCK_BYTES / m->w_stride);
+    rblk = rblk < ts->rb ? ts->rb : rblk / ts->rb * ts->rb;
+    for (int64_t rb0 = r0; rb0 < r1; rb0 += rblk) {
+        int64_t rb1 = r1 - rb0 < rblk ? r1 : rb0 + rblk;
+        for (int t0 = 0; t0 < m->n_tok; t0 += tc) {
+            int t1 = m->n_tok - t0 < tc ? m->n_tok : t0 + tc;
+            for (r = rb0; r < rb1;) {
+                int nr = rb1 - r >= ts->rb ? ts->rb : 1;
+                for (int t = t0; t < t1; t += ts->tb) {
+                    int nt = t1 - t < ts->tb ? t1 - t : ts->tb;
+                    ts->fn[nr][nt](m, r, t, nr, nt);
+                }
+                r += nr;
             }
-            r += nr;
         }
     }
 }

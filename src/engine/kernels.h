@@ -5,9 +5,18 @@
  *
  * Weight layout follows GGUF: a weight tensor W with ne = {n_in, n_out} stores n_out rows of
  * n_in elements, each row dais_dtype_row_bytes(type, n_in) bytes. Activations are f32.
- * Quantized weights are multiplied against activations quantized on the fly (Q8_0 blocks for
- * Q4_0/Q8_0, Q8_K blocks for the K-quants), as llama.cpp does; F32/F16/BF16 weights use f32
- * activations directly.
+ * Quantized weights are multiplied against activations quantized on the fly (8-bit blocks of
+ * 32 with an f32 scale for Q4_0/Q8_0, Q8_K-style blocks of 256 for the K-quants), as llama.cpp
+ * does; F32/F16/BF16 weights use f32 activations directly.
+ *
+ * Guarantees (tested in tests/unit/engine/test_kernels.c):
+ *  - scalar and AVX2 results differ by at most 2e-6 * sum_i |w_i * x_i| (same integer block
+ *    sums, different float summation order); against dais_dot_ref the quantized types are
+ *    within 4e-3 * |w| * |x| (the 8-bit activations), the float types within 1e-6 * |w| * |x|;
+ *  - within one ISA, results are bit-identical whatever the batch size, the position of a
+ *    token in the batch and the number of threads.
+ * Reference quantizer RMS error / RMS on N(0,1) data: q8_0 0.0053, q4_0 0.086, q4_K 0.072,
+ * q6_K 0.017, f16 0.0002, bf16 0.0017.
  */
 #ifndef DAIS_ENGINE_KERNELS_H
 #define DAIS_ENGINE_KERNELS_H
@@ -35,7 +44,9 @@ void dais_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 /* Which implementation the dispatcher uses. */
 enum dais_isa { DAIS_ISA_SCALAR = 0, DAIS_ISA_AVX2 = 1 };
 enum dais_isa dais_kernels_isa(void);      /* detected once, at first use */
-void dais_kernels_force_isa(enum dais_isa isa); /* tests and benchmarks: pin an ISA */
+/* Tests and benchmarks: pin an ISA for the whole process (AVX2 is refused, leaving scalar,
+ * when the CPU lacks avx2, fma or f16c). Not meant to be called while matmuls run. */
+void dais_kernels_force_isa(enum dais_isa isa);
 const char *dais_kernels_features(void);   /* e.g. "avx2 fma f16c" for logs and metrics */
 
 /* A weight matrix as the kernels see it. */
@@ -53,10 +64,13 @@ dais_mm_scratch *dais_mm_scratch_new(int64_t max_n_in, int max_tokens);
 void dais_mm_scratch_free(dais_mm_scratch *s);
 
 /* y = x · Wᵀ for a batch: for t < n_tok, r < n_out: y[t*n_out + r] = dot(W row r, x[t*n_in ..]).
- * x: (n_tok, n_in) f32; y: (n_tok, n_out) f32. Work is split over the pool by rows of W,
- * and each weight row is used for every token while it is in cache, so a batch reads the
- * weights once. Returns 0, or DAIS_EINVAL if n_tok or n_in exceed the scratch size or the
- * type has no kernel. */
+ * x: (n_tok, n_in) f32; y: (n_tok, n_out) f32 (no alignment needed; y must not overlap x).
+ * Work is split over the pool (NULL: the calling thread alone) by contiguous shares of the
+ * rows of W, so each thread streams its own part of the weights; a batch is blocked so that
+ * each weight block is used for every token while it is in cache, so a batch reads the
+ * weights once. Call from the thread that drives the pool; `s` belongs to that caller.
+ * Returns 0, or DAIS_EINVAL if an argument is NULL, n_tok is < 1 or exceeds the scratch,
+ * n_in exceeds the scratch or is not a whole number of blocks, or the type has no kernel. */
 int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const float *x,
                 float *y, int n_tok);
 
