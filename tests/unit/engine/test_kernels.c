@@ -608,6 +608,51 @@ static void test_large_batch(void **state)
     dais_kernels_force_isa(DAIS_ISA_SCALAR);
 }
 
+/* Rows of a single block (and of one float), where every kernel runs only its tail paths. */
+static void test_single_block_rows(void **state)
+{
+    (void)state;
+    bool avx2 = have_avx2();
+    for (size_t c = 0; c < N_TYPES; c++) {
+        uint32_t type = all_types[c];
+        int64_t n_in = dais_dtype_get(type)->block == 1 ? 1 : dais_dtype_get(type)->block;
+        int64_t n_out = 3;
+        int n_tok = 5;
+        dais_matrix w;
+        void *data = make_matrix(type, n_in, n_out, &w);
+        float *x = make_acts(n_in * n_tok, 1.0f);
+        size_t ysz = sizeof(float) * (size_t)(n_out * n_tok);
+        float *yb = malloc(ysz), *y1 = malloc(ysz);
+        for (int isa = 0; isa < (avx2 ? 2 : 1); isa++) {
+            run_mm((enum dais_isa)isa, NULL, &w, x, yb, n_tok);
+            for (int t = 0; t < n_tok; t++)
+                run_mm((enum dais_isa)isa, NULL, &w, x + t * n_in, y1 + t * n_out, 1);
+            assert_memory_equal(yb, y1, ysz);
+            for (int t = 0; t < n_tok; t++)
+                for (int64_t r = 0; r < n_out; r++) {
+                    const uint8_t *row = (const uint8_t *)data + row_bytes(type, n_in) * (size_t)r;
+                    double ref = dais_dot_ref(type, row, x + t * n_in, n_in);
+                    float deq[256];
+                    dais_dequantize_row(type, row, deq, n_in);
+                    double ww = 0, xx = 0;
+                    for (int64_t i = 0; i < n_in; i++) {
+                        ww += (double)deq[i] * deq[i];
+                        xx += (double)x[t * n_in + i] * x[t * n_in + i];
+                    }
+                    double e = fabs(yb[t * n_out + r] - ref) / (sqrt(ww * xx) + 1e-30);
+                    if (e > ref_tol(type))
+                        fail_msg("%s isa %d n_in %lld: %g vs ref %g", dais_dtype_name(type), isa,
+                                 (long long)n_in, (double)yb[t * n_out + r], ref);
+                }
+        }
+        free(data);
+        free(x);
+        free(yb);
+        free(y1);
+    }
+    dais_kernels_force_isa(DAIS_ISA_SCALAR);
+}
+
 /* ---- argument checking ------------------------------------------------------------------------- */
 
 static void test_matmul_invalid(void **state)
@@ -688,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_batch_threads_scalar),
         cmocka_unit_test(test_batch_threads_avx2),
         cmocka_unit_test(test_large_batch),
+        cmocka_unit_test(test_single_block_rows),
         cmocka_unit_test(test_matmul_invalid),
         cmocka_unit_test(test_isa_and_features),
         cmocka_unit_test(test_membw),
