@@ -4,8 +4,14 @@
  *
  * Every weight type has one tile function body, instantiated for each (rows R, tokens T)
  * shape the driver uses. A tile unpacks each weight block once and multiplies it against T
- * tokens' activations, with one accumulator per (row, token), so a batch reads the weights
- * once and the arithmetic for one (row, token) pair is the same whatever R and T are.
+ * tokens' activations, with its own accumulators per (row, token), so a batch reads the
+ * weights once and the arithmetic for one (row, token) pair is the same whatever R and T are
+ * (batched and one-token results are bit-identical).
+ *
+ * What makes the one-token case (decode) run at memory speed: one row per tile, so each
+ * thread reads one sequential stream; software prefetch DAIS_PF_DIST bytes ahead on it (the
+ * out-of-order window alone keeps too few misses in flight); scales handled 8 blocks at a
+ * time (Q4_0/Q8_0) and two accumulators per (row, token) against the FMA latency.
  *
  * Integer dot products follow llama.cpp's technique: maddubs (u8 x s8 -> s16 pairs) then
  * madd against ones or the sub-block scales (-> s32). Unsigned weight levels (Q4_0 nibbles,
