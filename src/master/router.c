@@ -4,7 +4,8 @@
  *
  *   NEW ──pick──▶ DISPATCHED ──final frame──▶ reply (JSON, or the SSE "done" event)
  *    │              │ ERROR busy/draining: back to routing (bounded attempts)
- *    │              │ worker lost: recover_or_fail (issue 4 continues it elsewhere; today: 502)
+ *    │              │ worker lost: recover_or_fail — routed again (nothing generated yet)
+ *    │              │   or continued elsewhere from prompt + tokens so far (failover)
  *    │              │ client gone: CANCEL to the worker
  *    └─all full─▶ QUEUED ──a slot frees──▶ DISPATCHED        deadline: 504 everywhere
  *
@@ -379,17 +380,35 @@ static void succeed(dais_mreq *r)
 
 /* ---- routing ------------------------------------------------------------------------------- */
 
-/* Where issue 4's failover plugs in: a request whose worker failed. Today it is routed again
- * only when no output token was generated yet (so nothing can be duplicated) and it has
- * attempts left; otherwise it fails (502, or an SSE error event). */
+/* A request whose worker failed. With nothing generated yet it is simply routed again.
+ * Once output exists it fails over: another worker continues from the prompt's token ids
+ * plus every token received (docs/protocol.md, "Failover"), so the client still gets one
+ * complete answer — with greedy decoding the same one an undisturbed run gives. Without the
+ * prompt's ids (the worker died before sending them) or attempts left, it fails (502, or an
+ * SSE error event once streaming). */
 static void recover_or_fail(dais_mreq *r, const char *why)
 {
     char msg[320];
     snprintf(msg, sizeof(msg), "worker %s failed: %s", r->worker_id, why);
-    if (r->n_out == 0 && !r->stream_started && r->attempts < MAX_ATTEMPTS && r->http != NULL &&
-        !r->m->stopping) {
+    bool can_retry = r->attempts < MAX_ATTEMPTS && r->http != NULL && !r->m->stopping;
+    if (can_retry && r->n_out == 0 && !r->stream_started) {
         DAIS_INFO("request %s: %s; routing it again (nothing generated yet)", r->id, msg);
         dais_counter_inc(r->m->mx.retries);
+        route(r);
+        return;
+    }
+    if (can_retry && r->prompt_ids != NULL) {
+        if (r->n_out >= r->api.params.max_tokens) {
+            /* Every token asked for had arrived: only the final frame was lost. */
+            r->finish = DAIS_FINISH_LENGTH;
+            r->completion_tokens = r->n_out;
+            r->prompt_tokens = r->n_prompt_ids;
+            succeed(r);
+            return;
+        }
+        DAIS_INFO("request %s: %s; continuing on another worker after %d tokens", r->id, msg,
+                  r->n_out);
+        dais_counter_inc(r->m->mx.failovers);
         route(r);
         return;
     }
@@ -406,10 +425,27 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     memset(&q, 0, sizeof(q));
     snprintf(q.request_id, sizeof(q.request_id), "%s", r->id);
     snprintf(q.model, sizeof(q.model), "%s", r->model);
-    q.prompt = r->api.prompt; /* borrowed for the encode */
-    q.prompt_len = r->api.prompt_len;
     q.add_bos = true;
     q.params = r->api.params;
+    int32_t *ids = NULL;
+    if (r->n_out > 0 && r->prompt_ids != NULL) {
+        /* failover: the prompt's ids and the output so far, which the worker continues */
+        size_t n = (size_t)r->n_prompt_ids + (size_t)r->n_out;
+        ids = malloc(n * sizeof(int32_t));
+        if (ids == NULL) {
+            dais_msg_free(msg);
+            return DAIS_ENOMEM;
+        }
+        memcpy(ids, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof(int32_t));
+        memcpy(ids + r->n_prompt_ids, r->out_ids, (size_t)r->n_out * sizeof(int32_t));
+        q.tokens = ids;
+        q.n_tokens = (int32_t)n;
+        q.n_generated = r->n_out;
+        q.params.max_tokens = r->api.params.max_tokens - r->n_out;
+    } else {
+        q.prompt = r->api.prompt; /* borrowed for the encode */
+        q.prompt_len = r->api.prompt_len;
+    }
     uint64_t now = dais_now_ns();
     if (m->cfg.request_timeout_ms > 0) {
         uint64_t end = r->t_start_ns + (uint64_t)m->cfg.request_timeout_ms * 1000000ull;
@@ -418,9 +454,10 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     if (r->trace.valid)
         dais_traceparent_format(&r->trace, q.traceparent);
     int rc = dais_infer_req_encode(&q, msg);
+    free(ids);
     if (rc != 0) {
         dais_msg_free(msg);
-        return DAIS_EINVAL; /* the request, not the worker */
+        return rc == DAIS_ENOMEM ? DAIS_ENOMEM : DAIS_EINVAL; /* the request, not the worker */
     }
     if (!dais_breaker_allow(&w->breaker, now, &r->ticket)) {
         dais_msg_free(msg);
@@ -474,7 +511,7 @@ static void route(dais_mreq *r)
             int rc = dispatch(r, w);
             if (rc == 0)
                 return;
-            if (rc == DAIS_EINVAL) {
+            if (rc == DAIS_EINVAL || rc == DAIS_ENOMEM) {
                 fail(r, 500, "internal", "the request could not be encoded for a worker", NULL);
                 return;
             }
@@ -505,7 +542,15 @@ static void route(dais_mreq *r)
             queue_push(q, r, r->attempts > 0);
             return;
         }
-        char msg[256];
+        char msg[400];
+        if (r->n_out > 0) {
+            /* a failover with nowhere to go: the worker's failure is the client's news */
+            snprintf(msg, sizeof(msg),
+                     "worker %s failed after %d tokens and no other worker serves model '%s'",
+                     r->worker_id, r->n_out, r->model);
+            fail(r, 502, "worker_failed", msg, NULL);
+            return;
+        }
         snprintf(msg, sizeof(msg), "no active worker serves model '%s'", r->model);
         fail(r, 503, "no_worker", msg, dais_api_retry_after(m));
         return;
@@ -764,10 +809,12 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
     }
     r->next_index++;
     if (resp.prompt_token_ids) {
-        if (resp.index != 0 || resp.final || r->prompt_ids != NULL) {
+        if (resp.index != 0 || resp.final) {
             rc = DAIS_EPROTO;
             goto out;
         }
+        if (r->prompt_ids != NULL)
+            goto out; /* a continuation: its "prompt" is ours plus the output so far */
         int32_t cap = 0;
         if (append_ids(&r->prompt_ids, &r->n_prompt_ids, &cap, resp.tokens, resp.n_tokens) != 0)
             rc = DAIS_ENOMEM;
@@ -795,6 +842,11 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
     r->finish = resp.finish;
     r->prompt_tokens = resp.prompt_tokens;
     r->completion_tokens = resp.completion_tokens;
+    if (r->attempts > 1 && r->prompt_ids != NULL) {
+        /* continued elsewhere: count the whole answer, not the last worker's share */
+        r->prompt_tokens = r->n_prompt_ids;
+        r->completion_tokens = r->n_out;
+    }
     r->wt = resp.timings;
     worker_unlink(r, resp.finish == DAIS_FINISH_CANCELLED ? O_NEUTRAL
                      : resp.finish == DAIS_FINISH_ERROR   ? worker_blamed(resp.error_code)

@@ -2,10 +2,11 @@
 restart, every worker gone. Heartbeats every 200 ms, dead after 3 misses (conftest)."""
 
 import signal
+import socket
 import threading
 import time
 
-from conftest import HB_MISSES, HB_MS, wait_for
+from conftest import HB_MISSES, HB_MS, parse_sse, wait_for
 
 # Detection bound for a silent worker: the misses, plus one tick of phase, plus slack for a
 # loaded CI machine.
@@ -141,3 +142,52 @@ def test_master_sigterm_lets_requests_in_flight_finish(cluster, slow_model):
     assert r.status == 200, r
     assert r.json()["usage"]["completion_tokens"] == 40
     assert cluster.master.p.wait(10) == 0
+
+
+def test_kill9_mid_stream_fails_over_to_the_same_answer(cluster, slow_model):
+    """A worker killed in the middle of a greedy streamed generation: another worker continues
+    from the prompt and the tokens already sent, and the client gets the undisturbed text."""
+    cluster.start_master()
+    cluster.start_worker("w1", model=slow_model)
+    cluster.start_worker("w2", model=slow_model)
+    params = {"prompt": "hello", "max_tokens": 60, "temperature": 0}
+    plain = cluster.infer(**params, timeout=60).json()
+    assert plain["usage"]["completion_tokens"] == 60
+
+    body = ('{"prompt":"hello","max_tokens":60,"temperature":0,"stream":true}').encode()
+    s = socket.create_connection(("127.0.0.1", cluster.http_port), timeout=60)
+    s.sendall(b"POST /api/inference HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+              % (len(body), body))
+    data = b""
+    while data.count(b"event: token") < 10:
+        chunk = s.recv(4096)
+        assert chunk
+        data += chunk
+    busy = [w["id"] for w in cluster.cluster_view()["workers"] if w["inflight"] == 1]
+    assert len(busy) == 1
+    cluster.workers[busy[0]].signal(signal.SIGKILL)
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        assert chunk, data[-300:]
+        data += chunk
+    s.close()
+    head, _, chunked = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    # de-chunk
+    text, rest = b"", chunked
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        n = int(size_line, 16)
+        if n == 0:
+            break
+        text += rest[:n]
+        rest = rest[n + 2:]
+    events = parse_sse(text.decode())
+    assert [e for e, _ in events if e == "error"] == []
+    streamed = "".join(d["text"] for e, d in events if e == "token")
+    done = events[-1][1]
+    assert events[-1][0] == "done"
+    assert streamed == plain["text"]
+    assert done["usage"]["completion_tokens"] == 60
+    assert done["attempts"] == 2
+    assert done["worker"] != busy[0]

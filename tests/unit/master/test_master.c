@@ -723,6 +723,76 @@ static void test_breaker_opens_after_failures(void **state)
     fw_close(&w);
 }
 
+/* Which of two fake workers has a frame waiting (the balancer picks at random). */
+static fake_worker *which_has_frame(fake_worker *a, fake_worker *b)
+{
+    struct pollfd p[2] = {{.fd = a->tcp, .events = POLLIN}, {.fd = b->tcp, .events = POLLIN}};
+    assert_int_equal(poll(p, 2, 3000) > 0, 1);
+    return (p[0].revents & POLLIN) ? a : b;
+}
+
+static void test_failover_mid_stream(void **state)
+{
+    (void)state;
+    fake_worker wa, wb;
+    dais_msg *m = fw_register(&wa, "fa", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    m = fw_register(&wb, "fb", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    fw_heartbeats(&wa, 120);
+    fw_heartbeats(&wb, 120);
+    assert_true(wait_state("fa", "active", 1000) && wait_state("fb", "active", 1000));
+
+    int fd = tcp_connect(g_http);
+    http_send(fd, "POST", "/api/inference",
+              "{\"prompt\":\"Once upon\",\"max_tokens\":5,\"temperature\":0,\"stream\":true}");
+    fake_worker *first = which_has_frame(&wa, &wb), *second = first == &wa ? &wb : &wa;
+    dais_msg_infer_req q;
+    fw_expect_request(first, &q);
+    static const int32_t prompt[3] = {1, 403, 407}, t1[1] = {261}, t2[1] = {378};
+    fw_respond(first, q.request_id, 0, false, true, "", prompt, 3, DAIS_FINISH_NONE);
+    fw_respond(first, q.request_id, 1, false, false, "Once", t1, 1, DAIS_FINISH_NONE);
+    char id[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", q.request_id);
+    dais_infer_req_clear(&q);
+    sleep_ms(30);
+    close(first->tcp); /* dies mid-generation */
+    first->tcp = -1;
+
+    /* the other worker continues from the prompt's ids plus the token already streamed */
+    fw_expect_request(second, &q);
+    assert_string_equal(q.request_id, id);
+    assert_null(q.prompt);
+    assert_int_equal(q.n_tokens, 4);
+    assert_int_equal(q.tokens[0], 1);
+    assert_int_equal(q.tokens[2], 407);
+    assert_int_equal(q.tokens[3], 261);
+    assert_int_equal(q.n_generated, 1);
+    assert_int_equal(q.params.max_tokens, 4);
+    static const int32_t cont[4] = {1, 403, 407, 261};
+    fw_respond(second, q.request_id, 0, false, true, "", cont, 4, DAIS_FINISH_NONE);
+    fw_respond(second, q.request_id, 1, true, false, " upon", t2, 1, DAIS_FINISH_STOP);
+    dais_infer_req_clear(&q);
+
+    http_resp r;
+    http_read(fd, &r);
+    assert_int_equal(r.status, 200);
+    const char *e1 = strstr(r.body, "data: {\"text\":\"Once\"}");
+    const char *e2 = strstr(r.body, "data: {\"text\":\" upon\"}");
+    const char *done = strstr(r.body, "event: done");
+    assert_true(e1 != NULL && e2 > e1 && done > e2);
+    assert_null(strstr(r.body, "event: error"));
+    assert_non_null(strstr(done, "\"completion_tokens\":2"));
+    assert_non_null(strstr(done, "\"prompt_tokens\":3"));
+    assert_non_null(strstr(done, "\"attempts\":2"));
+    http_free(&r);
+    close(fd);
+    fw_close(&wa);
+    fw_close(&wb);
+}
+
 static void test_forged_datagrams_dropped(void **state)
 {
     (void)state;
@@ -773,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_register_heartbeat_infer),
         cmocka_unit_test(test_silent_worker_suspect_then_dead),
         cmocka_unit_test(test_breaker_opens_after_failures),
+        cmocka_unit_test(test_failover_mid_stream),
         cmocka_unit_test(test_forged_datagrams_dropped),
         cmocka_unit_test(test_garbage_on_cluster_port),
     };
