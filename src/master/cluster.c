@@ -33,9 +33,14 @@
 #define CLOSING_TIMEOUT_MS 2000
 /* A worker that does not read what we send it (requests, cancels) is stuck past this. */
 #define WORKER_OUTPUT_MAX (32u << 20)
-/* Frames from a worker: responses carry a few token ids; discovery a few hundred bytes. */
+/* Frames from a worker: responses carry a few token ids; discovery a few hundred bytes, so a
+ * connection that has not registered yet gets much tighter limits. */
 #define WORKER_MAX_JSON (1u << 20)
 #define WORKER_MAX_BIN (4u << 20)
+#define HELLO_MAX_JSON (64u << 10)
+#define HELLO_MAX_BIN 0u
+/* Connections not yet registered, at most (each is bounded by HELLO_TIMEOUT_MS too). */
+#define HELLO_MAX_CONNS 1024
 
 static void conn_free(dais_mconn *c);
 
@@ -406,7 +411,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
         dais_msg *msg = NULL;
         dais_err err;
         dais_err_clear(&err);
-        int rc = dais_frame_read(in, &c->m->limits, &msg, &err);
+        static const dais_frame_limits hello = {HELLO_MAX_JSON, HELLO_MAX_BIN};
+        int rc = dais_frame_read(in, c->state == DAIS_MCONN_HELLO ? &hello : &c->m->limits, &msg,
+                                 &err);
         if (rc == DAIS_FRAME_NEED_MORE)
             return;
         if (rc != 0) {
@@ -454,8 +461,12 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 {
     dais_master *m = arg;
     (void)lis;
-    dais_mconn *c = calloc(1, sizeof(*c));
+    size_t hello = 0;
+    for (dais_mconn *o = m->conns; o != NULL && hello < HELLO_MAX_CONNS; o = o->next)
+        hello += o->state == DAIS_MCONN_HELLO;
+    dais_mconn *c = hello < HELLO_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
     if (c == NULL) {
+        DAIS_WARN("cluster port: refusing a connection (%zu unregistered ones open)", hello);
         evutil_closesocket(fd);
         return;
     }
