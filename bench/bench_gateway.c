@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #define MAX_OUT 1024
-#define HB_MS 500
+#define HB_MS   500
 
 typedef struct slot {
     bool busy;
@@ -46,10 +46,8 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
         p += w;
         n -= (size_t)w;
     }
@@ -60,8 +58,7 @@ static int send_msg(int fd, const dais_msg *m)
 {
     uint8_t *buf;
     size_t len;
-    if (dais_frame_encode(m, NULL, &buf, &len) != 0)
-        return -1;
+    if (dais_frame_encode(m, NULL, &buf, &len) != 0) return -1;
     int rc = write_all(fd, buf, len);
     free(buf);
     return rc;
@@ -73,14 +70,11 @@ static int fill(int fd, bool block)
     if (in_cap - in_len < 65536) {
         in_cap = in_cap * 2 + 65536;
         inbuf = realloc(inbuf, in_cap);
-        if (inbuf == NULL)
-            return -1;
+        if (inbuf == NULL) return -1;
     }
     ssize_t r = recv(fd, inbuf + in_len, in_cap - in_len, block ? 0 : MSG_DONTWAIT);
-    if (r == 0)
-        return -1;
-    if (r < 0)
-        return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    if (r == 0) return -1;
+    if (r < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
     in_len += (size_t)r;
     return 0;
 }
@@ -217,8 +211,7 @@ int main(int argc, char **argv)
             dais_msg_free(h);
             next_hb = now + HB_MS * 1000000ull;
         }
-        if (now >= t_end)
-            stopping = true;
+        if (now >= t_end) stopping = true;
         int busy = 0;
         for (int i = 0; i < conc; i++) {
             if (!slots[i].busy && !stopping) {
@@ -244,8 +237,7 @@ int main(int argc, char **argv)
             }
             busy += slots[i].busy;
         }
-        if (stopping && busy == 0)
-            break;
+        if (stopping && busy == 0) break;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         poll(&p, 1, 50);
         if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && fill(fd, false) != 0) {
@@ -257,11 +249,11 @@ int main(int argc, char **argv)
             memset(&r, 0, sizeof(r));
             const char *rid = NULL;
             bool final = false, decoded = false;
-            if (m->type == DAIS_MSG_INFERENCE_RESPONSE && dais_infer_resp_decode(m, &r, &err) == 0) {
+            if (m->type == DAIS_MSG_INFERENCE_RESPONSE &&
+                dais_infer_resp_decode(m, &r, &err) == 0) {
                 decoded = true;
                 final = r.final;
-                if (final && r.finish == DAIS_FINISH_ERROR)
-                    errors++;
+                if (final && r.finish == DAIS_FINISH_ERROR) errors++;
                 rid = r.request_id;
             } else if (m->type == DAIS_MSG_ERROR) {
                 dais_msg_error e;
@@ -278,15 +270,13 @@ int main(int argc, char **argv)
                     if (slots[i].busy && strcmp(slots[i].id, rid) == 0) {
                         slots[i].busy = false;
                         if (slots[i].sent_ns >= t_measure && t <= t_end) {
-                            if (n_lat < lat_cap)
-                                lat[n_lat++] = t - slots[i].sent_ns;
+                            if (n_lat < lat_cap) lat[n_lat++] = t - slots[i].sent_ns;
                             done_measured++;
                         }
                     }
                 }
             }
-            if (decoded)
-                dais_infer_resp_clear(&r);
+            if (decoded) dais_infer_resp_clear(&r);
             dais_msg_free(m);
         }
     }

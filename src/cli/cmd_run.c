@@ -43,10 +43,10 @@
 
 int dais_cmd_run(int argc, char **argv);
 
-#define MAX_WORKERS 64
+#define MAX_WORKERS     64
 #define READY_TIMEOUT_S 300
-#define STOP_GRACE_S 10
-#define DEMO_NAME "dais-demo-v1.gguf"
+#define STOP_GRACE_S    10
+#define DEMO_NAME       "dais-demo-v1.gguf"
 
 typedef struct child {
     pid_t pid;
@@ -66,19 +66,20 @@ typedef struct run_opts {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: dais run [-m MODEL.gguf] [--workers N] [--port P] [--threads T]\n\n"
-            "Starts a master and N workers as separate processes on 127.0.0.1, waits until the\n"
-            "cluster is ready, prints how to call it, and stops everything on Ctrl-C/SIGTERM.\n\n"
-            "  -m, --model PATH           GGUF Llama model to serve [the demo model, synthesized\n"
-            "                             into $XDG_CACHE_HOME/dais or ~/.cache/dais on first use]\n"
-            "  --workers N                worker processes, 1..%d [2]\n"
-            "  --port P                   HTTP API port [8080]; other ports are picked free\n"
-            "  --threads T                compute threads per worker [CPUs / workers, at least 1]\n"
-            "  --heartbeat-interval D     master heartbeat period, e.g. 1s [the master's default]\n"
-            "  --log-level LEVEL          debug | info | warn | error [info]\n"
-            "  -h, --help                 show this help\n",
-            MAX_WORKERS);
+    fprintf(
+        out,
+        "usage: dais run [-m MODEL.gguf] [--workers N] [--port P] [--threads T]\n\n"
+        "Starts a master and N workers as separate processes on 127.0.0.1, waits until the\n"
+        "cluster is ready, prints how to call it, and stops everything on Ctrl-C/SIGTERM.\n\n"
+        "  -m, --model PATH           GGUF Llama model to serve [the demo model, synthesized\n"
+        "                             into $XDG_CACHE_HOME/dais or ~/.cache/dais on first use]\n"
+        "  --workers N                worker processes, 1..%d [2]\n"
+        "  --port P                   HTTP API port [8080]; other ports are picked free\n"
+        "  --threads T                compute threads per worker [CPUs / workers, at least 1]\n"
+        "  --heartbeat-interval D     master heartbeat period, e.g. 1s [the master's default]\n"
+        "  --log-level LEVEL          debug | info | warn | error [info]\n"
+        "  -h, --help                 show this help\n",
+        MAX_WORKERS);
 }
 
 static int parse_opts(run_opts *o, int argc, char **argv)
@@ -106,8 +107,7 @@ static int parse_opts(run_opts *o, int argc, char **argv)
             fprintf(stderr, "dais run: %s needs a value\n", a);
             return -1;
         }
-        if (eq == NULL)
-            i++;
+        if (eq == NULL) i++;
         if (IS("-m") || IS("--model")) {
             o->model = v;
         } else if (IS("--workers")) {
@@ -151,15 +151,12 @@ static int mkdir_p(const char *path)
 {
     char buf[PATH_MAX];
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
+    if (n == 0 || n >= sizeof(buf)) return -1;
     memcpy(buf, path, n + 1);
     for (char *p = buf + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
+        if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
         *p = '/';
     }
     return mkdir(buf, 0755) == 0 || errno == EEXIST ? 0 : -1;
@@ -177,10 +174,8 @@ static int demo_model(char *out, size_t cap)
         snprintf(dir, sizeof(dir), "%s/.cache/dais", home);
     else
         snprintf(dir, sizeof(dir), "/tmp/dais-cache-%u", (unsigned)getuid());
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, DEMO_NAME) >= cap)
-        return -1;
-    if (access(out, R_OK) == 0)
-        return 0;
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, DEMO_NAME) >= cap) return -1;
+    if (access(out, R_OK) == 0) return 0;
     if (mkdir_p(dir) != 0) {
         fprintf(stderr, "dais run: cannot create %s: %s\n", dir, strerror(errno));
         return -1;
@@ -215,15 +210,15 @@ static int demo_model(char *out, size_t cap)
     return 0;
 }
 
-/* ---- ports ------------------------------------------------------------------------------------ */
+/* ---- ports ------------------------------------------------------------------------------------
+ */
 
 /* Binds a socket of `type` to 127.0.0.1:0 and returns it (open, so the port stays taken until
  * every port is chosen) with the port in *port; -1 on failure. */
 static int hold_free_port(int type, uint16_t *port)
 {
     int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     struct sockaddr_in a;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
@@ -238,18 +233,17 @@ static int hold_free_port(int type, uint16_t *port)
     return fd;
 }
 
-/* ---- children ---------------------------------------------------------------------------------- */
+/* ---- children ----------------------------------------------------------------------------------
+ */
 
 static pid_t spawn(char *const argv[], const char *token, const sigset_t *oldmask)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
-    if (pid != 0)
-        return pid;
+    if (pid != 0) return pid;
     /* child: die with the supervisor, default signal handling, then exec ourselves */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent)
-        _exit(1);
+    if (getppid() != parent) _exit(1);
     sigprocmask(SIG_SETMASK, oldmask, NULL);
     signal(SIGPIPE, SIG_DFL);
     setenv("DAIS_CLUSTER_TOKEN", token, 1);
@@ -265,8 +259,7 @@ static int reap(child *kids, int n)
     for (;;) {
         int st;
         pid_t pid = waitpid(-1, &st, WNOHANG);
-        if (pid <= 0)
-            return exited;
+        if (pid <= 0) return exited;
         for (int i = 0; i < n; i++) {
             if (kids[i].pid == pid && kids[i].alive) {
                 kids[i].alive = false;
@@ -297,22 +290,20 @@ static void describe_exit(const child *c)
 static void stop_all(child *kids, int n)
 {
     for (int i = 0; i < n; i++)
-        if (kids[i].alive)
-            kill(kids[i].pid, SIGTERM);
+        if (kids[i].alive) kill(kids[i].pid, SIGTERM);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     bool killed = false;
     while (alive_count(kids, n) > 0) {
         reap(kids, n);
-        if (alive_count(kids, n) == 0)
-            break;
+        if (alive_count(kids, n) == 0) break;
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (!killed && now.tv_sec - start.tv_sec >= STOP_GRACE_S) {
             for (int i = 0; i < n; i++)
                 if (kids[i].alive) {
-                    fprintf(stderr, "dais run: %s did not stop in %d s; killing it\n",
-                            kids[i].name, STOP_GRACE_S);
+                    fprintf(stderr, "dais run: %s did not stop in %d s; killing it\n", kids[i].name,
+                            STOP_GRACE_S);
                     kill(kids[i].pid, SIGKILL);
                 }
             killed = true;
@@ -326,35 +317,28 @@ static void stop_all(child *kids, int n)
 static int probe_ready(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct sockaddr_in a;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int ok = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS)
-        goto out;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS) goto out;
     struct pollfd p = {.fd = fd, .events = POLLOUT};
-    if (poll(&p, 1, 200) != 1)
-        goto out;
+    if (poll(&p, 1, 200) != 1) goto out;
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0)
-        goto out;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) goto out;
     static const char req[] = "GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
-        goto out;
+    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) goto out;
     char buf[32];
     size_t got = 0;
     while (got < 12) {
         p.events = POLLIN;
-        if (poll(&p, 1, 500) != 1)
-            goto out;
+        if (poll(&p, 1, 500) != 1) goto out;
         ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
-        if (r <= 0)
-            goto out;
+        if (r <= 0) goto out;
         got += (size_t)r;
     }
     buf[got] = '\0';
@@ -368,11 +352,9 @@ int dais_cmd_run(int argc, char **argv)
 {
     run_opts o;
     int rc = parse_opts(&o, argc, argv);
-    if (rc != 0)
-        return rc > 0 ? 0 : 2;
+    if (rc != 0) return rc > 0 ? 0 : 2;
     enum dais_log_level lvl = DAIS_LOG_INFO;
-    if (o.log_level != NULL)
-        dais_log_parse_level(o.log_level, &lvl);
+    if (o.log_level != NULL) dais_log_parse_level(o.log_level, &lvl);
     dais_log_init("run", lvl, DAIS_LOG_TEXT);
 
     char model[PATH_MAX];
@@ -410,8 +392,7 @@ int dais_cmd_run(int argc, char **argv)
         if (fds[i] < 0 || ports[i] == o.port) {
             fprintf(stderr, "dais run: cannot find a free port: %s\n", strerror(errno));
             for (int k = 0; k <= i; k++)
-                if (fds[k] >= 0)
-                    close(fds[k]);
+                if (fds[k] >= 0) close(fds[k]);
             return 1;
         }
     }
@@ -499,8 +480,7 @@ int dais_cmd_run(int argc, char **argv)
         kids[n_kids].pid = spawn(wargv, token, &oldmask);
         snprintf(kids[n_kids].name, sizeof(kids[n_kids].name), "%s", id);
         kids[n_kids].alive = kids[n_kids].pid > 0;
-        if (kids[n_kids].pid < 0)
-            fprintf(stderr, "dais run: fork: %s\n", strerror(errno));
+        if (kids[n_kids].pid < 0) fprintf(stderr, "dais run: fork: %s\n", strerror(errno));
         n_kids++;
     }
 
@@ -545,8 +525,8 @@ int dais_cmd_run(int argc, char **argv)
                    "\"max_tokens\": 64, \"stream\": true}'\n"
                    "  curl -s http://127.0.0.1:%u/api/cluster\n\n"
                    "Metrics: http://127.0.0.1:%u/metrics. Ctrl-C stops the cluster.\n",
-                   o.workers, o.workers == 1 ? "" : "s", model, (unsigned)o.port,
-                   (unsigned)o.port, (unsigned)o.port, (unsigned)ports[P_METRICS]);
+                   o.workers, o.workers == 1 ? "" : "s", model, (unsigned)o.port, (unsigned)o.port,
+                   (unsigned)o.port, (unsigned)ports[P_METRICS]);
             fflush(stdout);
         }
         if (!ready) {

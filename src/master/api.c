@@ -26,8 +26,7 @@ static const char *const route_names[R__COUNT] = {"/api/inference", "/health", "
 static enum route route_of(const char *path)
 {
     for (int i = 0; i < R_OTHER; i++)
-        if (strcmp(path, route_names[i]) == 0)
-            return (enum route)i;
+        if (strcmp(path, route_names[i]) == 0) return (enum route)i;
     return R_OTHER;
 }
 
@@ -44,7 +43,8 @@ static void reply_json(dais_http_req *req, int status, json_t *o, const char *he
     char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (s == NULL) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
         dais_http_reply(req, 500, "application/json", NULL, oom, sizeof(oom) - 1);
         return;
     }
@@ -98,20 +98,20 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
             const dais_worker *w = dais_registry_at(m->reg, i);
             bool seen = false;
             for (size_t j = 0; j < i && !seen; j++)
-                seen = strcmp(dais_registry_at(m->reg, j)->caps.model.name, w->caps.model.name) == 0;
-            if (seen)
-                continue;
+                seen =
+                    strcmp(dais_registry_at(m->reg, j)->caps.model.name, w->caps.model.name) == 0;
+            if (seen) continue;
             size_t active = 0;
             for (size_t j = 0; j < dais_registry_count(m->reg); j++) {
                 const dais_worker *o = dais_registry_at(m->reg, j);
                 active += o->state == DAIS_WORKER_ACTIVE && !o->draining &&
                           strcmp(o->caps.model.name, w->caps.model.name) == 0;
             }
-            json_array_append_new(a, json_pack("{s:o,s:I,s:I}", "name",
-                                               dais_json_text(w->caps.model.name,
-                                                              strlen(w->caps.model.name)),
-                                               "active_workers", (json_int_t)active, "queued",
-                                               (json_int_t)dais_router_queued(m, w->caps.model.name)));
+            json_array_append_new(
+                a, json_pack("{s:o,s:I,s:I}", "name",
+                             dais_json_text(w->caps.model.name, strlen(w->caps.model.name)),
+                             "active_workers", (json_int_t)active, "queued",
+                             (json_int_t)dais_router_queued(m, w->caps.model.name)));
         }
         *all_ready = dais_registry_count_state(m->reg, DAIS_WORKER_ACTIVE) > 0;
         return a;
@@ -124,12 +124,11 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
             active += o->state == DAIS_WORKER_ACTIVE && !o->draining &&
                       strcmp(o->caps.model.name, name) == 0;
         }
-        if (active == 0)
-            *all_ready = false;
-        json_array_append_new(a, json_pack("{s:o,s:I,s:I}", "name",
-                                           dais_json_text(name, strlen(name)), "active_workers",
-                                           (json_int_t)active, "queued",
-                                           (json_int_t)dais_router_queued(m, name)));
+        if (active == 0) *all_ready = false;
+        json_array_append_new(a,
+                              json_pack("{s:o,s:I,s:I}", "name", dais_json_text(name, strlen(name)),
+                                        "active_workers", (json_int_t)active, "queued",
+                                        (json_int_t)dais_router_queued(m, name)));
     }
     return a;
 }
@@ -138,8 +137,7 @@ static void handle_ready(dais_master *m, dais_http_req *req)
 {
     bool ready;
     json_t *models = models_json(m, &ready);
-    if (m->stopping)
-        ready = false;
+    if (m->stopping) ready = false;
     json_t *o = json_pack("{s:b,s:o}", "ready", ready, "models", models);
     if (ready) {
         reply_json(req, 200, o, NULL);
@@ -160,13 +158,13 @@ static json_t *simd_json(uint32_t simd)
     static const struct {
         uint32_t bit;
         const char *name;
-    } names[] = {{DAIS_SIMD_SSE42, "sse4.2"}, {DAIS_SIMD_AVX, "avx"},   {DAIS_SIMD_AVX2, "avx2"},
-                 {DAIS_SIMD_FMA, "fma"},      {DAIS_SIMD_F16C, "f16c"}, {DAIS_SIMD_AVX512F, "avx512f"},
+    } names[] = {{DAIS_SIMD_SSE42, "sse4.2"}, {DAIS_SIMD_AVX, "avx"},
+                 {DAIS_SIMD_AVX2, "avx2"},    {DAIS_SIMD_FMA, "fma"},
+                 {DAIS_SIMD_F16C, "f16c"},    {DAIS_SIMD_AVX512F, "avx512f"},
                  {DAIS_SIMD_NEON, "neon"}};
     json_t *a = json_array();
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (simd & names[i].bit)
-            json_array_append_new(a, json_string(names[i].name));
+        if (simd & names[i].bit) json_array_append_new(a, json_string(names[i].name));
     return a;
 }
 
@@ -195,11 +193,9 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
             a->sys.load5, "load15", a->sys.load15, "load", "queue_depth",
             (json_int_t)a->load.queue_depth, "active", (json_int_t)a->load.active, "slots",
             (json_int_t)a->load.slots, "tokens_per_s", a->load.tokens_per_s, "kv_used",
-            (json_int_t)a->load.kv_used, "kv_total", (json_int_t)a->load.kv_total,
-            "requests_total", (json_int_t)a->load.requests_total, "tokens_total",
-            (json_int_t)a->load.tokens_total);
-        if (metrics == NULL)
-            metrics = json_null();
+            (json_int_t)a->load.kv_used, "kv_total", (json_int_t)a->load.kv_total, "requests_total",
+            (json_int_t)a->load.requests_total, "tokens_total", (json_int_t)a->load.tokens_total);
+        if (metrics == NULL) metrics = json_null();
     }
     char hb[DAIS_NAME_MAX + 16];
     snprintf(hb, sizeof(hb), "%s:%u", w->addr, (unsigned)w->caps.heartbeat_port);
@@ -212,18 +208,17 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
         "requests_total", (json_int_t)w->requests_total, "failures_total",
         (json_int_t)w->failures_total, "heartbeat_misses", (json_int_t)dais_worker_misses(w),
         "heartbeats_sent", (json_int_t)w->hb_sent, "heartbeats_answered", (json_int_t)w->hb_acked,
-        "rtt_ms", w->rtt_ms, "capabilities", caps != NULL ? caps : json_null(), "metrics",
-        metrics);
+        "rtt_ms", w->rtt_ms, "capabilities", caps != NULL ? caps : json_null(), "metrics", metrics);
     if (o != NULL) {
         json_object_set_new(o, "load_score", json_real(dais_worker_load(w)));
         dais_breaker_info bi;
         dais_breaker_snapshot(&w->breaker, now, &bi);
-        json_t *b = json_pack("{s:s,s:I,s:I,s:I,s:I,s:f}", "state", dais_breaker_state_name(bi.state),
-                              "consecutive_failures", (json_int_t)bi.consecutive_failures,
-                              "window_successes", (json_int_t)bi.window_successes,
-                              "window_failures", (json_int_t)bi.window_failures, "opens_total",
-                              (json_int_t)bi.opens_total, "retry_in_ms",
-                              bi.retry_at_ns > now ? (double)(bi.retry_at_ns - now) / 1e6 : 0.0);
+        json_t *b = json_pack(
+            "{s:s,s:I,s:I,s:I,s:I,s:f}", "state", dais_breaker_state_name(bi.state),
+            "consecutive_failures", (json_int_t)bi.consecutive_failures, "window_successes",
+            (json_int_t)bi.window_successes, "window_failures", (json_int_t)bi.window_failures,
+            "opens_total", (json_int_t)bi.opens_total, "retry_in_ms",
+            bi.retry_at_ns > now ? (double)(bi.retry_at_ns - now) / 1e6 : 0.0);
         json_object_set_new(o, "breaker", b != NULL ? b : json_null());
         json_object_set_new(o, "heartbeat_loss", json_real(dais_detector_loss(&w->det)));
     }
@@ -237,31 +232,31 @@ static void handle_cluster(dais_master *m, dais_http_req *req)
     json_t *workers = json_array();
     for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
         json_t *w = worker_json(m, dais_registry_at(m->reg, i), now);
-        if (w != NULL)
-            json_array_append_new(workers, w);
+        if (w != NULL) json_array_append_new(workers, w);
     }
     json_t *counts = json_object();
     for (int s = 0; s < DAIS_WORKER__COUNT; s++)
-        json_object_set_new(counts, dais_worker_state_name((enum dais_worker_state)s),
-                            json_integer((json_int_t)dais_registry_count_state(
-                                m->reg, (enum dais_worker_state)s)));
+        json_object_set_new(
+            counts, dais_worker_state_name((enum dais_worker_state)s),
+            json_integer((json_int_t)dais_registry_count_state(m->reg, (enum dais_worker_state)s)));
     json_t *drops = json_object();
     for (int v = 1; v < DAIS_DGRAM__COUNT; v++)
         json_object_set_new(drops, dais_dgram_verdict_name((enum dais_dgram_verdict)v),
                             json_integer((json_int_t)m->dgram_drops[v]));
     json_t *regs = json_object();
     for (int r = 0; r < DAIS_REJECT__COUNT; r++)
-        json_object_set_new(regs, r == 0 ? "accepted" : dais_reject_reason_name((enum dais_reject_reason)r),
-                            json_integer((json_int_t)m->registrations[r]));
+        json_object_set_new(
+            regs, r == 0 ? "accepted" : dais_reject_reason_name((enum dais_reject_reason)r),
+            json_integer((json_int_t)m->registrations[r]));
     bool ready;
     json_t *models = models_json(m, &ready);
-    json_t *o = json_pack("{s:s,s:s,s:b,s:o,s:o,s:o,s:{s:I,s:I,s:I},s:o,s:o,s:I}", "node",
-                          m->cfg.node_id, "cluster_state", dais_master_cluster_state(m), "ready",
-                          ready, "models", models, "workers", workers, "worker_states", counts,
-                          "requests", "in_flight", (json_int_t)m->n_inflight, "queued",
-                          (json_int_t)m->n_queued, "total", (json_int_t)m->requests_total,
-                          "registrations", regs, "heartbeat_drops", drops,
-                          "heartbeat_interval_ms", (json_int_t)m->cfg.heartbeat_interval_ms);
+    json_t *o =
+        json_pack("{s:s,s:s,s:b,s:o,s:o,s:o,s:{s:I,s:I,s:I},s:o,s:o,s:I}", "node", m->cfg.node_id,
+                  "cluster_state", dais_master_cluster_state(m), "ready", ready, "models", models,
+                  "workers", workers, "worker_states", counts, "requests", "in_flight",
+                  (json_int_t)m->n_inflight, "queued", (json_int_t)m->n_queued, "total",
+                  (json_int_t)m->requests_total, "registrations", regs, "heartbeat_drops", drops,
+                  "heartbeat_interval_ms", (json_int_t)m->cfg.heartbeat_interval_ms);
     reply_json(req, 200, o, NULL);
 }
 
@@ -277,8 +272,8 @@ void dais_api_handle(dais_http_req *req, void *arg)
     switch (r) {
     case R_INFERENCE:
         if (strcmp(method, "POST") != 0) {
-            dais_api_error_reply(req, 405, "method_not_allowed",
-                                 "/api/inference accepts POST only", "Allow: POST\r\n");
+            dais_api_error_reply(req, 405, "method_not_allowed", "/api/inference accepts POST only",
+                                 "Allow: POST\r\n");
             return;
         }
         handle_inference(m, req);
@@ -322,8 +317,7 @@ void dais_api_log(const dais_http_req *req, int status, void *arg)
             c = m->http_codes[rt][i];
             break;
         }
-        if (m->http_codes[rt][i] == NULL && slot < 0)
-            slot = i;
+        if (m->http_codes[rt][i] == NULL && slot < 0) slot = i;
     }
     if (c == NULL) {
         char code[8];

@@ -8,17 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TEMPERATURE 100.0
+#define MAX_TEMPERATURE    100.0
 #define MAX_REPEAT_PENALTY 100.0
-#define MAX_TOP_K 1000000
-#define MAX_REPEAT_LAST_N 4096
-#define MAX_SEED (1ll << 53) /* the cluster protocol carries seeds as exact JSON integers */
+#define MAX_TOP_K          1000000
+#define MAX_REPEAT_LAST_N  4096
+#define MAX_SEED           (1ll << 53) /* the cluster protocol carries seeds as exact JSON integers */
 
-static int field_error(dais_api_error *e, const char *code, const char *field, const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
+static int field_error(dais_api_error *e, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static int field_error(dais_api_error *e, const char *code, const char *field, const char *fmt,
-                       ...)
+static int field_error(dais_api_error *e, const char *code, const char *field, const char *fmt, ...)
 {
     e->status = 400;
     snprintf(e->code, sizeof(e->code), "%s", code);
@@ -31,8 +30,8 @@ static int field_error(dais_api_error *e, const char *code, const char *field, c
     return DAIS_EINVAL;
 }
 
-static int get_number(json_t *v, const char *name, double lo, double hi, bool lo_open,
-                      double *out, dais_api_error *e)
+static int get_number(json_t *v, const char *name, double lo, double hi, bool lo_open, double *out,
+                      dais_api_error *e)
 {
     if (!json_is_number(v))
         return field_error(e, "invalid_field", name, "%s must be a number", name);
@@ -104,42 +103,35 @@ static int parse_fields(json_t *root, const dais_api_limits *lim, dais_api_reque
             if (memchr(json_string_value(v), '\0', n) != NULL)
                 return field_error(e, "invalid_field", "prompt", "prompt must not contain NUL");
             r->prompt = malloc(n + 1);
-            if (r->prompt == NULL)
-                return field_error(e, "internal", "prompt", "out of memory");
+            if (r->prompt == NULL) return field_error(e, "internal", "prompt", "out of memory");
             memcpy(r->prompt, json_string_value(v), n + 1);
             r->prompt_len = n;
             have_prompt = true;
         } else if (strcmp(key, "max_tokens") == 0) {
-            if ((rc = get_int(v, "max_tokens", 1, lim->max_tokens_limit, &x, e)) != 0)
-                return rc;
+            if ((rc = get_int(v, "max_tokens", 1, lim->max_tokens_limit, &x, e)) != 0) return rc;
             r->params.max_tokens = (int32_t)x;
         } else if (strcmp(key, "temperature") == 0) {
             if ((rc = get_number(v, "temperature", 0, MAX_TEMPERATURE, false, &d, e)) != 0)
                 return rc;
             r->params.temperature = (float)d;
         } else if (strcmp(key, "top_k") == 0) {
-            if ((rc = get_int(v, "top_k", 0, MAX_TOP_K, &x, e)) != 0)
-                return rc;
+            if ((rc = get_int(v, "top_k", 0, MAX_TOP_K, &x, e)) != 0) return rc;
             r->params.top_k = (int32_t)x;
         } else if (strcmp(key, "top_p") == 0) {
-            if ((rc = get_number(v, "top_p", 0, 1, true, &d, e)) != 0)
-                return rc;
+            if ((rc = get_number(v, "top_p", 0, 1, true, &d, e)) != 0) return rc;
             r->params.top_p = (float)d;
         } else if (strcmp(key, "min_p") == 0) {
-            if ((rc = get_number(v, "min_p", 0, 1, false, &d, e)) != 0)
-                return rc;
+            if ((rc = get_number(v, "min_p", 0, 1, false, &d, e)) != 0) return rc;
             r->params.min_p = (float)d;
         } else if (strcmp(key, "repeat_penalty") == 0) {
             if ((rc = get_number(v, "repeat_penalty", 0, MAX_REPEAT_PENALTY, true, &d, e)) != 0)
                 return rc;
             r->params.repeat_penalty = (float)d;
         } else if (strcmp(key, "repeat_last_n") == 0) {
-            if ((rc = get_int(v, "repeat_last_n", 0, MAX_REPEAT_LAST_N, &x, e)) != 0)
-                return rc;
+            if ((rc = get_int(v, "repeat_last_n", 0, MAX_REPEAT_LAST_N, &x, e)) != 0) return rc;
             r->params.repeat_last_n = (int32_t)x;
         } else if (strcmp(key, "seed") == 0) {
-            if ((rc = get_int(v, "seed", 0, MAX_SEED, &x, e)) != 0)
-                return rc;
+            if ((rc = get_int(v, "seed", 0, MAX_SEED, &x, e)) != 0) return rc;
             r->params.seed = (uint64_t)x;
             r->seed_set = true;
         } else if (strcmp(key, "stop") == 0) {
@@ -151,8 +143,7 @@ static int parse_fields(json_t *root, const dais_api_limits *lim, dais_api_reque
                                        DAIS_STOP_MAX);
                 json_array_foreach(v, i, s)
                 {
-                    if ((rc = add_stop(&r->params, s, e)) != 0)
-                        return rc;
+                    if ((rc = add_stop(&r->params, s, e)) != 0) return rc;
                 }
             } else if ((rc = add_stop(&r->params, v, e)) != 0) {
                 return rc;
@@ -166,13 +157,11 @@ static int parse_fields(json_t *root, const dais_api_limits *lim, dais_api_reque
             size_t kl = strlen(key);
             snprintf(shown, sizeof(shown), "%.40s%s", key, kl > 40 ? "…" : "");
             for (char *p = shown; *p != '\0'; p++)
-                if ((unsigned char)*p < 0x20)
-                    *p = '?';
+                if ((unsigned char)*p < 0x20) *p = '?';
             return field_error(e, "unknown_field", shown, "unknown field '%s'", shown);
         }
     }
-    if (!have_prompt)
-        return field_error(e, "missing_field", "prompt", "prompt is required");
+    if (!have_prompt) return field_error(e, "missing_field", "prompt", "prompt is required");
     return 0;
 }
 
@@ -201,15 +190,13 @@ int dais_api_request_parse(const char *body, size_t len, const dais_api_limits *
     else
         rc = parse_fields(root, lim, out, e);
     json_decref(root);
-    if (rc != 0)
-        dais_api_request_clear(out);
+    if (rc != 0) dais_api_request_clear(out);
     return rc;
 }
 
 void dais_api_request_clear(dais_api_request *r)
 {
-    if (r == NULL)
-        return;
+    if (r == NULL) return;
     free(r->prompt);
     memset(r, 0, sizeof(*r));
 }

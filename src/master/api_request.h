@@ -28,10 +28,10 @@
 #include <stdint.h>
 
 typedef struct dais_api_error {
-    int status;        /* HTTP status: 400 */
-    char code[32];     /* "invalid_json", "invalid_field", "missing_field", "unknown_field" */
-    char field[64];    /* the field concerned, "" for invalid_json */
-    int line, column;  /* invalid_json: where (1-based line, column as jansson counts) */
+    int status;       /* HTTP status: 400 */
+    char code[32];    /* "invalid_json", "invalid_field", "missing_field", "unknown_field" */
+    char field[64];   /* the field concerned, "" for invalid_json */
+    int line, column; /* invalid_json: where (1-based line, column as jansson counts) */
     char message[320];
 } dais_api_error;
 
@@ -39,8 +39,8 @@ typedef struct dais_api_request {
     char model[DAIS_MODEL_NAME_MAX + 1]; /* "" when absent */
     char *prompt;                        /* owned, NUL-terminated, valid UTF-8 */
     size_t prompt_len;
-    dais_infer_params params;            /* sampling, max_tokens, stop strings */
-    bool seed_set;                       /* false: the caller picks a random seed */
+    dais_infer_params params; /* sampling, max_tokens, stop strings */
+    bool seed_set;            /* false: the caller picks a random seed */
     bool stream;
 } dais_api_request;
 

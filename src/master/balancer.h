@@ -41,7 +41,6 @@ uint32_t dais_balancer_rand(dais_balancer *b, uint32_t n);
 /* Picks a worker for `model` ("" = any model). Returns the worker and DAIS_PICK_OK in *why, or
  * NULL with the reason in *why. */
 dais_worker *dais_balancer_pick(dais_balancer *b, const dais_registry *r, const char *model,
-                                dais_balancer_filter filter, void *arg,
-                                enum dais_pick_result *why);
+                                dais_balancer_filter filter, void *arg, enum dais_pick_result *why);
 
 #endif

@@ -29,16 +29,16 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define HELLO_TIMEOUT_MS 10000
+#define HELLO_TIMEOUT_MS   10000
 #define CLOSING_TIMEOUT_MS 2000
 /* A worker that does not read what we send it (requests, cancels) is stuck past this. */
 #define WORKER_OUTPUT_MAX (32u << 20)
 /* Frames from a worker: responses carry a few token ids; discovery a few hundred bytes, so a
  * connection that has not registered yet gets much tighter limits. */
 #define WORKER_MAX_JSON (1u << 20)
-#define WORKER_MAX_BIN (4u << 20)
-#define HELLO_MAX_JSON (64u << 10)
-#define HELLO_MAX_BIN 0u
+#define WORKER_MAX_BIN  (4u << 20)
+#define HELLO_MAX_JSON  (64u << 10)
+#define HELLO_MAX_BIN   0u
 /* Connections not yet registered, at most (each is bounded by HELLO_TIMEOUT_MS too). */
 #define HELLO_MAX_CONNS 1024
 
@@ -50,8 +50,7 @@ static void conn_unlink(dais_master *m, dais_mconn *c)
         c->prev->next = c->next;
     else if (m->conns == c)
         m->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    if (c->next != NULL) c->next->prev = c->prev;
     c->prev = c->next = NULL;
 }
 
@@ -59,12 +58,9 @@ static void conn_free(dais_mconn *c)
 {
     dais_master *m = c->m;
     conn_unlink(m, c);
-    if (c->w != NULL && c->w->conn == c)
-        c->w->conn = NULL;
-    if (c->timer != NULL)
-        event_free(c->timer);
-    if (c->bev != NULL)
-        bufferevent_free(c->bev);
+    if (c->w != NULL && c->w->conn == c) c->w->conn = NULL;
+    if (c->timer != NULL) event_free(c->timer);
+    if (c->bev != NULL) bufferevent_free(c->bev);
     free(c);
 }
 
@@ -89,8 +85,7 @@ static void closing_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 static void closing_write_cb(struct bufferevent *bev, void *arg)
 {
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        conn_free(arg);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) conn_free(arg);
 }
 
 static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -111,8 +106,7 @@ static void conn_close_after_flush(dais_mconn *c)
         return;
     }
     bufferevent_enable(c->bev, EV_WRITE);
-    if (c->timer != NULL)
-        event_free(c->timer);
+    if (c->timer != NULL) event_free(c->timer);
     c->timer = evtimer_new(c->m->base, closing_timeout_cb, c);
     if (c->timer != NULL) {
         struct timeval tv = {CLOSING_TIMEOUT_MS / 1000, 0};
@@ -123,8 +117,7 @@ static void conn_close_after_flush(dais_mconn *c)
 static int send_msg(dais_mconn *c, const dais_msg *msg)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) > WORKER_OUTPUT_MAX)
-        return DAIS_EBUSY;
+    if (evbuffer_get_length(out) > WORKER_OUTPUT_MAX) return DAIS_EBUSY;
     return dais_frame_write(out, msg, &c->m->limits);
 }
 
@@ -132,15 +125,13 @@ int dais_cluster_send(dais_master *m, dais_worker *w, const dais_msg *msg)
 {
     (void)m;
     dais_mconn *c = w->conn;
-    if (c == NULL || c->state != DAIS_MCONN_READY)
-        return DAIS_ECLOSED;
+    if (c == NULL || c->state != DAIS_MCONN_READY) return DAIS_ECLOSED;
     return send_msg(c, msg);
 }
 
 static void count_registration(dais_master *m, enum dais_reject_reason r)
 {
-    if ((unsigned)r < DAIS_REJECT__COUNT)
-        m->registrations[r]++;
+    if ((unsigned)r < DAIS_REJECT__COUNT) m->registrations[r]++;
     const char *result = r == DAIS_REJECT_NONE ? "accepted" : dais_reject_reason_name(r);
     const char *values[1] = {result};
     dais_counter_inc(dais_counter_child(m->mx.registrations, values));
@@ -148,16 +139,14 @@ static void count_registration(dais_master *m, enum dais_reject_reason r)
 
 static void send_proto_error(dais_mconn *c, const char *code, const char *message)
 {
-    dais_msg *msg = dais_msg_new(DAIS_MSG_ERROR, c->m->cfg.node_id,
-                                 c->w != NULL ? c->w->id : "unknown");
-    if (msg == NULL)
-        return;
+    dais_msg *msg =
+        dais_msg_new(DAIS_MSG_ERROR, c->m->cfg.node_id, c->w != NULL ? c->w->id : "unknown");
+    if (msg == NULL) return;
     dais_msg_error e;
     memset(&e, 0, sizeof(e));
     snprintf(e.code, sizeof(e.code), "%s", code);
     snprintf(e.message, sizeof(e.message), "%s", message);
-    if (dais_error_encode(&e, msg) == 0)
-        send_msg(c, msg);
+    if (dais_error_encode(&e, msg) == 0) send_msg(c, msg);
     dais_msg_free(msg);
 }
 
@@ -168,8 +157,8 @@ static void reject(dais_mconn *c, const char *node_id, enum dais_reject_reason r
     count_registration(m, reason);
     DAIS_WARN("registration from %s (node '%s') rejected: %s (%s)", c->peer,
               node_id[0] != '\0' ? node_id : "?", dais_reject_reason_name(reason), message);
-    const char *target = dais_ident_valid(node_id, strlen(node_id), DAIS_NODE_ID_MAX) ? node_id
-                                                                                      : "unknown";
+    const char *target =
+        dais_ident_valid(node_id, strlen(node_id), DAIS_NODE_ID_MAX) ? node_id : "unknown";
     dais_msg *msg = dais_msg_new(DAIS_MSG_NODE_REJECT, m->cfg.node_id, target);
     if (msg != NULL) {
         dais_msg_reject r;
@@ -179,8 +168,7 @@ static void reject(dais_mconn *c, const char *node_id, enum dais_reject_reason r
         snprintf(r.message, sizeof(r.message), "%s", message);
         r.retry = dais_reject_reason_transient(reason);
         r.retry_after_ms = r.retry ? 1000 : 0;
-        if (dais_reject_encode(&r, msg) == 0)
-            send_msg(c, msg);
+        if (dais_reject_encode(&r, msg) == 0) send_msg(c, msg);
         dais_msg_free(msg);
     }
     conn_close_after_flush(c);
@@ -194,8 +182,7 @@ static uint64_t new_session_id(dais_master *m)
         if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
             v = dais_now_ns() ^ ((uint64_t)(uintptr_t)m << 16);
         v &= (1ull << 53) - 1;
-        if (v != 0 && dais_registry_find_session(m->reg, v) == NULL)
-            return v;
+        if (v != 0 && dais_registry_find_session(m->reg, v) == NULL) return v;
     }
 }
 
@@ -210,8 +197,7 @@ static int heartbeat_addr(dais_mconn *c, const dais_msg_discovery *d, dais_worke
     hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
     char port[8];
     snprintf(port, sizeof(port), "%u", (unsigned)d->heartbeat_port);
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
-        return DAIS_EINVAL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) return DAIS_EINVAL;
     if (ai->ai_addrlen > sizeof(w->hb_sa)) {
         freeaddrinfo(ai);
         return DAIS_EINVAL;
@@ -303,8 +289,7 @@ static void on_discovery(dais_mconn *c, const dais_msg *msg)
         dais_auth_session_key(m->cfg.token, m->cfg.token_len, d.node_id, a.master_nonce,
                               d.auth.nonce, w->session_key);
         rc = dais_accept_encode(&a, reply);
-        if (rc == 0)
-            rc = send_msg(c, reply);
+        if (rc == 0) rc = send_msg(c, reply);
     }
     dais_msg_free(reply);
     if (rc != 0 || reply == NULL) {
@@ -322,8 +307,8 @@ static void on_discovery(dais_mconn *c, const dais_msg *msg)
     count_registration(m, DAIS_REJECT_NONE);
     DAIS_INFO("worker %s registered from %s: model '%s' (%d layers, ctx %d), %d slots + %d "
               "queue, %d threads, heartbeats to %s:%u",
-              w->id, c->peer, d.model.name, d.model.n_layers, d.n_ctx, d.slots, d.queue,
-              d.threads, w->addr, (unsigned)d.heartbeat_port);
+              w->id, c->peer, d.model.name, d.model.n_layers, d.n_ctx, d.slots, d.queue, d.threads,
+              w->addr, (unsigned)d.heartbeat_port);
     /* Prove the UDP path at once: the first answer makes the worker ACTIVE. */
     dais_heartbeat_send(m, w);
 }
@@ -412,37 +397,32 @@ static void read_cb(struct bufferevent *bev, void *arg)
         dais_err err;
         dais_err_clear(&err);
         static const dais_frame_limits hello = {HELLO_MAX_JSON, HELLO_MAX_BIN};
-        int rc = dais_frame_read(in, c->state == DAIS_MCONN_HELLO ? &hello : &c->m->limits, &msg,
-                                 &err);
-        if (rc == DAIS_FRAME_NEED_MORE)
-            return;
+        int rc =
+            dais_frame_read(in, c->state == DAIS_MCONN_HELLO ? &hello : &c->m->limits, &msg, &err);
+        if (rc == DAIS_FRAME_NEED_MORE) return;
         if (rc != 0) {
             DAIS_WARN("cluster connection %s%s%s: %s; closing", c->peer,
                       c->w != NULL ? " worker " : "", c->w != NULL ? c->w->id : "", err.msg);
-            if (c->state == DAIS_MCONN_HELLO)
-                count_registration(c->m, DAIS_REJECT_MALFORMED);
+            if (c->state == DAIS_MCONN_HELLO) count_registration(c->m, DAIS_REJECT_MALFORMED);
             conn_close(c, "malformed frame");
             return;
         }
         bool open = on_frame(c, msg);
         dais_msg_free(msg);
-        if (!open)
-            return;
+        if (!open) return;
     }
     /* Many frames at once: yield to the loop and come back for the rest. */
-    if (evbuffer_get_length(in) > 0)
-        bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    if (evbuffer_get_length(in) > 0) bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     dais_mconn *c = arg;
     (void)bev;
-    const char *why = (what & BEV_EVENT_EOF) ? "connection closed by the worker"
+    const char *why = (what & BEV_EVENT_EOF)       ? "connection closed by the worker"
                       : (what & BEV_EVENT_TIMEOUT) ? "connection timed out"
-                                                     : "connection error";
-    if (c->w != NULL)
-        DAIS_WARN("worker %s: %s", c->w->id, why);
+                                                   : "connection error";
+    if (c->w != NULL) DAIS_WARN("worker %s: %s", c->w->id, why);
     conn_close(c, why);
 }
 
@@ -482,18 +462,14 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     c->bev = bufferevent_socket_new(m->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(m->base, hello_timeout_cb, c);
     if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev == NULL)
-            evutil_closesocket(fd);
-        if (c->timer != NULL)
-            event_free(c->timer);
-        if (c->bev != NULL)
-            bufferevent_free(c->bev);
+        if (c->bev == NULL) evutil_closesocket(fd);
+        if (c->timer != NULL) event_free(c->timer);
+        if (c->bev != NULL) bufferevent_free(c->bev);
         free(c);
         return;
     }
     c->next = m->conns;
-    if (m->conns != NULL)
-        m->conns->prev = c;
+    if (m->conns != NULL) m->conns->prev = c;
     m->conns = c;
     struct timeval tv = {HELLO_TIMEOUT_MS / 1000, 0};
     evtimer_add(c->timer, &tv);
@@ -524,10 +500,9 @@ int dais_cluster_listen(dais_master *m, dais_err *err)
     if (g != 0)
         return dais_err_set(err, DAIS_EINVAL, "cluster address %s: %s", m->cfg.cluster_addr,
                             gai_strerror(g));
-    m->cluster_lis = evconnlistener_new_bind(m->base, accept_cb, m,
-                                             LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                                                 LEV_OPT_CLOSE_ON_EXEC,
-                                             256, ai->ai_addr, (int)ai->ai_addrlen);
+    m->cluster_lis = evconnlistener_new_bind(
+        m->base, accept_cb, m, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        256, ai->ai_addr, (int)ai->ai_addrlen);
     int e = errno;
     freeaddrinfo(ai);
     if (m->cluster_lis == NULL)
@@ -559,8 +534,7 @@ void dais_cluster_worker_lost(dais_master *m, dais_worker *w, const char *reason
 
 void dais_cluster_worker_remove(dais_master *m, dais_worker *w)
 {
-    if (w->conn != NULL || w->reqs != NULL)
-        dais_cluster_worker_lost(m, w, "removed");
+    if (w->conn != NULL || w->reqs != NULL) dais_cluster_worker_lost(m, w, "removed");
     dais_registry_remove(m->reg, w);
 }
 

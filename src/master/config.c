@@ -36,15 +36,15 @@ typedef struct opt {
     const char *env;
     const char *metavar; /* NULL: a flag without a value */
     enum opt_kind kind;
-    size_t off;          /* offsetof(dais_master_config, field) */
-    size_t cap;          /* K_STR: capacity of the char array */
-    uint32_t lo, hi;     /* K_U32 range */
-    const char *def;     /* default as shown in --help */
+    size_t off;      /* offsetof(dais_master_config, field) */
+    size_t cap;      /* K_STR: capacity of the char array */
+    uint32_t lo, hi; /* K_U32 range */
+    const char *def; /* default as shown in --help */
     const char *help;
 } opt;
 
 #define OFF(f) offsetof(dais_master_config, f)
-#define SZ(f) sizeof(((dais_master_config *)0)->f)
+#define SZ(f)  sizeof(((dais_master_config *)0)->f)
 
 static const opt options[] = {
     {"--addr", "DAIS_ADDR", "ADDR", K_ADDR_ALL, 0, 0, 0, 0, "0.0.0.0",
@@ -53,16 +53,16 @@ static const opt options[] = {
      "(--addr)", "HTTP API bind address"},
     {"--http-port", "DAIS_HTTP_PORT", "PORT", K_PORT, OFF(http_port), 0, 0, 0, "8080",
      "HTTP API port (0 = any free port)"},
-    {"--cluster-addr", "DAIS_CLUSTER_ADDR", "ADDR", K_STR, OFF(cluster_addr),
-     SZ(cluster_addr), 0, 0, "(--addr)", "cluster TCP bind address (worker registration)"},
+    {"--cluster-addr", "DAIS_CLUSTER_ADDR", "ADDR", K_STR, OFF(cluster_addr), SZ(cluster_addr), 0,
+     0, "(--addr)", "cluster TCP bind address (worker registration)"},
     {"--cluster-port", "DAIS_CLUSTER_PORT", "PORT", K_PORT, OFF(cluster_port), 0, 0, 0, "8888",
      "cluster TCP port"},
     {"--heartbeat-addr", "DAIS_HEARTBEAT_ADDR", "ADDR", K_STR, OFF(heartbeat_addr),
      SZ(heartbeat_addr), 0, 0, "(--addr)", "heartbeat UDP bind address"},
     {"--heartbeat-port", "DAIS_HEARTBEAT_PORT", "PORT", K_PORT, OFF(heartbeat_port), 0, 0, 0,
      "8889", "heartbeat UDP port"},
-    {"--metrics-addr", "DAIS_METRICS_ADDR", "ADDR", K_STR, OFF(metrics_addr), SZ(metrics_addr),
-     0, 0, "(--addr)", "Prometheus /metrics bind address"},
+    {"--metrics-addr", "DAIS_METRICS_ADDR", "ADDR", K_STR, OFF(metrics_addr), SZ(metrics_addr), 0,
+     0, "(--addr)", "Prometheus /metrics bind address"},
     {"--metrics-port", "DAIS_METRICS_PORT", "PORT", K_PORT, OFF(metrics_port), 0, 0, 0, "9090",
      "Prometheus /metrics port"},
     {"--no-metrics", "DAIS_NO_METRICS", NULL, K_NO_METRICS, 0, 0, 0, 0, "off",
@@ -77,8 +77,8 @@ static const opt options[] = {
      "this node's id in cluster messages"},
     {"--heartbeat-interval", "DAIS_HEARTBEAT_INTERVAL", "DURATION", K_DURATION,
      OFF(heartbeat_interval_ms), 0, 0, 0, "5s", "how often each worker gets a HEARTBEAT"},
-    {"--heartbeat-misses", "DAIS_HEARTBEAT_MISSES", "N", K_U32, OFF(heartbeat_misses), 0, 1,
-     1000, "3",
+    {"--heartbeat-misses", "DAIS_HEARTBEAT_MISSES", "N", K_U32, OFF(heartbeat_misses), 0, 1, 1000,
+     "3",
      "probes missed in a row (and --heartbeat-dead-after without any answer) before a worker "
      "is dead; suspect after the first"},
     {"--heartbeat-suspect-interval", "DAIS_HEARTBEAT_SUSPECT_INTERVAL", "DURATION", K_DURATION,
@@ -94,16 +94,16 @@ static const opt options[] = {
      "60s", "registration clock-skew and replay window"},
     {"--body-limit", "DAIS_BODY_LIMIT", "SIZE", K_SIZE, OFF(body_limit), 0, 0, 0, "1MiB",
      "largest request body accepted (larger: 413)"},
-    {"--max-connections", "DAIS_MAX_CONNECTIONS", "N", K_U32, OFF(max_connections), 0, 1,
-     1000000, "4096", "HTTP connections served at once (more wait in the listen queue)"},
-    {"--idle-timeout", "DAIS_IDLE_TIMEOUT", "DURATION", K_DURATION, OFF(idle_timeout_ms), 0, 0,
-     0, "60s", "close a keep-alive HTTP connection idle this long"},
-    {"--default-max-tokens", "DAIS_DEFAULT_MAX_TOKENS", "N", K_U32, OFF(default_max_tokens), 0,
-     1, 1u << 20, "128", "max_tokens of a request that does not set it"},
+    {"--max-connections", "DAIS_MAX_CONNECTIONS", "N", K_U32, OFF(max_connections), 0, 1, 1000000,
+     "4096", "HTTP connections served at once (more wait in the listen queue)"},
+    {"--idle-timeout", "DAIS_IDLE_TIMEOUT", "DURATION", K_DURATION, OFF(idle_timeout_ms), 0, 0, 0,
+     "60s", "close a keep-alive HTTP connection idle this long"},
+    {"--default-max-tokens", "DAIS_DEFAULT_MAX_TOKENS", "N", K_U32, OFF(default_max_tokens), 0, 1,
+     1u << 20, "128", "max_tokens of a request that does not set it"},
     {"--max-tokens-limit", "DAIS_MAX_TOKENS_LIMIT", "N", K_U32, OFF(max_tokens_limit), 0, 1,
      1u << 20, "8192", "largest max_tokens a request may ask for"},
-    {"--request-timeout", "DAIS_REQUEST_TIMEOUT", "DURATION", K_DURATION,
-     OFF(request_timeout_ms), 0, 0, 0, "10m", "a request's whole time budget (then 504)"},
+    {"--request-timeout", "DAIS_REQUEST_TIMEOUT", "DURATION", K_DURATION, OFF(request_timeout_ms),
+     0, 0, 0, "10m", "a request's whole time budget (then 504)"},
     {"--queue-limit", "DAIS_QUEUE_LIMIT", "N", K_U32, OFF(queue_limit), 0, 0, 1000000, "1024",
      "requests per model that may wait for a free worker slot (more: 429)"},
     {"--shutdown-grace", "DAIS_SHUTDOWN_GRACE", "DURATION", K_DURATION, OFF(shutdown_grace_ms), 0,
@@ -149,18 +149,14 @@ void dais_master_config_default(dais_master_config *c)
 
 int dais_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
-    if (s == NULL || *s == '\0')
-        return DAIS_EINVAL;
+    if (s == NULL || *s == '\0') return DAIS_EINVAL;
     uint64_t v = 0;
     for (const char *p = s; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9')
-            return DAIS_EINVAL;
+        if (*p < '0' || *p > '9') return DAIS_EINVAL;
         v = v * 10 + (uint64_t)(*p - '0');
-        if (v > hi)
-            return DAIS_ERANGE;
+        if (v > hi) return DAIS_ERANGE;
     }
-    if (v < lo)
-        return DAIS_ERANGE;
+    if (v < lo) return DAIS_ERANGE;
     *out = (uint32_t)v;
     return 0;
 }
@@ -169,8 +165,7 @@ int dais_parse_port(const char *s, uint16_t *out)
 {
     uint32_t v;
     int rc = dais_parse_u32(s, 0, 65535, &v);
-    if (rc == 0)
-        *out = (uint16_t)v;
+    if (rc == 0) *out = (uint16_t)v;
     return rc;
 }
 
@@ -179,23 +174,19 @@ int dais_parse_port(const char *s, uint16_t *out)
 static int parse_number_unit(const char *s, double *num, const char **unit)
 {
     const char *p = s;
-    if (!isdigit((unsigned char)*p))
-        return DAIS_EINVAL;
+    if (!isdigit((unsigned char)*p)) return DAIS_EINVAL;
     double v = 0;
     int digits = 0;
     for (; isdigit((unsigned char)*p); p++) {
-        if (++digits > 15)
-            return DAIS_ERANGE;
+        if (++digits > 15) return DAIS_ERANGE;
         v = v * 10 + (*p - '0');
     }
     if (*p == '.') {
         p++;
-        if (!isdigit((unsigned char)*p))
-            return DAIS_EINVAL;
+        if (!isdigit((unsigned char)*p)) return DAIS_EINVAL;
         double scale = 0.1;
         for (int n = 0; isdigit((unsigned char)*p); p++, n++) {
-            if (n < 9)
-                v += (*p - '0') * scale;
+            if (n < 9) v += (*p - '0') * scale;
             scale /= 10;
         }
     }
@@ -208,8 +199,7 @@ int dais_parse_duration_ms(const char *s, uint32_t *out)
 {
     double v;
     const char *unit;
-    if (s == NULL || parse_number_unit(s, &v, &unit) != 0)
-        return DAIS_EINVAL;
+    if (s == NULL || parse_number_unit(s, &v, &unit) != 0) return DAIS_EINVAL;
     double ms;
     if (*unit == '\0' || strcmp(unit, "s") == 0)
         ms = v * 1000.0;
@@ -222,8 +212,7 @@ int dais_parse_duration_ms(const char *s, uint32_t *out)
     else
         return DAIS_EINVAL;
     ms = floor(ms + 0.5);
-    if (ms < 1.0 || ms > 86400000.0)
-        return DAIS_ERANGE;
+    if (ms < 1.0 || ms > 86400000.0) return DAIS_ERANGE;
     *out = (uint32_t)ms;
     return 0;
 }
@@ -232,8 +221,7 @@ int dais_parse_size(const char *s, size_t *out)
 {
     double v;
     const char *unit;
-    if (s == NULL || parse_number_unit(s, &v, &unit) != 0)
-        return DAIS_EINVAL;
+    if (s == NULL || parse_number_unit(s, &v, &unit) != 0) return DAIS_EINVAL;
     double mult;
     if (*unit == '\0' || strcmp(unit, "B") == 0)
         mult = 1;
@@ -246,22 +234,18 @@ int dais_parse_size(const char *s, size_t *out)
     else
         return DAIS_EINVAL;
     double b = floor(v * mult);
-    if (b < 1.0 || b > 1073741824.0)
-        return DAIS_ERANGE;
+    if (b < 1.0 || b > 1073741824.0) return DAIS_ERANGE;
     *out = (size_t)b;
     return 0;
 }
 
 bool dais_model_name_valid(const char *s, size_t len)
 {
-    if (s == NULL || len == 0 || len > DAIS_MODEL_NAME_MAX)
-        return false;
-    if (s[0] == ' ' || s[len - 1] == ' ')
-        return false;
+    if (s == NULL || len == 0 || len > DAIS_MODEL_NAME_MAX) return false;
+    if (s[0] == ' ' || s[len - 1] == ' ') return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x20 || ch == 0x7f)
-            return false;
+        if (ch < 0x20 || ch == 0x7f) return false;
     }
     return true;
 }
@@ -269,11 +253,9 @@ bool dais_model_name_valid(const char *s, size_t len)
 static bool hex64_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n != 64)
-        return false;
+    if (n != 64) return false;
     for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
     return true;
 }
 
@@ -288,8 +270,8 @@ static int add_model(dais_master_config *c, const char *s, size_t len, const cha
     size_t name_len = at != NULL ? (size_t)(at - s) : len;
     if (!dais_model_name_valid(s, name_len))
         return dais_err_set(err, DAIS_EINVAL,
-                            "%s: model name must be 1..%d bytes without control characters",
-                            src, DAIS_MODEL_NAME_MAX);
+                            "%s: model name must be 1..%d bytes without control characters", src,
+                            DAIS_MODEL_NAME_MAX);
     dais_master_model *m = &c->models[c->n_models];
     memcpy(m->name, s, name_len);
     m->name[name_len] = '\0';
@@ -317,38 +299,32 @@ static int add_model(dais_master_config *c, const char *s, size_t len, const cha
 static int set_token(dais_master_config *c, const char *v, size_t len, const char *src,
                      dais_err *err)
 {
-    if (len == 0)
-        return dais_err_set(err, DAIS_EINVAL, "%s: the cluster token is empty", src);
+    if (len == 0) return dais_err_set(err, DAIS_EINVAL, "%s: the cluster token is empty", src);
     if (len > DAIS_TOKEN_MAX)
-        return dais_err_set(err, DAIS_EINVAL, "%s: the cluster token is longer than %d bytes",
-                            src, DAIS_TOKEN_MAX);
+        return dais_err_set(err, DAIS_EINVAL, "%s: the cluster token is longer than %d bytes", src,
+                            DAIS_TOKEN_MAX);
     memcpy(c->token, v, len);
     c->token[len] = '\0';
     c->token_len = len;
     return 0;
 }
 
-static int read_token_file(dais_master_config *c, const char *path, const char *src,
-                           dais_err *err)
+static int read_token_file(dais_master_config *c, const char *path, const char *src, dais_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return dais_err_set(err, DAIS_EINVAL, "%s: cannot open %s: %s", src, path,
-                            strerror(errno));
+        return dais_err_set(err, DAIS_EINVAL, "%s: cannot open %s: %s", src, path, strerror(errno));
     char buf[DAIS_TOKEN_MAX + 2];
     size_t n = 0;
     while (n < sizeof(buf)) {
         ssize_t r = read(fd, buf + n, sizeof(buf) - n);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             int e = errno;
             close(fd);
-            return dais_err_set(err, DAIS_EINVAL, "%s: cannot read %s: %s", src, path,
-                                strerror(e));
+            return dais_err_set(err, DAIS_EINVAL, "%s: cannot read %s: %s", src, path, strerror(e));
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         n += (size_t)r;
     }
     close(fd);
@@ -366,8 +342,7 @@ static bool truthy(const char *v)
 }
 
 /* Applies one value of option `o`; `src` names where it came from for messages. */
-static int apply(dais_master_config *c, const opt *o, const char *v, const char *src,
-                 dais_err *err)
+static int apply(dais_master_config *c, const opt *o, const char *v, const char *src, dais_err *err)
 {
     char *base = (char *)c;
     switch (o->kind) {
@@ -387,8 +362,10 @@ static int apply(dais_master_config *c, const opt *o, const char *v, const char 
         if (len >= o->cap)
             return dais_err_set(err, DAIS_EINVAL, "%s: longer than %zu bytes", src, o->cap - 1);
         if (o->off == OFF(node_id) && !dais_ident_valid(v, len, DAIS_NODE_ID_MAX))
-            return dais_err_set(err, DAIS_EINVAL, "%s: node id must be 1..%d bytes of "
-                                "[A-Za-z0-9._:-]", src, DAIS_NODE_ID_MAX);
+            return dais_err_set(err, DAIS_EINVAL,
+                                "%s: node id must be 1..%d bytes of "
+                                "[A-Za-z0-9._:-]",
+                                src, DAIS_NODE_ID_MAX);
         if (o->off != OFF(trace_endpoint) && len == 0)
             return dais_err_set(err, DAIS_EINVAL, "%s: empty", src);
         memcpy(base + o->off, v, len + 1);
@@ -429,11 +406,9 @@ static int apply(dais_master_config *c, const opt *o, const char *v, const char 
                 len--;
             if (len > 0) {
                 int rc = add_model(c, p, len, src, err);
-                if (rc != 0)
-                    return rc;
+                if (rc != 0) return rc;
             }
-            if (comma == NULL)
-                break;
+            if (comma == NULL) break;
             p = comma + 1;
         }
         return 0;
@@ -464,8 +439,7 @@ static const opt *find_flag(const char *arg, size_t len)
     for (size_t i = 0; i < N_OPTIONS; i++)
         if (strlen(options[i].flag) == len && strncmp(options[i].flag, arg, len) == 0)
             return &options[i];
-    if (len == 2 && strncmp(arg, "-h", 2) == 0)
-        return &options[N_OPTIONS - 1];
+    if (len == 2 && strncmp(arg, "-h", 2) == 0) return &options[N_OPTIONS - 1];
     return NULL;
 }
 
@@ -485,19 +459,16 @@ static int scan_flags(int argc, char **argv, flag_vals *fv, dais_err *err)
         const char *eq = strchr(a, '=');
         size_t len = eq != NULL ? (size_t)(eq - a) : strlen(a);
         const opt *o = a[0] == '-' ? find_flag(a, len) : NULL;
-        if (o == NULL)
-            return dais_err_set(err, DAIS_EINVAL, "unknown option '%s' (see --help)", a);
+        if (o == NULL) return dais_err_set(err, DAIS_EINVAL, "unknown option '%s' (see --help)", a);
         const char *v;
         if (o->metavar == NULL) {
-            if (eq != NULL)
-                return dais_err_set(err, DAIS_EINVAL, "%s takes no value", o->flag);
+            if (eq != NULL) return dais_err_set(err, DAIS_EINVAL, "%s takes no value", o->flag);
             v = "1";
         } else if (eq != NULL) {
             v = eq + 1;
         } else {
             if (i + 1 >= argc)
-                return dais_err_set(err, DAIS_EINVAL, "%s needs a value (%s)", o->flag,
-                                    o->metavar);
+                return dais_err_set(err, DAIS_EINVAL, "%s needs a value (%s)", o->flag, o->metavar);
             v = argv[++i];
         }
         if (o->kind == K_HELP) {
@@ -517,25 +488,20 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
 {
     flag_vals fv;
     int rc = scan_flags(argc, argv, &fv, err);
-    if (rc != 0)
-        return rc;
-    if (fv.help)
-        return 1;
+    if (rc != 0) return rc;
+    if (fv.help) return 1;
 
     /* The generic address first, so that a specific one (flag or variable) wins over it. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < N_OPTIONS; i++) {
             const opt *o = &options[i];
-            if ((o->kind == K_ADDR_ALL) != (pass == 0) || o->kind == K_HELP)
-                continue;
-            if (o->kind == K_TOKEN_FILE)
-                continue; /* handled with K_TOKEN below */
+            if ((o->kind == K_ADDR_ALL) != (pass == 0) || o->kind == K_HELP) continue;
+            if (o->kind == K_TOKEN_FILE) continue; /* handled with K_TOKEN below */
             char src[96];
             if (o->kind == K_MODELS && fv.n_models > 0) {
                 for (size_t k = 0; k < fv.n_models; k++) {
                     rc = apply(c, o, fv.models[k], o->flag, err);
-                    if (rc != 0)
-                        return rc;
+                    if (rc != 0) return rc;
                 }
                 continue;
             }
@@ -553,8 +519,7 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
                     rc = apply(c, o, tenv, o->env, err);
                 else if (fenv != NULL && *fenv != '\0')
                     rc = apply(c, file, fenv, file->env, err);
-                if (rc != 0)
-                    return rc;
+                if (rc != 0) return rc;
                 continue;
             }
             const char *v = fv.last[i];
@@ -566,8 +531,7 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
                 continue;
             }
             rc = apply(c, o, v, src, err);
-            if (rc != 0)
-                return rc;
+            if (rc != 0) return rc;
         }
     }
 
@@ -600,11 +564,9 @@ void dais_master_config_usage(FILE *out)
         else
             snprintf(left, sizeof(left), "%s", o->flag);
         fprintf(out, "  %-36s  %s", left, o->help);
-        if (o->def[0] != '\0')
-            fprintf(out, " [%s]", o->def);
+        if (o->def[0] != '\0') fprintf(out, " [%s]", o->def);
         fprintf(out, "\n");
-        if (o->env != NULL)
-            fprintf(out, "  %-36s    env %s\n", "", o->env);
+        if (o->env != NULL) fprintf(out, "  %-36s    env %s\n", "", o->env);
     }
 }
 
@@ -612,14 +574,14 @@ void dais_master_detector_config(const dais_master_config *c, dais_detector_conf
 {
     const uint64_t ms = 1000000ull;
     uint64_t interval = (uint64_t)c->heartbeat_interval_ms;
-    uint64_t suspect = c->heartbeat_suspect_ms != 0 ? c->heartbeat_suspect_ms
-                                                     : (interval < 500 ? interval : 500);
+    uint64_t suspect =
+        c->heartbeat_suspect_ms != 0 ? c->heartbeat_suspect_ms : (interval < 500 ? interval : 500);
     uint64_t ack = c->heartbeat_ack_timeout_ms != 0 ? c->heartbeat_ack_timeout_ms
-                                                     : (interval < 1000 ? interval : 1000);
-    uint64_t dead_after = c->heartbeat_dead_after_ms != 0
-                              ? c->heartbeat_dead_after_ms
-                              : interval * (uint64_t)(c->heartbeat_misses != 0 ? c->heartbeat_misses
-                                                                              : 1);
+                                                    : (interval < 1000 ? interval : 1000);
+    uint64_t dead_after =
+        c->heartbeat_dead_after_ms != 0
+            ? c->heartbeat_dead_after_ms
+            : interval * (uint64_t)(c->heartbeat_misses != 0 ? c->heartbeat_misses : 1);
     out->interval_ns = interval * ms;
     out->suspect_interval_ns = suspect * ms;
     out->ack_timeout_ns = ack * ms;
@@ -629,11 +591,9 @@ void dais_master_detector_config(const dais_master_config *c, dais_detector_conf
 
 bool dais_master_config_serves(const dais_master_config *c, const char *name, const char *hash)
 {
-    if (c->n_models == 0)
-        return true;
+    if (c->n_models == 0) return true;
     for (size_t i = 0; i < c->n_models; i++) {
-        if (strcmp(c->models[i].name, name) != 0)
-            continue;
+        if (strcmp(c->models[i].name, name) != 0) continue;
         return c->models[i].hash[0] == '\0' || hash == NULL ||
                strcasecmp(c->models[i].hash, hash) == 0;
     }

@@ -21,9 +21,9 @@
 #include <stdio.h>
 
 #define DAIS_MASTER_MAX_MODELS 16
-#define DAIS_MODEL_NAME_MAX 128
-#define DAIS_ADDR_MAX 255
-#define DAIS_TOKEN_MAX 1024
+#define DAIS_MODEL_NAME_MAX    128
+#define DAIS_ADDR_MAX          255
+#define DAIS_TOKEN_MAX         1024
 
 /* One model the cluster serves: a name, optionally pinned to a GGUF file hash. */
 typedef struct dais_master_model {
@@ -50,16 +50,16 @@ typedef struct dais_master_config {
     dais_master_model models[DAIS_MASTER_MAX_MODELS]; /* n_models == 0: any model is served */
     size_t n_models;
 
-    uint32_t heartbeat_interval_ms; /* master → worker HEARTBEAT period */
-    uint32_t heartbeat_misses;      /* probes missed in a row before a worker is dead */
-    uint32_t heartbeat_suspect_ms;  /* probe period once one went unanswered; 0 = derived */
+    uint32_t heartbeat_interval_ms;    /* master → worker HEARTBEAT period */
+    uint32_t heartbeat_misses;         /* probes missed in a row before a worker is dead */
+    uint32_t heartbeat_suspect_ms;     /* probe period once one went unanswered; 0 = derived */
     uint32_t heartbeat_ack_timeout_ms; /* a probe unanswered this long is missed; 0 = derived */
     uint32_t heartbeat_dead_after_ms;  /* and no answer at all for this long; 0 = derived */
-    uint32_t auth_window_ms;        /* registration replay/skew window */
+    uint32_t auth_window_ms;           /* registration replay/skew window */
 
-    size_t body_limit;         /* largest accepted request body, bytes */
-    uint32_t max_connections;  /* HTTP connections served at once */
-    uint32_t idle_timeout_ms;  /* keep-alive connection idle limit */
+    size_t body_limit;           /* largest accepted request body, bytes */
+    uint32_t max_connections;    /* HTTP connections served at once */
+    uint32_t idle_timeout_ms;    /* keep-alive connection idle limit */
     uint32_t default_max_tokens; /* when a request does not say */
     uint32_t max_tokens_limit;   /* largest max_tokens a request may ask for */
     uint32_t request_timeout_ms; /* a request's whole time budget at the master */

@@ -38,13 +38,10 @@
 const char *dais_master_cluster_state(const dais_master *m)
 {
     size_t active = dais_registry_count_state(m->reg, DAIS_WORKER_ACTIVE);
-    if (active == 0)
-        return "unavailable";
-    if (m->cfg.n_models == 0)
-        return "ok";
+    if (active == 0) return "unavailable";
+    if (m->cfg.n_models == 0) return "ok";
     for (size_t i = 0; i < m->cfg.n_models; i++)
-        if (!dais_registry_model_active(m->reg, m->cfg.models[i].name))
-            return "degraded";
+        if (!dais_registry_model_active(m->reg, m->cfg.models[i].name)) return "degraded";
     return "ok";
 }
 
@@ -56,12 +53,9 @@ static void schedule(dais_master *m, uint64_t at)
     uint64_t now = dais_now_ns();
     uint64_t min_at = now + 1000000ull; /* at most one pass per millisecond */
     uint64_t max_at = now + (uint64_t)m->cfg.heartbeat_interval_ms * 1000000ull;
-    if (at < min_at)
-        at = min_at;
-    if (at > max_at)
-        at = max_at;
-    if (m->hb_timer_at != 0 && m->hb_timer_at <= at && m->hb_timer_at > now)
-        return;
+    if (at < min_at) at = min_at;
+    if (at > max_at) at = max_at;
+    if (m->hb_timer_at != 0 && m->hb_timer_at <= at && m->hb_timer_at > now) return;
     uint64_t d = at - now;
     struct timeval tv = {(time_t)(d / 1000000000ull), (suseconds_t)((d % 1000000000ull) / 1000)};
     evtimer_add(m->hb_timer, &tv);
@@ -71,8 +65,7 @@ static void schedule(dais_master *m, uint64_t at)
 static void send_probe(dais_master *m, dais_worker *w, uint64_t now)
 {
     dais_msg *msg = dais_msg_new(DAIS_MSG_HEARTBEAT, m->cfg.node_id, w->id);
-    if (msg == NULL)
-        return;
+    if (msg == NULL) return;
     dais_msg_heartbeat h;
     memset(&h, 0, sizeof(h));
     h.interval_ms = m->cfg.heartbeat_interval_ms;
@@ -88,10 +81,9 @@ static void send_probe(dais_master *m, dais_worker *w, uint64_t now)
         w->tx_seq = seq;
         dais_worker_hb_sent(w, seq, now);
         dais_counter_inc(m->mx.hb_sent);
-        ssize_t n = sendto(m->udp_fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&w->hb_sa,
-                           w->hb_salen);
-        if (n < 0)
-            DAIS_DEBUG("heartbeat to %s (%s): %s", w->id, w->addr, strerror(errno));
+        ssize_t n =
+            sendto(m->udp_fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&w->hb_sa, w->hb_salen);
+        if (n < 0) DAIS_DEBUG("heartbeat to %s (%s): %s", w->id, w->addr, strerror(errno));
     }
     dais_msg_free(msg);
 }
@@ -104,8 +96,7 @@ void dais_heartbeat_send(dais_master *m, dais_worker *w)
 
 static void count_drop(dais_master *m, enum dais_dgram_verdict v)
 {
-    if ((unsigned)v < DAIS_DGRAM__COUNT)
-        m->dgram_drops[v]++;
+    if ((unsigned)v < DAIS_DGRAM__COUNT) m->dgram_drops[v]++;
     if (v == DAIS_DGRAM_BAD_MAC || v == DAIS_DGRAM_REPLAY || v == DAIS_DGRAM_UNKNOWN_SESSION)
         dais_counter_inc(m->mx.hb_forged);
 }
@@ -146,8 +137,7 @@ static void on_datagram(dais_master *m, const uint8_t *buf, size_t len)
         return;
     }
     dais_counter_inc(m->mx.hb_answered);
-    if (rtt_ms >= 0)
-        dais_histogram_observe(m->mx.hb_rtt, rtt_ms / 1000.0);
+    if (rtt_ms >= 0) dais_histogram_observe(m->mx.hb_rtt, rtt_ms / 1000.0);
     schedule(m, dais_worker_hb_next_ns(w));
     if (strcmp(ack.health, "draining") == 0 && !w->draining) {
         DAIS_INFO("worker %s reports it is draining", w->id);
@@ -167,8 +157,7 @@ static void udp_cb(evutil_socket_t fd, short what, void *arg)
     uint8_t buf[DAIS_DGRAM_MAX + 1];
     for (int i = 0; i < RECV_BATCH; i++) {
         ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
-        if (n < 0)
-            return;
+        if (n < 0) return;
         if ((size_t)n > DAIS_DGRAM_MAX) {
             count_drop(m, DAIS_DGRAM_OVERSIZE);
             continue;
@@ -214,24 +203,22 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             dais_counter_add(m->mx.hb_lost, w->det.probes_missed - missed_before);
         if (st == DAIS_WORKER_DEAD) {
             char why[128];
-            snprintf(why, sizeof(why), "%u heartbeats in a row unanswered, none answered for %.1f s",
+            snprintf(why, sizeof(why),
+                     "%u heartbeats in a row unanswered, none answered for %.1f s",
                      dais_worker_misses(w), (double)(now - w->det.last_heard_ns) / 1e9);
             w->state = before; /* so that worker_lost logs the transition */
             dais_cluster_worker_lost(m, w, why);
             uint64_t gone = now + linger_ns;
-            if (gone < next)
-                next = gone;
+            if (gone < next) next = gone;
             continue;
         }
         if (st == DAIS_WORKER_SUSPECT && before != DAIS_WORKER_SUSPECT)
             DAIS_WARN("worker %s is suspect: a heartbeat went unanswered", w->id);
         else if (st == DAIS_WORKER_ACTIVE && before == DAIS_WORKER_SUSPECT)
             DAIS_INFO("worker %s answers again", w->id);
-        if (dais_worker_hb_due(w, now))
-            send_probe(m, w, now);
+        if (dais_worker_hb_due(w, now)) send_probe(m, w, now);
         uint64_t t = dais_worker_hb_next_ns(w);
-        if (t < next)
-            next = t;
+        if (t < next) next = t;
     }
     free(ws);
     schedule(m, next);
@@ -253,8 +240,7 @@ int dais_heartbeat_open(dais_master *m, dais_err *err)
     int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         freeaddrinfo(ai);
         return dais_err_set(err, DAIS_EIO, "heartbeat bind %s:%u: %s", m->cfg.heartbeat_addr,
                             (unsigned)m->cfg.heartbeat_port, strerror(e));
@@ -277,12 +263,9 @@ int dais_heartbeat_open(dais_master *m, dais_err *err)
 
 void dais_heartbeat_close(dais_master *m)
 {
-    if (m->hb_timer != NULL)
-        event_free(m->hb_timer);
-    if (m->udp_ev != NULL)
-        event_free(m->udp_ev);
-    if (m->udp_fd >= 0)
-        close(m->udp_fd);
+    if (m->hb_timer != NULL) event_free(m->hb_timer);
+    if (m->udp_ev != NULL) event_free(m->udp_ev);
+    if (m->udp_fd >= 0) close(m->udp_fd);
     m->hb_timer = m->udp_ev = NULL;
     m->udp_fd = -1;
 }

@@ -8,14 +8,13 @@
 #include <strings.h>
 
 #define REQUEST_LINE_MAX 8192
-#define CHUNK_LINE_MAX 4096
-#define TRAILERS_MAX 8192
+#define CHUNK_LINE_MAX   4096
+#define TRAILERS_MAX     8192
 
 /* tchar: "!#$%&'*+-.^_`|~" / DIGIT / ALPHA */
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
@@ -31,8 +30,7 @@ static int fail(int *status, int code, dais_err *err, const char *msg)
 static const char *line_end(const char *p, const char *e, const char **content_end)
 {
     const char *lf = memchr(p, '\n', (size_t)(e - p));
-    if (lf == NULL)
-        return NULL;
+    if (lf == NULL) return NULL;
     *content_end = (lf > p && lf[-1] == '\r') ? lf - 1 : lf;
     return lf;
 }
@@ -50,8 +48,7 @@ static bool token_list_has(const char *v, size_t len, const char *tok)
         size_t e = i;
         while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
             e--;
-        if (e - s == tl && strncasecmp(v + s, tok, tl) == 0)
-            return true;
+        if (e - s == tl && strncasecmp(v + s, tok, tl) == 0) return true;
     }
     return false;
 }
@@ -70,8 +67,7 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
 
     /* Ignore empty lines before the request line (RFC 9112 2.2). */
     while (p < e && (*p == '\r' || *p == '\n')) {
-        if (*p == '\r' && (p + 1 >= e || p[1] != '\n'))
-            break;
+        if (*p == '\r' && (p + 1 >= e || p[1] != '\n')) break;
         p += (*p == '\r') ? 2 : 1;
     }
 
@@ -80,8 +76,7 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
     if (lf == NULL) {
         if ((size_t)(e - p) > REQUEST_LINE_MAX)
             return fail(status, 414, err, "request line too long");
-        if (len >= max_head)
-            return fail(status, 431, err, "request head too large");
+        if (len >= max_head) return fail(status, 431, err, "request head too large");
         return DAIS_HTTP_NEED_MORE;
     }
     if ((size_t)(cend - p) > REQUEST_LINE_MAX)
@@ -92,27 +87,23 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
     const char *q = p;
     while (q < cend && is_tchar((unsigned char)*q))
         q++;
-    if (q == p || q >= cend || *q != ' ')
-        return fail(status, 400, err, "malformed request line");
-    if ((size_t)(q - p) > DAIS_HTTP_MAX_METHOD)
-        return fail(status, 501, err, "unknown method");
+    if (q == p || q >= cend || *q != ' ') return fail(status, 400, err, "malformed request line");
+    if ((size_t)(q - p) > DAIS_HTTP_MAX_METHOD) return fail(status, 501, err, "unknown method");
     memcpy(out->method, p, (size_t)(q - p));
     out->method[q - p] = '\0';
     /* target */
     const char *t = ++q;
     while (q < cend && (unsigned char)*q > 0x20 && (unsigned char)*q < 0x7f)
         q++;
-    if (q == t || q >= cend || *q != ' ')
-        return fail(status, 400, err, "malformed request target");
+    if (q == t || q >= cend || *q != ' ') return fail(status, 400, err, "malformed request target");
     out->target = t;
     out->target_len = (size_t)(q - t);
     /* version */
     q++;
-    if (cend - q != 8 || memcmp(q, "HTTP/", 5) != 0 || q[6] != '.' || q[5] < '0' ||
-        q[5] > '9' || q[7] < '0' || q[7] > '9')
+    if (cend - q != 8 || memcmp(q, "HTTP/", 5) != 0 || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
+        q[7] < '0' || q[7] > '9')
         return fail(status, 400, err, "malformed HTTP version");
-    if (q[5] != '1')
-        return fail(status, 505, err, "HTTP version not supported");
+    if (q[5] != '1') return fail(status, 505, err, "HTTP version not supported");
     out->minor = q[7] == '0' ? 0 : 1;
 
     /* header fields */
@@ -121,14 +112,11 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
     for (;;) {
         lf = line_end(p, e, &cend);
         if (lf == NULL) {
-            if (len >= max_head)
-                return fail(status, 431, err, "request head too large");
+            if (len >= max_head) return fail(status, 431, err, "request head too large");
             return DAIS_HTTP_NEED_MORE;
         }
-        if (cend == p)
-            break; /* the empty line */
-        if (*p == ' ' || *p == '\t')
-            return fail(status, 400, err, "obsolete line folding");
+        if (cend == p) break; /* the empty line */
+        if (*p == ' ' || *p == '\t') return fail(status, 400, err, "obsolete line folding");
         const char *n = p;
         while (n < cend && is_tchar((unsigned char)*n))
             n++;
@@ -167,31 +155,25 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
             out->has_length = true;
             out->content_length = cl;
         } else if (eq_ci(h->name, h->name_len, "transfer-encoding")) {
-            if (have_te)
-                return fail(status, 501, err, "unsupported transfer coding");
+            if (have_te) return fail(status, 501, err, "unsupported transfer coding");
             have_te = true;
             if (!eq_ci(h->value, h->value_len, "chunked"))
                 return fail(status, 501, err, "unsupported transfer coding");
             out->chunked = true;
         } else if (eq_ci(h->name, h->name_len, "connection")) {
-            if (token_list_has(h->value, h->value_len, "close"))
-                conn_close = true;
-            if (token_list_has(h->value, h->value_len, "keep-alive"))
-                conn_keep = true;
+            if (token_list_has(h->value, h->value_len, "close")) conn_close = true;
+            if (token_list_has(h->value, h->value_len, "keep-alive")) conn_keep = true;
         } else if (eq_ci(h->name, h->name_len, "expect")) {
-            if (eq_ci(h->value, h->value_len, "100-continue"))
-                out->expect_continue = true;
+            if (eq_ci(h->value, h->value_len, "100-continue")) out->expect_continue = true;
         } else if (eq_ci(h->name, h->name_len, "host")) {
-            if (have_host)
-                return fail(status, 400, err, "more than one Host field");
+            if (have_host) return fail(status, 400, err, "more than one Host field");
             have_host = true;
         }
         p = lf + 1;
     }
     if (out->chunked && out->has_length)
         return fail(status, 400, err, "both Content-Length and Transfer-Encoding");
-    if (out->minor == 1 && !have_host)
-        return fail(status, 400, err, "missing Host field");
+    if (out->minor == 1 && !have_host) return fail(status, 400, err, "missing Host field");
     out->keep_alive = out->minor == 1 ? !conn_close : (conn_keep && !conn_close);
     out->head_len = (size_t)(lf + 1 - buf);
     return 0;
@@ -200,8 +182,7 @@ int dais_http_parse_head(const char *buf, size_t len, size_t max_head, dais_http
 const dais_http_header *dais_http_find_header(const dais_http_head *h, const char *name)
 {
     for (size_t i = 0; i < h->n_headers; i++)
-        if (eq_ci(h->headers[i].name, h->headers[i].name_len, name))
-            return &h->headers[i];
+        if (eq_ci(h->headers[i].name, h->headers[i].name_len, name)) return &h->headers[i];
     return NULL;
 }
 
@@ -228,12 +209,9 @@ void dais_http_chunked_init(dais_http_chunked *c, uint64_t limit)
 
 static int hexval(unsigned char ch)
 {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
     return -1;
 }
 
@@ -310,15 +288,13 @@ int dais_http_chunked_decode(dais_http_chunked *c, const char *in, size_t len, s
             break;
         case S_DATA: {
             size_t n = len - i;
-            if ((uint64_t)n > c->remaining)
-                n = (size_t)c->remaining;
+            if ((uint64_t)n > c->remaining) n = (size_t)c->remaining;
             memcpy(out + *out_len, in + i, n);
             *out_len += n;
             c->total += n;
             c->remaining -= n;
             i += n;
-            if (c->remaining == 0)
-                c->state = S_DATA_CR;
+            if (c->remaining == 0) c->state = S_DATA_CR;
             break;
         }
         case S_DATA_CR:
@@ -386,28 +362,51 @@ int dais_http_chunked_decode(dais_http_chunked *c, const char *in, size_t len, s
 const char *dais_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }

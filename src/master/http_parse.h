@@ -18,9 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DAIS_HTTP_NEED_MORE 1
+#define DAIS_HTTP_NEED_MORE   1
 #define DAIS_HTTP_MAX_HEADERS 64
-#define DAIS_HTTP_MAX_METHOD 15
+#define DAIS_HTTP_MAX_METHOD  15
 
 /* A header field: both parts point into the parsed buffer (borrowed); the value has its
  * surrounding whitespace removed. */
@@ -35,16 +35,16 @@ typedef struct dais_http_head {
     char method[DAIS_HTTP_MAX_METHOD + 1];
     const char *target; /* request-target as sent (borrowed) */
     size_t target_len;
-    int minor;          /* HTTP/1.<minor>: 0 or 1 */
+    int minor; /* HTTP/1.<minor>: 0 or 1 */
     size_t n_headers;
     dais_http_header headers[DAIS_HTTP_MAX_HEADERS];
     /* derived from the fields */
-    bool keep_alive;         /* 1.1 unless "Connection: close"; 1.0 only with keep-alive */
-    bool chunked;            /* Transfer-Encoding: chunked */
-    bool has_length;         /* Content-Length present */
+    bool keep_alive; /* 1.1 unless "Connection: close"; 1.0 only with keep-alive */
+    bool chunked;    /* Transfer-Encoding: chunked */
+    bool has_length; /* Content-Length present */
     uint64_t content_length;
-    bool expect_continue;    /* Expect: 100-continue */
-    size_t head_len;         /* bytes of the head, final empty line included */
+    bool expect_continue; /* Expect: 100-continue */
+    size_t head_len;      /* bytes of the head, final empty line included */
 } dais_http_head;
 
 /* Parses the head at the start of buf[0..len). Heads longer than max_head bytes are refused.

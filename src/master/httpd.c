@@ -42,11 +42,11 @@ typedef struct conn conn;
 
 struct dais_http_req {
     conn *c;
-    char *headbuf;            /* owned copy of the head; header values NUL-terminated in it */
-    dais_http_head head;      /* points into headbuf */
-    char *path;               /* owned: path, NUL, query, NUL */
+    char *headbuf;       /* owned copy of the head; header values NUL-terminated in it */
+    dais_http_head head; /* points into headbuf */
+    char *path;          /* owned: path, NUL, query, NUL */
     const char *query;
-    char *body;               /* owned, NUL-terminated */
+    char *body; /* owned, NUL-terminated */
     size_t body_len, body_cap;
     dais_http_chunked chunk;
     uint64_t start_ns;
@@ -64,14 +64,14 @@ struct dais_http_req {
 struct conn {
     dais_httpd *srv;
     struct bufferevent *bev;
-    struct event *resume;     /* runs process() from the loop */
+    struct event *resume; /* runs process() from the loop */
     conn *prev, *next;
     enum conn_state state;
     dais_http_req *req;
     char peer[64];
     bool in_process;
-    bool doomed;              /* close at the next resume, aborting a pending request */
-    bool reading_stopped;     /* input beyond the pipelining bound while pending */
+    bool doomed;          /* close at the next resume, aborting a pending request */
+    bool reading_stopped; /* input beyond the pipelining bound while pending */
 };
 
 struct dais_httpd {
@@ -126,20 +126,37 @@ static const char *http_date(dais_httpd *s)
 
 static void req_free(dais_http_req *r)
 {
-    if (r == NULL)
-        return;
+    if (r == NULL) return;
     free(r->headbuf);
     free(r->path);
     free(r->body);
     free(r);
 }
 
-const char *dais_http_req_method(const dais_http_req *r) { return r->head.method; }
-const char *dais_http_req_path(const dais_http_req *r) { return r->path; }
-const char *dais_http_req_query(const dais_http_req *r) { return r->query; }
-const char *dais_http_req_peer(const dais_http_req *r) { return r->c->peer; }
-uint64_t dais_http_req_start_ns(const dais_http_req *r) { return r->start_ns; }
-bool dais_http_req_streaming(const dais_http_req *r) { return r->streaming; }
+const char *dais_http_req_method(const dais_http_req *r)
+{
+    return r->head.method;
+}
+const char *dais_http_req_path(const dais_http_req *r)
+{
+    return r->path;
+}
+const char *dais_http_req_query(const dais_http_req *r)
+{
+    return r->query;
+}
+const char *dais_http_req_peer(const dais_http_req *r)
+{
+    return r->c->peer;
+}
+uint64_t dais_http_req_start_ns(const dais_http_req *r)
+{
+    return r->start_ns;
+}
+bool dais_http_req_streaming(const dais_http_req *r)
+{
+    return r->streaming;
+}
 
 const char *dais_http_req_header(const dais_http_req *r, const char *name)
 {
@@ -149,8 +166,7 @@ const char *dais_http_req_header(const dais_http_req *r, const char *name)
 
 const char *dais_http_req_body(const dais_http_req *r, size_t *len)
 {
-    if (len != NULL)
-        *len = r->body_len;
+    if (len != NULL) *len = r->body_len;
     return r->body != NULL ? r->body : "";
 }
 
@@ -164,8 +180,7 @@ void dais_http_req_on_abort(dais_http_req *r, dais_http_abort_cb cb, void *arg)
 
 static void listener_update(dais_httpd *s)
 {
-    if (s->lis == NULL)
-        return;
+    if (s->lis == NULL) return;
     if (!s->paused && s->n_conns >= s->cfg.max_conns) {
         evconnlistener_disable(s->lis);
         s->paused = true;
@@ -185,16 +200,13 @@ static void conn_free(conn *c)
         r->abort_cb(r, r->abort_arg);
     }
     req_free(r);
-    if (c->bev != NULL)
-        bufferevent_free(c->bev);
-    if (c->resume != NULL)
-        event_free(c->resume);
+    if (c->bev != NULL) bufferevent_free(c->bev);
+    if (c->resume != NULL) event_free(c->resume);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
         s->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    if (c->next != NULL) c->next->prev = c->prev;
     free(c);
     s->n_conns--;
     listener_update(s);
@@ -203,8 +215,7 @@ static void conn_free(conn *c)
 /* Marks the connection for closing from the loop (never from inside a caller's call). */
 static void conn_doom(conn *c)
 {
-    if (c->doomed)
-        return;
+    if (c->doomed) return;
     c->doomed = true;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     event_active(c->resume, EV_TIMEOUT, 0);
@@ -238,8 +249,8 @@ static bool output_over(conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev)) > c->srv->cfg.max_output;
 }
 
-static void write_head(dais_http_req *r, int status, const char *content_type,
-                       const char *headers, bool has_length, size_t len)
+static void write_head(dais_http_req *r, int status, const char *content_type, const char *headers,
+                       bool has_length, size_t len)
 {
     conn *c = r->c;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -253,14 +264,12 @@ static void write_head(dais_http_req *r, int status, const char *content_type,
         snprintf(length, sizeof(length), "Content-Length: %zu\r\n", len);
     else if (!r->stream_close_delimited)
         snprintf(length, sizeof(length), "Transfer-Encoding: chunked\r\n");
-    evbuffer_add_printf(out,
-                        "HTTP/1.%d %d %s\r\nServer: %s\r\nDate: %s\r\n%s%s%s%s%s%s",
-                        r->head.minor == 0 ? 0 : 1, status, dais_http_reason(status),
-                        c->srv->cfg.server_name, http_date(c->srv),
-                        content_type != NULL ? "Content-Type: " : "",
-                        content_type != NULL ? content_type : "",
-                        content_type != NULL ? "\r\n" : "", length, connection,
-                        headers != NULL ? headers : "");
+    evbuffer_add_printf(
+        out, "HTTP/1.%d %d %s\r\nServer: %s\r\nDate: %s\r\n%s%s%s%s%s%s",
+        r->head.minor == 0 ? 0 : 1, status, dais_http_reason(status), c->srv->cfg.server_name,
+        http_date(c->srv), content_type != NULL ? "Content-Type: " : "",
+        content_type != NULL ? content_type : "", content_type != NULL ? "\r\n" : "", length,
+        connection, headers != NULL ? headers : "");
     evbuffer_add(out, "\r\n", 2);
     r->status = status;
 }
@@ -270,13 +279,11 @@ static void req_finish(dais_http_req *r)
     conn *c = r->c;
     dais_httpd *s = c->srv;
     r->finished = true;
-    if (s->log_cb != NULL)
-        s->log_cb(r, r->status, s->log_arg);
+    if (s->log_cb != NULL) s->log_cb(r, r->status, s->log_arg);
     bool keep = r->keep_alive && !r->stream_close_delimited;
     c->req = NULL;
     req_free(r);
-    if (c->doomed)
-        return;
+    if (c->doomed) return;
     if (!keep) {
         start_closing(c);
         return;
@@ -292,15 +299,12 @@ static void req_finish(dais_http_req *r)
 void dais_http_reply(dais_http_req *r, int status, const char *content_type, const char *headers,
                      const void *body, size_t len)
 {
-    if (r == NULL || r->aborting || r->finished || r->streaming)
-        return;
+    if (r == NULL || r->aborting || r->finished || r->streaming) return;
     conn *c = r->c;
     if (!c->doomed) {
         write_head(r, status, content_type, headers, true, len);
-        if (!r->is_head_method && len > 0)
-            evbuffer_add(bufferevent_get_output(c->bev), body, len);
-        if (output_over(c))
-            conn_doom(c);
+        if (!r->is_head_method && len > 0) evbuffer_add(bufferevent_get_output(c->bev), body, len);
+        if (output_over(c)) conn_doom(c);
     }
     req_finish(r);
 }
@@ -308,16 +312,13 @@ void dais_http_reply(dais_http_req *r, int status, const char *content_type, con
 void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_type,
                             const char *headers, struct evbuffer *body)
 {
-    if (r == NULL || r->aborting || r->finished || r->streaming)
-        return;
+    if (r == NULL || r->aborting || r->finished || r->streaming) return;
     conn *c = r->c;
     size_t len = evbuffer_get_length(body);
     if (!c->doomed) {
         write_head(r, status, content_type, headers, true, len);
-        if (!r->is_head_method)
-            evbuffer_add_buffer(bufferevent_get_output(c->bev), body);
-        if (output_over(c))
-            conn_doom(c);
+        if (!r->is_head_method) evbuffer_add_buffer(bufferevent_get_output(c->bev), body);
+        if (output_over(c)) conn_doom(c);
     }
     evbuffer_drain(body, evbuffer_get_length(body));
     req_finish(r);
@@ -326,11 +327,9 @@ void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_ty
 int dais_http_stream_start(dais_http_req *r, int status, const char *content_type,
                            const char *headers)
 {
-    if (r == NULL || r->aborting || r->finished || r->streaming)
-        return DAIS_EINVAL;
+    if (r == NULL || r->aborting || r->finished || r->streaming) return DAIS_EINVAL;
     conn *c = r->c;
-    if (c->doomed)
-        return DAIS_ECLOSED;
+    if (c->doomed) return DAIS_ECLOSED;
     r->streaming = true;
     if (r->head.minor == 0) {
         r->stream_close_delimited = true;
@@ -346,13 +345,10 @@ int dais_http_stream_start(dais_http_req *r, int status, const char *content_typ
 
 int dais_http_stream_write(dais_http_req *r, const void *data, size_t len)
 {
-    if (r == NULL || r->aborting || r->finished || !r->streaming)
-        return DAIS_EINVAL;
+    if (r == NULL || r->aborting || r->finished || !r->streaming) return DAIS_EINVAL;
     conn *c = r->c;
-    if (c->doomed)
-        return DAIS_ECLOSED;
-    if (len == 0 || r->is_head_method)
-        return 0;
+    if (c->doomed) return DAIS_ECLOSED;
+    if (len == 0 || r->is_head_method) return 0;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (r->stream_close_delimited) {
         evbuffer_add(out, data, len);
@@ -370,8 +366,7 @@ int dais_http_stream_write(dais_http_req *r, const void *data, size_t len)
 
 int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
 {
-    if (r == NULL || r->aborting || r->finished || !r->streaming)
-        return DAIS_EINVAL;
+    if (r == NULL || r->aborting || r->finished || !r->streaming) return DAIS_EINVAL;
     conn *c = r->c;
     size_t len = evbuffer_get_length(data);
     if (c->doomed) {
@@ -383,11 +378,9 @@ int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
         return 0;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (!r->stream_close_delimited)
-        evbuffer_add_printf(out, "%zx\r\n", len);
+    if (!r->stream_close_delimited) evbuffer_add_printf(out, "%zx\r\n", len);
     evbuffer_add_buffer(out, data);
-    if (!r->stream_close_delimited)
-        evbuffer_add(out, "\r\n", 2);
+    if (!r->stream_close_delimited) evbuffer_add(out, "\r\n", 2);
     if (output_over(c)) {
         conn_doom(c);
         return DAIS_ECLOSED;
@@ -397,8 +390,7 @@ int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
 
 void dais_http_stream_end(dais_http_req *r)
 {
-    if (r == NULL || r->aborting || r->finished || !r->streaming)
-        return;
+    if (r == NULL || r->aborting || r->finished || !r->streaming) return;
     conn *c = r->c;
     if (!c->doomed && !r->stream_close_delimited && !r->is_head_method)
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
@@ -412,8 +404,7 @@ static void reply_error(conn *c, dais_http_req *r, int status, const char *code,
     int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
     for (const char *p = msg; *p != '\0' && n < (int)sizeof(body) - 8; p++) {
         unsigned char ch = (unsigned char)*p;
-        if (ch == '"' || ch == '\\')
-            body[n++] = '\\';
+        if (ch == '"' || ch == '\\') body[n++] = '\\';
         body[n++] = (ch < 0x20) ? ' ' : (char)ch;
     }
     n += snprintf(body + n, sizeof(body) - (size_t)n, "\"}}\n");
@@ -467,8 +458,7 @@ static int split_target(dais_http_req *r)
         }
     }
     r->path = malloc(n + 2);
-    if (r->path == NULL)
-        return DAIS_ENOMEM;
+    if (r->path == NULL) return DAIS_ENOMEM;
     memcpy(r->path, t, n);
     r->path[n] = '\0';
     r->path[n + 1] = '\0';
@@ -484,14 +474,12 @@ static int split_target(dais_http_req *r)
 
 static bool body_reserve(dais_http_req *r, size_t need)
 {
-    if (need <= r->body_cap)
-        return true;
+    if (need <= r->body_cap) return true;
     size_t cap = r->body_cap != 0 ? r->body_cap : 1024;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *b = realloc(r->body, cap);
-    if (b == NULL)
-        return false;
+    if (b == NULL) return false;
     r->body = b;
     r->body_cap = cap;
     return true;
@@ -512,8 +500,7 @@ static bool parse_head(conn *c)
     dais_httpd *s = c->srv;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t avail = evbuffer_get_length(in);
-    if (avail == 0)
-        return false;
+    if (avail == 0) return false;
     size_t look = avail < s->cfg.max_head ? avail : s->cfg.max_head;
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
     if (buf == NULL) {
@@ -537,11 +524,12 @@ static bool parse_head(conn *c)
     if (rc != 0) {
         free(r);
         DAIS_DEBUG("http %s: %s", c->peer, err.msg);
-        reply_error(c, NULL, status, status == 431 ? "header_too_large"
-                                     : status == 414 ? "uri_too_long"
-                                     : status == 505 ? "http_version"
-                                     : status == 501 ? "not_implemented"
-                                                     : "bad_request",
+        reply_error(c, NULL, status,
+                    status == 431   ? "header_too_large"
+                    : status == 414 ? "uri_too_long"
+                    : status == 505 ? "http_version"
+                    : status == 501 ? "not_implemented"
+                                    : "bad_request",
                     err.msg);
         return false;
     }
@@ -606,8 +594,7 @@ static bool read_body(conn *c)
     size_t avail = evbuffer_get_length(in);
     if (!r->head.chunked) {
         size_t need = (size_t)r->head.content_length;
-        if (avail < need)
-            return false;
+        if (avail < need) return false;
         if (!body_reserve(r, need + 1)) {
             conn_doom(c);
             return false;
@@ -618,8 +605,7 @@ static bool read_body(conn *c)
         dispatch(c);
         return true;
     }
-    if (avail == 0)
-        return false;
+    if (avail == 0) return false;
     const char *buf = (const char *)evbuffer_pullup(in, -1);
     size_t room = (size_t)(r->chunk.limit - r->chunk.total);
     size_t grow = avail < room ? avail : room;
@@ -632,8 +618,7 @@ static bool read_body(conn *c)
     dais_err_clear(&err);
     int rc = dais_http_chunked_decode(&r->chunk, buf, avail, &used, r->body, &r->body_len, &err);
     evbuffer_drain(in, used);
-    if (rc == DAIS_HTTP_NEED_MORE)
-        return false;
+    if (rc == DAIS_HTTP_NEED_MORE) return false;
     if (rc == 0) {
         r->body[r->body_len] = '\0';
         dispatch(c);
@@ -653,19 +638,16 @@ static bool read_body(conn *c)
 
 static void process(conn *c)
 {
-    if (c->in_process || c->doomed)
-        return;
+    if (c->in_process || c->doomed) return;
     c->in_process = true;
     for (;;) {
         bool progress = false;
-        if (c->doomed)
-            break;
+        if (c->doomed) break;
         if (c->state == C_HEAD)
             progress = parse_head(c);
         else if (c->state == C_BODY)
             progress = read_body(c);
-        if (!progress)
-            break;
+        if (!progress) break;
     }
     c->in_process = false;
     if (c->state == C_PENDING && !c->doomed &&
@@ -751,14 +733,12 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
             bufferevent_free(c->bev);
         else
             evutil_closesocket(fd);
-        if (c->resume != NULL)
-            event_free(c->resume);
+        if (c->resume != NULL) event_free(c->resume);
         free(c);
         return;
     }
     c->next = s->conns;
-    if (s->conns != NULL)
-        s->conns->prev = c;
+    if (s->conns != NULL) s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
     listener_update(s);
@@ -772,8 +752,7 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     dais_httpd *s = arg;
     (void)fd;
     (void)what;
-    if (s->lis != NULL && !s->paused)
-        evconnlistener_enable(s->lis);
+    if (s->lis != NULL && !s->paused) evconnlistener_enable(s->lis);
 }
 
 static void accept_error_cb(struct evconnlistener *lis, void *arg)
@@ -793,16 +772,12 @@ dais_httpd *dais_httpd_new(struct event_base *base, const dais_httpd_config *cfg
                            dais_http_handler handler, void *arg)
 {
     dais_httpd *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return NULL;
+    if (s == NULL) return NULL;
     s->base = base;
     s->cfg = *cfg;
-    if (s->cfg.server_name == NULL)
-        s->cfg.server_name = "dais";
-    if (s->cfg.max_conns == 0)
-        s->cfg.max_conns = 1;
-    if (s->cfg.max_head < 256)
-        s->cfg.max_head = 256;
+    if (s->cfg.server_name == NULL) s->cfg.server_name = "dais";
+    if (s->cfg.max_conns == 0) s->cfg.max_conns = 1;
+    if (s->cfg.max_head < 256) s->cfg.max_head = 256;
     s->handler = handler;
     s->arg = arg;
     s->accept_retry = evtimer_new(base, accept_retry_cb, s);
@@ -821,8 +796,7 @@ void dais_httpd_set_log_cb(dais_httpd *s, dais_http_log_cb cb, void *arg)
 
 int dais_httpd_listen(dais_httpd *s, const char *addr, uint16_t port, dais_err *err)
 {
-    if (s->lis != NULL)
-        return dais_err_set(err, DAIS_EINVAL, "already listening");
+    if (s->lis != NULL) return dais_err_set(err, DAIS_EINVAL, "already listening");
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -831,12 +805,10 @@ int dais_httpd_listen(dais_httpd *s, const char *addr, uint16_t port, dais_err *
     char ports[8];
     snprintf(ports, sizeof(ports), "%u", port);
     int g = getaddrinfo(addr, ports, &hints, &ai);
-    if (g != 0)
-        return dais_err_set(err, DAIS_EINVAL, "http address %s: %s", addr, gai_strerror(g));
-    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
-                                     LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, ai->ai_addr, (int)ai->ai_addrlen);
+    if (g != 0) return dais_err_set(err, DAIS_EINVAL, "http address %s: %s", addr, gai_strerror(g));
+    s->lis = evconnlistener_new_bind(
+        s->base, accept_cb, s, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, ai->ai_addr, (int)ai->ai_addrlen);
     int e = errno;
     freeaddrinfo(ai);
     if (s->lis == NULL)
@@ -850,15 +822,19 @@ int dais_httpd_listen(dais_httpd *s, const char *addr, uint16_t port, dais_err *
     return 0;
 }
 
-uint16_t dais_httpd_port(const dais_httpd *s) { return s->port; }
-uint32_t dais_httpd_n_conns(const dais_httpd *s) { return s->n_conns; }
+uint16_t dais_httpd_port(const dais_httpd *s)
+{
+    return s->port;
+}
+uint32_t dais_httpd_n_conns(const dais_httpd *s)
+{
+    return s->n_conns;
+}
 
 void dais_httpd_free(dais_httpd *s)
 {
-    if (s == NULL)
-        return;
-    if (s->lis != NULL)
-        evconnlistener_free(s->lis);
+    if (s == NULL) return;
+    if (s->lis != NULL) evconnlistener_free(s->lis);
     s->lis = NULL;
     while (s->conns != NULL)
         conn_free(s->conns);

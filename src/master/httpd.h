@@ -103,8 +103,8 @@ void dais_http_req_on_abort(dais_http_req *r, dais_http_abort_cb cb, void *arg);
 /* Sends a complete response and finishes the request (r is invalid afterwards).
  * `headers` holds extra header lines, each ending in "\r\n" (may be NULL); Content-Length,
  * Connection, Date and Server are added here. For HEAD the body is not sent. */
-void dais_http_reply(dais_http_req *r, int status, const char *content_type,
-                     const char *headers, const void *body, size_t len);
+void dais_http_reply(dais_http_req *r, int status, const char *content_type, const char *headers,
+                     const void *body, size_t len);
 
 /* As dais_http_reply, with the body taken (moved, not copied) from `body`, left empty. */
 void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_type,

@@ -25,8 +25,7 @@
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
+    if (c < 0x80) return 1;
     size_t len;
     uint32_t cp;
     if (c >= 0xc2 && c <= 0xdf) {
@@ -41,11 +40,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     } else {
         return 0;
     }
-    if (n < len)
-        return 0;
+    if (n < len) return 0;
     for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
+        if ((s[i] & 0xc0) != 0x80) return 0;
         cp = (cp << 6) | (s[i] & 0x3f);
     }
     if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
@@ -60,18 +57,14 @@ json_t *dais_json_text(const char *s, size_t len)
     size_t i = 0;
     while (i < len) {
         size_t k = p[i] != 0 ? utf8_seq(p + i, len - i) : 0;
-        if (k == 0)
-            break;
+        if (k == 0) break;
         i += k;
     }
-    if (i == len)
-        return json_stringn(s, len);
+    if (i == len) return json_stringn(s, len);
     /* Replace each invalid byte (and NUL) with U+FFFD. */
-    if (len > (SIZE_MAX - 1) / 3)
-        return NULL;
+    if (len > (SIZE_MAX - 1) / 3) return NULL;
     char *buf = malloc(len * 3 + 1);
-    if (buf == NULL)
-        return NULL;
+    if (buf == NULL) return NULL;
     size_t o = 0;
     i = 0;
     while (i < len) {
@@ -115,9 +108,15 @@ void dais_json_put_str(struct evbuffer *b, const char *s, size_t len)
         } else if (c < 0x20) {
             buf[o++] = '\\';
             switch (c) {
-            case '\n': buf[o++] = 'n'; break;
-            case '\r': buf[o++] = 'r'; break;
-            case '\t': buf[o++] = 't'; break;
+            case '\n':
+                buf[o++] = 'n';
+                break;
+            case '\r':
+                buf[o++] = 'r';
+                break;
+            case '\t':
+                buf[o++] = 't';
+                break;
             default:
                 buf[o++] = 'u';
                 buf[o++] = '0';
@@ -163,18 +162,17 @@ void dais_master_models_text(const dais_master *m, char *buf, size_t cap)
             bool seen = false;
             for (size_t j = 0; j < i && !seen; j++)
                 seen = strcmp(dais_registry_at(m->reg, j)->caps.model.name, name) == 0;
-            if (!seen)
-                n += (size_t)snprintf(buf + n, cap - n, "%s'%s'", n > 0 ? ", " : "", name);
+            if (!seen) n += (size_t)snprintf(buf + n, cap - n, "%s'%s'", n > 0 ? ", " : "", name);
         }
-        if (n == 0)
-            snprintf(buf, cap, "any model; no worker has joined");
+        if (n == 0) snprintf(buf, cap, "any model; no worker has joined");
         return;
     }
     for (size_t i = 0; i < m->cfg.n_models && n + 4 < cap; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s'%s'", i > 0 ? ", " : "", m->cfg.models[i].name);
 }
 
-/* ---- metrics ---------------------------------------------------------------------------------- */
+/* ---- metrics ----------------------------------------------------------------------------------
+ */
 
 static void collect_workers(void *arg, dais_metric_sink *sink)
 {
@@ -194,8 +192,7 @@ static void collect_breakers(void *arg, dais_metric_sink *sink)
                                                       DAIS_BREAKER_HALF_OPEN};
     for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
         const dais_worker *w = dais_registry_at(m->reg, i);
-        if (w->state == DAIS_WORKER_DEAD)
-            continue;
+        if (w->state == DAIS_WORKER_DEAD) continue;
         enum dais_breaker_state cur = dais_breaker_state_at(&w->breaker, now);
         for (int k = 0; k < 3; k++) {
             const char *v[2] = {w->id, dais_breaker_state_name(states[k])};
@@ -208,8 +205,7 @@ static int metrics_init(dais_master *m, dais_err *err)
 {
     dais_master_metrics *x = &m->mx;
     x->reg = dais_metrics_registry_new();
-    if (x->reg == NULL)
-        return dais_err_set(err, DAIS_ENOMEM, "no memory for metrics");
+    if (x->reg == NULL) return dais_err_set(err, DAIS_ENOMEM, "no memory for metrics");
     dais_metrics_register_standard(x->reg, NULL);
     static const char *const route_code[2] = {"route", "code"};
     static const char *const result[1] = {"result"};
@@ -230,13 +226,13 @@ static int metrics_init(dais_master *m, dais_err *err)
                                  dais_buckets_fast_n, dais_buckets_fast);
     x->tokens_in = dais_counter_new(x->reg, DAIS_M_TOKENS_IN, "Prompt tokens of finished requests");
     x->tokens_out = dais_counter_new(x->reg, DAIS_M_TOKENS_OUT, "Tokens generated for clients");
-    x->in_flight = dais_gauge_new(x->reg, DAIS_M_REQUESTS_IN_FLIGHT,
-                                  "Requests being served by workers");
+    x->in_flight =
+        dais_gauge_new(x->reg, DAIS_M_REQUESTS_IN_FLIGHT, "Requests being served by workers");
     x->queued = dais_gauge_new(x->reg, DAIS_M_REQUESTS_QUEUED,
                                "Requests waiting at the master for a worker slot");
     x->registrations = dais_metrics_family_new(x->reg, DAIS_METRIC_COUNTER, DAIS_M_REGISTRATIONS,
-                                               "NODE_DISCOVERY outcomes: accepted or the reason",
-                                               1, result, 0, NULL);
+                                               "NODE_DISCOVERY outcomes: accepted or the reason", 1,
+                                               result, 0, NULL);
     x->hb_sent = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_SENT, "HEARTBEAT datagrams sent");
     x->hb_answered = dais_counter_new(x->reg, DAIS_M_HEARTBEATS_ANSWERED,
                                       "Authentic HEARTBEAT_ACK datagrams received");
@@ -335,14 +331,12 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     m->udp_fd = -1;
     signal(SIGPIPE, SIG_IGN);
     uint64_t seed = 0;
-    if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
-        seed = dais_now_ns();
+    if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1) seed = dais_now_ns();
     dais_balancer_init(&m->bal, seed);
     m->rng = (seed ^ 0x9e3779b97f4a7c15ull) | 1;
     dais_breaker_config_default(&m->breaker_cfg);
     dais_master_detector_config(cfg, &m->det_cfg);
-    if (dais_detector_config_check(&m->det_cfg, err) != 0)
-        goto fail;
+    if (dais_detector_config_check(&m->det_cfg, err) != 0) goto fail;
     m->base = event_base_new();
     m->reg = dais_registry_new();
     m->replay = dais_replay_cache_new(65536, (int64_t)cfg->auth_window_ms);
@@ -351,7 +345,8 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
         goto fail;
     }
     if (cfg->request_timeout_ms > 0) {
-        struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};
+        struct timeval tv = {cfg->request_timeout_ms / 1000,
+                             (cfg->request_timeout_ms % 1000) * 1000};
         m->deadline_tv = event_base_init_common_timeout(m->base, &tv);
         if (m->deadline_tv == NULL) {
             dais_err_set(err, DAIS_ENOMEM, "no memory for the request timer");
@@ -367,8 +362,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
         dais_err_set(err, DAIS_ENOMEM, "no memory for the master's events");
         goto fail;
     }
-    if (metrics_init(m, err) != 0)
-        goto fail;
+    if (metrics_init(m, err) != 0) goto fail;
     if (cfg->trace_endpoint[0] != '\0') {
         dais_tracer_config tc;
         memset(&tc, 0, sizeof(tc));
@@ -377,8 +371,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
         tc.instance_id = cfg->node_id;
         tc.metrics = m->mx.reg;
         m->tracer = dais_tracer_new(&tc, err);
-        if (m->tracer == NULL)
-            goto fail;
+        if (m->tracer == NULL) goto fail;
     }
 
     dais_httpd_config hc;
@@ -392,17 +385,13 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
         goto fail;
     }
     dais_httpd_set_log_cb(m->api, dais_api_log, m);
-    if (dais_httpd_listen(m->api, cfg->http_addr, cfg->http_port, err) != 0)
-        goto fail;
-    if (dais_cluster_listen(m, err) != 0)
-        goto fail;
-    if (dais_heartbeat_open(m, err) != 0)
-        goto fail;
+    if (dais_httpd_listen(m->api, cfg->http_addr, cfg->http_port, err) != 0) goto fail;
+    if (dais_cluster_listen(m, err) != 0) goto fail;
+    if (dais_heartbeat_open(m, err) != 0) goto fail;
     if (cfg->metrics_enabled) {
         m->metrics_http = dais_metrics_http_start(m->base, cfg->metrics_addr, cfg->metrics_port,
                                                   &m->mx.reg, 1, err);
-        if (m->metrics_http == NULL)
-            goto fail;
+        if (m->metrics_http == NULL) goto fail;
     }
     event_add(m->sig_int, NULL);
     event_add(m->sig_term, NULL);
@@ -411,9 +400,8 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
               cfg->node_id, cfg->http_addr, (unsigned)dais_httpd_port(m->api), cfg->cluster_addr,
               (unsigned)m->cluster_port, cfg->heartbeat_addr, (unsigned)m->hb_port,
               cfg->heartbeat_interval_ms, cfg->heartbeat_misses,
-              (double)m->det_cfg.dead_after_ns / 1e9,
-              cfg->metrics_enabled ? "on " : "off", cfg->metrics_enabled ? cfg->metrics_addr : "",
-              (unsigned)dais_master_metrics_port(m));
+              (double)m->det_cfg.dead_after_ns / 1e9, cfg->metrics_enabled ? "on " : "off",
+              cfg->metrics_enabled ? cfg->metrics_addr : "", (unsigned)dais_master_metrics_port(m));
     return m;
 fail:
     dais_master_free(m);
@@ -447,31 +435,23 @@ uint16_t dais_master_metrics_port(const dais_master *m)
 
 void dais_master_free(dais_master *m)
 {
-    if (m == NULL)
-        return;
+    if (m == NULL) return;
     m->stopping = true;
-    if (m->reg != NULL)
-        dais_router_shutdown(m);
+    if (m->reg != NULL) dais_router_shutdown(m);
     dais_httpd_free(m->api);
-    if (m->reg != NULL)
-        dais_cluster_close_all(m);
+    if (m->reg != NULL) dais_cluster_close_all(m);
     dais_heartbeat_close(m);
     dais_metrics_http_free(m->metrics_http);
     dais_tracer_free(m->tracer);
-    if (m->sig_int != NULL)
-        event_free(m->sig_int);
-    if (m->sig_term != NULL)
-        event_free(m->sig_term);
-    if (m->grace_poll != NULL)
-        event_free(m->grace_poll);
-    if (m->grace_over != NULL)
-        event_free(m->grace_over);
+    if (m->sig_int != NULL) event_free(m->sig_int);
+    if (m->sig_term != NULL) event_free(m->sig_term);
+    if (m->grace_poll != NULL) event_free(m->grace_poll);
+    if (m->grace_over != NULL) event_free(m->grace_over);
     while (m->reg != NULL && dais_registry_count(m->reg) > 0)
         dais_registry_remove(m->reg, dais_registry_at(m->reg, 0));
     dais_registry_free(m->reg);
     dais_replay_cache_free(m->replay);
     dais_metrics_registry_free(m->mx.reg);
-    if (m->base != NULL)
-        event_base_free(m->base);
+    if (m->base != NULL) event_base_free(m->base);
     free(m);
 }

@@ -50,8 +50,8 @@ typedef struct dais_mconn dais_mconn;
 struct dais_mconn {
     struct dais_master *m;
     struct bufferevent *bev;
-    struct event *timer;     /* HELLO: discovery deadline; CLOSING: flush deadline */
-    char peer[64];           /* "ip:port" */
+    struct event *timer; /* HELLO: discovery deadline; CLOSING: flush deadline */
+    char peer[64];       /* "ip:port" */
     char peer_ip[64];
     enum dais_mconn_state state;
     dais_worker *w;
@@ -71,9 +71,9 @@ typedef struct dais_mreq dais_mreq;
 
 struct dais_mreq {
     struct dais_master *m;
-    char id[37];                          /* request id (uuid4), also the worker's request_id */
+    char id[37]; /* request id (uuid4), also the worker's request_id */
     char model[DAIS_MODEL_NAME_MAX + 1];
-    dais_api_request api;                 /* owned */
+    dais_api_request api; /* owned */
     enum dais_mreq_state state;
     uint32_t attempts;                    /* dispatches so far (issue 4 retries add more) */
     uint64_t ticket;                      /* DISPATCHED: the worker's breaker admission */
@@ -82,24 +82,24 @@ struct dais_mreq {
     dais_mreq *wprev, *wnext;             /* in worker->reqs */
     dais_mreq *qprev, *qnext;             /* in queue */
     dais_model_queue *queue;
-    dais_http_req *http;                  /* borrowed; NULL when the client left */
+    dais_http_req *http; /* borrowed; NULL when the client left */
 
     /* progress: enough to continue elsewhere (prompt ids + tokens already produced) */
-    uint32_t next_index;                  /* the response frame index expected next */
-    int32_t *prompt_ids;                  /* owned: frame 0's prompt token ids */
+    uint32_t next_index; /* the response frame index expected next */
+    int32_t *prompt_ids; /* owned: frame 0's prompt token ids */
     int32_t n_prompt_ids;
-    int32_t *out_ids;                     /* owned: output token ids received */
+    int32_t *out_ids; /* owned: output token ids received */
     int32_t n_out, cap_out;
-    struct evbuffer *text;                /* output text received (non-streamed replies) */
-    bool stream_started;                  /* SSE headers sent: errors go in-band now */
+    struct evbuffer *text; /* output text received (non-streamed replies) */
+    bool stream_started;   /* SSE headers sent: errors go in-band now */
     int32_t prompt_tokens, completion_tokens;
     enum dais_finish finish;
-    dais_infer_timings wt;                /* the worker's timings */
+    dais_infer_timings wt; /* the worker's timings */
 
     uint64_t t_start_ns, t_dispatch_ns, t_first_ns;
-    struct event deadline_ev;             /* assigned when the master has a request timeout */
+    struct event deadline_ev; /* assigned when the master has a request timeout */
     bool deadline_set;
-    dais_trace_ctx trace;                 /* this request's span context */
+    dais_trace_ctx trace; /* this request's span context */
     dais_span *span;
 };
 
@@ -114,7 +114,7 @@ struct dais_model_queue {
 
 typedef struct dais_master_metrics {
     dais_metrics_registry *reg;
-    dais_metric_family *http_requests;    /* {route, code} */
+    dais_metric_family *http_requests; /* {route, code} */
     dais_histogram *request_duration;
     dais_histogram *queue_time;
     dais_histogram *ttft;
@@ -123,10 +123,10 @@ typedef struct dais_master_metrics {
     dais_counter *tokens_out;
     dais_gauge *in_flight;
     dais_gauge *queued;
-    dais_metric_family *registrations;    /* {result} */
+    dais_metric_family *registrations; /* {result} */
     dais_counter *hb_sent, *hb_answered, *hb_lost, *hb_forged;
-    dais_counter *retries;                /* requests routed again (busy, worker lost early) */
-    dais_counter *failovers;              /* generations continued elsewhere (issue 4) */
+    dais_counter *retries;   /* requests routed again (busy, worker lost early) */
+    dais_counter *failovers; /* generations continued elsewhere (issue 4) */
     dais_histogram *hb_rtt;
 } dais_master_metrics;
 
@@ -155,20 +155,20 @@ struct dais_master {
     struct event *udp_ev;
     uint16_t hb_port;
     struct event *hb_timer;
-    uint64_t hb_timer_at;                 /* when hb_timer fires next (monotonic ns), 0 none */
+    uint64_t hb_timer_at; /* when hb_timer fires next (monotonic ns), 0 none */
 
     struct event *sig_int, *sig_term, *grace_poll, *grace_over;
     bool stopping;
 
-    uint64_t rng;                         /* xorshift64* for request ids and seeds */
-    const struct timeval *deadline_tv;    /* common timeout: O(1) timer adds per request */
-    dais_counter *http_codes[8][16];      /* dais_http_requests_total children by route, code */
+    uint64_t rng;                      /* xorshift64* for request ids and seeds */
+    const struct timeval *deadline_tv; /* common timeout: O(1) timer adds per request */
+    dais_counter *http_codes[8][16];   /* dais_http_requests_total children by route, code */
     int http_code_of[8][16];
 
     dais_model_queue *queues;
-    uint32_t n_inflight;                  /* requests dispatched to workers */
+    uint32_t n_inflight; /* requests dispatched to workers */
     uint32_t n_queued;
-    uint32_t n_requests;                  /* requests alive at the master (any state) */
+    uint32_t n_requests; /* requests alive at the master (any state) */
     uint64_t requests_total;
     uint64_t dgram_drops[DAIS_DGRAM__COUNT];
     uint64_t registrations[DAIS_REJECT__COUNT]; /* [NONE] = accepted */

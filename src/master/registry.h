@@ -51,22 +51,22 @@ struct dais_mreq;
 
 typedef struct dais_worker {
     char id[DAIS_NODE_ID_MAX + 1];
-    uint64_t session_id;                 /* heartbeat session, unique among live workers */
+    uint64_t session_id; /* heartbeat session, unique among live workers */
     uint8_t session_key[DAIS_SESSION_KEY_LEN];
-    dais_seq_window rx_window;           /* anti-replay for the worker's datagrams */
-    uint64_t tx_seq;                     /* last seq of a HEARTBEAT sent */
-    char addr[DAIS_NAME_MAX + 1];        /* heartbeat host (numeric) */
-    struct sockaddr_storage hb_sa;       /* where HEARTBEATs go */
+    dais_seq_window rx_window;     /* anti-replay for the worker's datagrams */
+    uint64_t tx_seq;               /* last seq of a HEARTBEAT sent */
+    char addr[DAIS_NAME_MAX + 1];  /* heartbeat host (numeric) */
+    struct sockaddr_storage hb_sa; /* where HEARTBEATs go */
     socklen_t hb_salen;
-    char peer[64];                       /* the TCP peer "ip:port" */
-    dais_msg_discovery caps;             /* capabilities as registered (auth fields kept) */
+    char peer[64];           /* the TCP peer "ip:port" */
+    dais_msg_discovery caps; /* capabilities as registered (auth fields kept) */
 
     enum dais_worker_state state;
-    bool draining;                       /* the worker said DRAIN: no new requests */
+    bool draining; /* the worker said DRAIN: no new requests */
     uint64_t registered_ns;
     uint64_t state_since_ns;
-    double registered_wall;              /* Unix seconds */
-    uint64_t last_heard_ns;              /* last authentic HEARTBEAT_ACK */
+    double registered_wall; /* Unix seconds */
+    uint64_t last_heard_ns; /* last authentic HEARTBEAT_ACK */
 
     /* heartbeat accounting: probes are HEARTBEATs, identified by their datagram seq */
     dais_detector det;
@@ -77,10 +77,10 @@ typedef struct dais_worker {
     dais_msg_heartbeat_ack metrics;
     uint64_t metrics_ns;
     double rtt_ms;
-    uint32_t inflight_at_report;         /* our in-flight count when those metrics arrived */
+    uint32_t inflight_at_report; /* our in-flight count when those metrics arrived */
 
     /* the master's own view of its load */
-    uint32_t inflight;                   /* requests the master has on it now */
+    uint32_t inflight; /* requests the master has on it now */
     uint64_t requests_total;
     uint64_t failures_total;
 
@@ -88,8 +88,8 @@ typedef struct dais_worker {
     dais_breaker breaker;
 
     /* owned by other modules */
-    void *conn;                          /* cluster connection (master.c) */
-    struct dais_mreq *reqs;              /* requests in flight on it (router) */
+    void *conn;             /* cluster connection (master.c) */
+    struct dais_mreq *reqs; /* requests in flight on it (router) */
 } dais_worker;
 
 typedef struct dais_registry dais_registry;

@@ -32,7 +32,7 @@
 #define MAX_ATTEMPTS 3
 /* Output a worker may send for one request beyond max_tokens (the stop-completing token). */
 #define OUT_TOKENS_SLACK 16
-#define OUT_TEXT_MAX (64u << 20)
+#define OUT_TEXT_MAX     (64u << 20)
 
 static void route(dais_mreq *r);
 
@@ -52,13 +52,10 @@ static void update_gauges(dais_master *m)
 static dais_model_queue *queue_get(dais_master *m, const char *model, bool create)
 {
     for (dais_model_queue *q = m->queues; q != NULL; q = q->next)
-        if (strcmp(q->model, model) == 0)
-            return q;
-    if (!create)
-        return NULL;
+        if (strcmp(q->model, model) == 0) return q;
+    if (!create) return NULL;
     dais_model_queue *q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return NULL;
+    if (q == NULL) return NULL;
     snprintf(q->model, sizeof(q->model), "%s", model);
     q->next = m->queues;
     m->queues = q;
@@ -68,16 +65,14 @@ static dais_model_queue *queue_get(dais_master *m, const char *model, bool creat
 uint32_t dais_router_queued(const dais_master *m, const char *model)
 {
     for (const dais_model_queue *q = m->queues; q != NULL; q = q->next)
-        if (strcmp(q->model, model) == 0)
-            return q->n;
+        if (strcmp(q->model, model) == 0) return q->n;
     return 0;
 }
 
 static void queue_unlink(dais_mreq *r)
 {
     dais_model_queue *q = r->queue;
-    if (q == NULL)
-        return;
+    if (q == NULL) return;
     if (r->qprev != NULL)
         r->qprev->qnext = r->qnext;
     else
@@ -127,8 +122,7 @@ enum outcome { O_SUCCESS = 0, O_FAILURE, O_NEUTRAL };
 static void worker_unlink(dais_mreq *r, enum outcome o)
 {
     dais_worker *w = r->worker;
-    if (w == NULL)
-        return;
+    if (w == NULL) return;
     if (o == O_NEUTRAL)
         dais_breaker_cancel(&w->breaker, r->ticket);
     else if (dais_breaker_record(&w->breaker, dais_now_ns(), r->ticket, o == O_SUCCESS) ==
@@ -139,12 +133,10 @@ static void worker_unlink(dais_mreq *r, enum outcome o)
         r->wprev->wnext = r->wnext;
     else
         w->reqs = r->wnext;
-    if (r->wnext != NULL)
-        r->wnext->wprev = r->wprev;
+    if (r->wnext != NULL) r->wnext->wprev = r->wprev;
     r->wprev = r->wnext = NULL;
     r->worker = NULL;
-    if (w->inflight > 0)
-        w->inflight--;
+    if (w->inflight > 0) w->inflight--;
     r->m->n_inflight--;
     update_gauges(r->m);
 }
@@ -154,8 +146,7 @@ static void worker_link(dais_mreq *r, dais_worker *w)
     r->worker = w;
     r->wprev = NULL;
     r->wnext = w->reqs;
-    if (w->reqs != NULL)
-        w->reqs->wprev = r;
+    if (w->reqs != NULL) w->reqs->wprev = r;
     w->reqs = r;
     w->inflight++;
     w->requests_total++;
@@ -174,10 +165,8 @@ static void req_free(dais_mreq *r)
         dais_api_error_reply(r->http, 500, "internal", "request ended without a reply", NULL);
         r->http = NULL;
     }
-    if (r->deadline_set)
-        event_del(&r->deadline_ev);
-    if (r->text != NULL)
-        evbuffer_free(r->text);
+    if (r->deadline_set) event_del(&r->deadline_ev);
+    if (r->text != NULL) evbuffer_free(r->text);
     free(r->prompt_ids);
     free(r->out_ids);
     dais_span_end(r->span);
@@ -189,17 +178,14 @@ static void req_free(dais_mreq *r)
 static void send_cancel(dais_mreq *r, const char *reason)
 {
     dais_worker *w = r->worker;
-    if (w == NULL)
-        return;
+    if (w == NULL) return;
     dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, r->m->cfg.node_id, w->id);
-    if (msg == NULL)
-        return;
+    if (msg == NULL) return;
     dais_msg_cancel c;
     memset(&c, 0, sizeof(c));
     snprintf(c.request_id, sizeof(c.request_id), "%s", r->id);
     snprintf(c.reason, sizeof(c.reason), "%s", reason);
-    if (dais_cancel_encode(&c, msg) == 0)
-        dais_cluster_send(r->m, w, msg);
+    if (dais_cancel_encode(&c, msg) == 0) dais_cluster_send(r->m, w, msg);
     dais_msg_free(msg);
 }
 
@@ -221,8 +207,7 @@ static void sse_event(dais_mreq *r, const char *event, json_t *data)
         evbuffer_add(b, "\n\n", 2);
         size_t len = evbuffer_get_length(b);
         const void *p = evbuffer_pullup(b, -1);
-        if (p != NULL)
-            dais_http_stream_write(r->http, p, len);
+        if (p != NULL) dais_http_stream_write(r->http, p, len);
         evbuffer_free(b);
     }
     free(s);
@@ -245,16 +230,13 @@ static void id_headers(const dais_mreq *r, char *out, size_t cap)
 
 static bool start_stream(dais_mreq *r)
 {
-    if (r->stream_started)
-        return true;
-    if (r->http == NULL)
-        return false;
+    if (r->stream_started) return true;
+    if (r->http == NULL) return false;
     char ids[256], headers[320];
     id_headers(r, ids, sizeof(ids));
     snprintf(headers, sizeof(headers), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s",
              ids);
-    if (dais_http_stream_start(r->http, 200, "text/event-stream", headers) != 0)
-        return false;
+    if (dais_http_stream_start(r->http, 200, "text/event-stream", headers) != 0) return false;
     r->stream_started = true;
     return true;
 }
@@ -274,8 +256,7 @@ static void fail(dais_mreq *r, int status, const char *code, const char *message
         if (r->stream_started) {
             json_t *e = json_pack("{s:{s:s,s:o,s:i}}", "error", "code", code, "message",
                                   dais_json_text(message, strlen(message)), "status", status);
-            if (e != NULL)
-                sse_event(r, "error", e);
+            if (e != NULL) sse_event(r, "error", e);
             dais_http_stream_end(r->http);
         } else {
             char ids[256], extra[384];
@@ -303,8 +284,7 @@ static void observe(dais_mreq *r, uint64_t now)
             dais_histogram_observe(m->mx.tpot, (double)(now - r->t_first_ns) / 1e9 /
                                                    (double)(r->completion_tokens - 1));
     }
-    if (r->prompt_tokens > 0)
-        dais_counter_add(m->mx.tokens_in, (uint64_t)r->prompt_tokens);
+    if (r->prompt_tokens > 0) dais_counter_add(m->mx.tokens_in, (uint64_t)r->prompt_tokens);
     if (r->completion_tokens > 0)
         dais_counter_add(m->mx.tokens_out, (uint64_t)r->completion_tokens);
 }
@@ -419,8 +399,7 @@ static int dispatch(dais_mreq *r, dais_worker *w)
 {
     dais_master *m = r->m;
     dais_msg *msg = dais_msg_new(DAIS_MSG_INFERENCE_REQUEST, m->cfg.node_id, w->id);
-    if (msg == NULL)
-        return DAIS_ENOMEM;
+    if (msg == NULL) return DAIS_ENOMEM;
     dais_msg_infer_req q;
     memset(&q, 0, sizeof(q));
     snprintf(q.request_id, sizeof(q.request_id), "%s", r->id);
@@ -451,8 +430,7 @@ static int dispatch(dais_mreq *r, dais_worker *w)
         uint64_t end = r->t_start_ns + (uint64_t)m->cfg.request_timeout_ms * 1000000ull;
         q.deadline_ms = end > now ? (uint32_t)((end - now + 999999) / 1000000) : 1;
     }
-    if (r->trace.valid)
-        dais_traceparent_format(&r->trace, q.traceparent);
+    if (r->trace.valid) dais_traceparent_format(&r->trace, q.traceparent);
     int rc = dais_infer_req_encode(&q, msg);
     free(ids);
     if (rc != 0) {
@@ -484,8 +462,7 @@ static bool breaker_admits(dais_worker *w, void *arg)
 {
     uint64_t now = *(const uint64_t *)arg;
     enum dais_breaker_state st = dais_breaker_state_at(&w->breaker, now);
-    if (st == DAIS_BREAKER_OPEN)
-        return false;
+    if (st == DAIS_BREAKER_OPEN) return false;
     return !(w->breaker.state == DAIS_BREAKER_HALF_OPEN &&
              w->breaker.probes_in_flight >= w->breaker.cfg.half_open_probes);
 }
@@ -499,18 +476,15 @@ static void route(dais_mreq *r)
             return;
         }
         if (r->attempts >= MAX_ATTEMPTS) {
-            fail(r, 503, "overloaded", "no worker could take the request",
-                 dais_api_retry_after(m));
+            fail(r, 503, "overloaded", "no worker could take the request", dais_api_retry_after(m));
             return;
         }
         enum dais_pick_result why;
         uint64_t now = dais_now_ns();
-        dais_worker *w =
-            dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &now, &why);
+        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &now, &why);
         if (w != NULL) {
             int rc = dispatch(r, w);
-            if (rc == 0)
-                return;
+            if (rc == 0) return;
             if (rc == DAIS_EINVAL || rc == DAIS_ENOMEM) {
                 fail(r, 500, "internal", "the request could not be encoded for a worker", NULL);
                 return;
@@ -521,8 +495,8 @@ static void route(dais_mreq *r)
             }
             /* Its connection is gone or stuck: the worker is lost; try another. */
             r->attempts++;
-            dais_cluster_worker_lost(m, w, rc == DAIS_EBUSY ? "not reading its connection"
-                                                            : "cannot send to it");
+            dais_cluster_worker_lost(
+                m, w, rc == DAIS_EBUSY ? "not reading its connection" : "cannot send to it");
             continue;
         }
         if (why == DAIS_PICK_FULL) {
@@ -571,11 +545,9 @@ static void on_abort(dais_http_req *http, void *arg)
         send_cancel(r, "client_gone");
         worker_unlink(r, O_NEUTRAL);
     }
-    if (r->span != NULL)
-        dais_span_set_status(r->span, DAIS_SPAN_ERROR, "client_gone");
+    if (r->span != NULL) dais_span_set_status(r->span, DAIS_SPAN_ERROR, "client_gone");
     req_free(r);
-    if (w != NULL)
-        dais_router_worker_ready(m, w);
+    if (w != NULL) dais_router_worker_ready(m, w);
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -593,8 +565,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
              r->m->cfg.request_timeout_ms);
     dais_master *m = r->m;
     fail(r, 504, "timeout", msg, NULL);
-    if (w != NULL)
-        dais_router_worker_ready(m, w);
+    if (w != NULL) dais_router_worker_ready(m, w);
 }
 
 /* Picks the model of a request without one; returns false after replying with an error. */
@@ -605,8 +576,7 @@ static bool resolve_model(dais_master *m, dais_http_req *http, const dais_api_re
         if (!dais_master_config_serves(&m->cfg, api->model, NULL)) {
             char served[512], msg[768];
             dais_master_models_text(m, served, sizeof(served));
-            snprintf(msg, sizeof(msg), "model '%s' is not served (served: %s)", api->model,
-                     served);
+            snprintf(msg, sizeof(msg), "model '%s' is not served (served: %s)", api->model, served);
             dais_api_error_reply(http, 404, "model_not_found", msg, NULL);
             return false;
         }
@@ -623,8 +593,7 @@ static bool resolve_model(dais_master *m, dais_http_req *http, const dais_api_re
         bool several = false;
         for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
             const dais_worker *w = dais_registry_at(m->reg, i);
-            if (w->state == DAIS_WORKER_DEAD)
-                continue;
+            if (w->state == DAIS_WORKER_DEAD) continue;
             if (found == NULL)
                 found = w->caps.model.name;
             else if (strcmp(found, w->caps.model.name) != 0)
@@ -682,17 +651,15 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
     r->t_start_ns = dais_http_req_start_ns(http);
     if (!r->api.seed_set)
         r->api.params.seed = dais_master_rand64(m) & ((1ull << 53) - 1); /* wire: 0..2^53 */
-    if (!r->api.stream)
-        r->text = evbuffer_new();
+    if (!r->api.stream) r->text = evbuffer_new();
     dais_http_req_on_abort(http, on_abort, r);
 
     /* Tracing: continue the client's trace when it sent one. */
     dais_trace_ctx parent = {0};
     const char *tp = dais_http_req_header(http, "traceparent");
-    if (tp != NULL)
-        dais_traceparent_parse(tp, strlen(tp), &parent);
-    r->span = dais_span_start(m->tracer, "POST /api/inference", DAIS_SPAN_SERVER, &parent,
-                              &r->trace);
+    if (tp != NULL) dais_traceparent_parse(tp, strlen(tp), &parent);
+    r->span =
+        dais_span_start(m->tracer, "POST /api/inference", DAIS_SPAN_SERVER, &parent, &r->trace);
     dais_span_set_str(r->span, "dais.model", r->model);
     dais_span_set_str(r->span, "dais.request_id", r->id);
 
@@ -713,24 +680,20 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
 static dais_mreq *find_on_worker(dais_worker *w, const char *id)
 {
     for (dais_mreq *r = w->reqs; r != NULL; r = r->wnext)
-        if (strcmp(r->id, id) == 0)
-            return r;
+        if (strcmp(r->id, id) == 0) return r;
     return NULL;
 }
 
 static int append_ids(int32_t **arr, int32_t *n, int32_t *cap, const int32_t *ids, int32_t k)
 {
-    if (k <= 0)
-        return 0;
-    if (*n > INT32_MAX - k)
-        return DAIS_ERANGE;
+    if (k <= 0) return 0;
+    if (*n > INT32_MAX - k) return DAIS_ERANGE;
     if (*n + k > *cap) {
         int32_t nc = *cap > 0 ? *cap : 64;
         while (nc < *n + k)
             nc = nc > INT32_MAX / 2 ? *n + k : nc * 2;
         int32_t *na = realloc(*arr, (size_t)nc * sizeof(int32_t));
-        if (na == NULL)
-            return DAIS_ENOMEM;
+        if (na == NULL) return DAIS_ENOMEM;
         *arr = na;
         *cap = nc;
     }
@@ -741,17 +704,14 @@ static int append_ids(int32_t **arr, int32_t *n, int32_t *cap, const int32_t *id
 
 static void emit_text(dais_mreq *r, const char *text, size_t len)
 {
-    if (len == 0)
-        return;
+    if (len == 0) return;
     if (!r->api.stream) {
         evbuffer_add(r->text, text, len);
         return;
     }
-    if (!start_stream(r))
-        return;
+    if (!start_stream(r)) return;
     struct evbuffer *b = evbuffer_new();
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     evbuffer_add(b, "event: token\ndata: {\"text\":", 27);
     dais_json_put_str(b, text, len);
     evbuffer_add(b, "}\n\n", 3);
@@ -799,11 +759,10 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
     }
     int rc = 0;
     dais_mreq *r = find_on_worker(w, resp.request_id);
-    if (r == NULL)
-        goto out; /* cancelled or timed out here already */
+    if (r == NULL) goto out; /* cancelled or timed out here already */
     if (resp.index != r->next_index) {
-        DAIS_WARN("worker %s: request %s frame %u arrived, %u expected", w->id, r->id,
-                  resp.index, r->next_index);
+        DAIS_WARN("worker %s: request %s frame %u arrived, %u expected", w->id, r->id, resp.index,
+                  r->next_index);
         rc = DAIS_EPROTO;
         goto out;
     }
@@ -821,8 +780,7 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
         goto out;
     }
     if (resp.n_tokens > 0) {
-        if (r->t_first_ns == 0)
-            r->t_first_ns = dais_now_ns();
+        if (r->t_first_ns == 0) r->t_first_ns = dais_now_ns();
         if ((int64_t)r->n_out + resp.n_tokens >
                 (int64_t)r->api.params.max_tokens + OUT_TOKENS_SLACK ||
             append_ids(&r->out_ids, &r->n_out, &r->cap_out, resp.tokens, resp.n_tokens) != 0) {
@@ -836,8 +794,7 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
         goto out;
     }
     emit_text(r, resp.text, resp.text_len);
-    if (!resp.final)
-        goto out;
+    if (!resp.final) goto out;
 
     r->finish = resp.finish;
     r->prompt_tokens = resp.prompt_tokens;
@@ -867,13 +824,11 @@ out:
 void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *e)
 {
     dais_mreq *r = find_on_worker(w, e->request_id);
-    if (r == NULL)
-        return;
+    if (r == NULL) return;
     enum dais_perr code = dais_perr_from_name(e->code);
     bool again = code == DAIS_PERR_BUSY || code == DAIS_PERR_DRAINING;
     worker_unlink(r, again ? O_NEUTRAL : worker_blamed(e->code));
-    if (code == DAIS_PERR_DRAINING)
-        w->draining = true;
+    if (code == DAIS_PERR_DRAINING) w->draining = true;
     if (again) {
         /* Not started: safe to route again (the worker that refused is full or leaving). */
         DAIS_DEBUG("request %s: worker %s answered %s; routing again", r->id, w->id, e->code);
@@ -896,8 +851,7 @@ void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reaso
     /* Queued requests for a model nobody serves any more would wait for nothing. */
     const char *model = w->caps.model.name;
     dais_model_queue *q = queue_get(m, model, false);
-    if (q == NULL || q->head == NULL)
-        return;
+    if (q == NULL || q->head == NULL) return;
     for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
         const dais_worker *o = dais_registry_at(m->reg, i);
         if (o != w && o->state != DAIS_WORKER_DEAD && !o->draining &&
@@ -914,16 +868,14 @@ void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reaso
 
 void dais_router_worker_ready(dais_master *m, dais_worker *w)
 {
-    if (m == NULL || w == NULL || m->stopping)
-        return;
+    if (m == NULL || w == NULL || m->stopping) return;
     dais_model_queue *q = queue_get(m, w->caps.model.name, false);
     while (q != NULL && q->head != NULL) {
         enum dais_pick_result why;
         uint64_t now = dais_now_ns();
         dais_worker *pick =
             dais_balancer_pick(&m->bal, m->reg, q->model, breaker_admits, &now, &why);
-        if (pick == NULL)
-            return;
+        if (pick == NULL) return;
         dais_mreq *r = q->head;
         queue_unlink(r);
         route(r);

@@ -18,21 +18,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dais_api_error e;
     int rc = dais_api_request_parse((const char *)data, size, &lim, &r, &e);
     if (rc == 0) {
-        if (r.prompt == NULL || strlen(r.prompt) != r.prompt_len)
-            abort();
-        if (r.params.max_tokens < 1 || r.params.max_tokens > 4096)
-            abort();
-        if (!(r.params.temperature >= 0) || !(r.params.top_p > 0) || r.params.top_p > 1)
-            abort();
-        if (r.params.n_stop < 0 || r.params.n_stop > DAIS_STOP_MAX)
-            abort();
+        if (r.prompt == NULL || strlen(r.prompt) != r.prompt_len) abort();
+        if (r.params.max_tokens < 1 || r.params.max_tokens > 4096) abort();
+        if (!(r.params.temperature >= 0) || !(r.params.top_p > 0) || r.params.top_p > 1) abort();
+        if (r.params.n_stop < 0 || r.params.n_stop > DAIS_STOP_MAX) abort();
         for (int i = 0; i < r.params.n_stop; i++)
             if (strlen(r.params.stop[i]) == 0 || strlen(r.params.stop[i]) > DAIS_STOP_LEN_MAX)
                 abort();
         dais_api_request_clear(&r);
     } else {
-        if (e.status != 400 || e.code[0] == '\0' || e.message[0] == '\0')
-            abort();
+        if (e.status != 400 || e.code[0] == '\0' || e.message[0] == '\0') abort();
     }
     return 0;
 }

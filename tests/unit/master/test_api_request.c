@@ -21,10 +21,11 @@ static void test_full_request(void **state)
     (void)state;
     dais_api_request r;
     dais_api_error e;
-    const char *body = "{\"model\":\"stories260K\",\"prompt\":\"Once upon a time\",\"max_tokens\":60,"
-                       "\"temperature\":0,\"top_k\":40,\"top_p\":0.9,\"min_p\":0.05,"
-                       "\"repeat_penalty\":1.1,\"repeat_last_n\":32,\"seed\":42,"
-                       "\"stop\":[\"\\n\",\"The end\"],\"stream\":true}";
+    const char *body =
+        "{\"model\":\"stories260K\",\"prompt\":\"Once upon a time\",\"max_tokens\":60,"
+        "\"temperature\":0,\"top_k\":40,\"top_p\":0.9,\"min_p\":0.05,"
+        "\"repeat_penalty\":1.1,\"repeat_last_n\":32,\"seed\":42,"
+        "\"stop\":[\"\\n\",\"The end\"],\"stream\":true}";
     assert_int_equal(parse(body, &r, &e), 0);
     assert_string_equal(r.model, "stories260K");
     assert_string_equal(r.prompt, "Once upon a time");
@@ -94,8 +95,9 @@ static void test_field_errors(void **state)
     expect_field("{\"prompt\":\"a\",\"repeat_last_n\":4097}", "invalid_field", "repeat_last_n");
     expect_field("{\"prompt\":\"a\",\"stop\":5}", "invalid_field", "stop");
     expect_field("{\"prompt\":\"a\",\"stop\":[\"\"]}", "invalid_field", "stop");
-    expect_field("{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
-                 "invalid_field", "stop");
+    expect_field(
+        "{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
+        "invalid_field", "stop");
     expect_field("{\"prompt\":\"a\",\"stream\":1}", "invalid_field", "stream");
     expect_field("{\"prompt\":\"a\",\"model\":\"\"}", "invalid_field", "model");
     expect_field("{\"prompt\":\"a\",\"max_token\":5}", "unknown_field", "max_token");

@@ -12,10 +12,19 @@
 
 #include "master/config.h"
 
-static const char *const ENVS[] = {
-    "DAIS_ADDR", "DAIS_HTTP_ADDR", "DAIS_HTTP_PORT", "DAIS_CLUSTER_PORT", "DAIS_CLUSTER_TOKEN",
-    "DAIS_CLUSTER_TOKEN_FILE", "DAIS_MODELS", "DAIS_HEARTBEAT_INTERVAL", "DAIS_HEARTBEAT_MISSES",
-    "DAIS_BODY_LIMIT", "DAIS_LOG_LEVEL", "DAIS_NO_METRICS", NULL};
+static const char *const ENVS[] = {"DAIS_ADDR",
+                                   "DAIS_HTTP_ADDR",
+                                   "DAIS_HTTP_PORT",
+                                   "DAIS_CLUSTER_PORT",
+                                   "DAIS_CLUSTER_TOKEN",
+                                   "DAIS_CLUSTER_TOKEN_FILE",
+                                   "DAIS_MODELS",
+                                   "DAIS_HEARTBEAT_INTERVAL",
+                                   "DAIS_HEARTBEAT_MISSES",
+                                   "DAIS_BODY_LIMIT",
+                                   "DAIS_LOG_LEVEL",
+                                   "DAIS_NO_METRICS",
+                                   NULL};
 
 static int setup(void **state)
 {
@@ -65,8 +74,16 @@ static void test_flag_wins_over_env(void **state)
     setenv("DAIS_MODELS", "a, b", 1);
     setenv("DAIS_ADDR", "127.0.0.1", 1);
     setenv("DAIS_NO_METRICS", "true", 1);
-    const char *argv[] = {"master", "--http-port", "4321", "--token=flagtok", "--model", "c",
-                          "--heartbeat-misses=5", "--body-limit", "64k", "--cluster-addr",
+    const char *argv[] = {"master",
+                          "--http-port",
+                          "4321",
+                          "--token=flagtok",
+                          "--model",
+                          "c",
+                          "--heartbeat-misses=5",
+                          "--body-limit",
+                          "64k",
+                          "--cluster-addr",
                           "::1"};
     assert_int_equal(parse(&c, 11, argv, &e), 0);
     assert_int_equal(c.http_port, 4321);
@@ -96,10 +113,14 @@ static void test_bad_values(void **state)
     dais_err e;
     setenv("DAIS_CLUSTER_TOKEN", "t", 1);
     const char *bad[][3] = {
-        {"--http-port", "65536", "--http-port"},   {"--heartbeat-interval", "0", "interval"},
-        {"--heartbeat-interval", "5x", "interval"}, {"--heartbeat-misses", "0", "misses"},
-        {"--body-limit", "2GiB", "body-limit"},     {"--log-level", "loud", "log-level"},
-        {"--model", "a@123", "hash"},               {"--id", "bad id", "node id"},
+        {"--http-port", "65536", "--http-port"},
+        {"--heartbeat-interval", "0", "interval"},
+        {"--heartbeat-interval", "5x", "interval"},
+        {"--heartbeat-misses", "0", "misses"},
+        {"--body-limit", "2GiB", "body-limit"},
+        {"--log-level", "loud", "log-level"},
+        {"--model", "a@123", "hash"},
+        {"--id", "bad id", "node id"},
         {"--bogus", "1", "unknown option"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -69,9 +69,8 @@ static void test_post_length_and_connection(void **state)
     assert_true(h.keep_alive);
     assert_int_equal(h.minor, 0);
 
-    assert_int_equal(parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &h,
-                           &st),
-                     0);
+    assert_int_equal(
+        parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &h, &st), 0);
     assert_true(h.chunked);
 }
 

@@ -53,8 +53,7 @@ static void on_abort(dais_http_req *req, void *arg)
     (void)req;
     later *l = arg;
     atomic_fetch_add(&g_aborts, 1);
-    if (l != NULL)
-        later_free(l);
+    if (l != NULL) later_free(l);
 }
 
 static void later_cb(evutil_socket_t fd, short what, void *arg)
@@ -72,8 +71,7 @@ static void later_cb(evutil_socket_t fd, short what, void *arg)
     if (l->step < 3) {
         char chunk[16];
         int n = snprintf(chunk, sizeof(chunk), "part%d;", l->step);
-        if (l->step == 0)
-            dais_http_stream_start(l->req, 200, "text/plain", "X-Test: 1\r\n");
+        if (l->step == 0) dais_http_stream_start(l->req, 200, "text/plain", "X-Test: 1\r\n");
         dais_http_stream_write(l->req, chunk, (size_t)n);
         l->step++;
         struct timeval tv = {0, 20000};
@@ -99,8 +97,7 @@ static void handler(dais_http_req *req, void *arg)
         dais_http_reply(req, 200, "application/octet-stream", hdr, body, len);
         return;
     }
-    if (strcmp(path, "/later") == 0 || strcmp(path, "/stream") == 0 ||
-        strcmp(path, "/hang") == 0) {
+    if (strcmp(path, "/later") == 0 || strcmp(path, "/stream") == 0 || strcmp(path, "/hang") == 0) {
         later *l = calloc(1, sizeof(*l));
         l->req = req;
         l->ev = evtimer_new(g_base, later_cb, l);
@@ -191,8 +188,7 @@ static const char *read_until(int fd, const char *needle)
     buf[0] = '\0';
     while (n < sizeof(buf) - 1 && strstr(buf, needle) == NULL) {
         ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
-        if (r <= 0)
-            break;
+        if (r <= 0) break;
         n += (size_t)r;
         buf[n] = '\0';
     }
@@ -204,10 +200,8 @@ static bool closed_by_peer(int fd)
     char c;
     for (int i = 0; i < 50; i++) {
         ssize_t r = recv(fd, &c, 1, 0);
-        if (r == 0)
-            return true;
-        if (r < 0)
-            return true;
+        if (r == 0) return true;
+        if (r < 0) return true;
     }
     return false;
 }
@@ -216,17 +210,17 @@ static void test_keepalive_and_pipelining(void **state)
 {
     (void)state;
     int fd = connect_srv();
-    send_str(fd, "POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nX-Name: n1\r\nContent-Length: 5\r\n\r\nhello"
-                 "GET /echo?b=2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                 "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
-                 "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    send_str(fd,
+             "POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nX-Name: n1\r\nContent-Length: 5\r\n\r\nhello"
+             "GET /echo?b=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     const char *r = read_until(fd, "X-Query: \r\n");
     const char *a = strstr(r, "X-Query: a=1\r\nX-Name: n1\r\n");
     const char *b = strstr(r, "X-Query: b=2\r\n");
     const char *l = strstr(r, "\r\n\r\nlater");
     const char *d = strstr(r, "X-Query: \r\n");
-    if (!(a != NULL && b > a && l > b && d > l))
-        fprintf(stderr, "got: %s\n", r);
+    if (!(a != NULL && b > a && l > b && d > l)) fprintf(stderr, "got: %s\n", r);
     assert_true(a != NULL && b > a && l > b && d > l); /* answered in order */
     assert_non_null(strstr(r, "\r\n\r\nhello"));
     assert_null(strstr(r, "Connection: close"));

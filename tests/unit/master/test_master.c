@@ -88,8 +88,7 @@ static bool recv_exact(int fd, void *buf, size_t len)
     char *p = buf;
     while (len > 0) {
         ssize_t n = recv(fd, p, len, 0);
-        if (n <= 0)
-            return false;
+        if (n <= 0) return false;
         p += n;
         len -= (size_t)n;
     }
@@ -123,8 +122,7 @@ static void http_read(int fd, http_resp *r)
     while (hl < sizeof(r->head) - 1) {
         assert_true(recv_exact(fd, r->head + hl, 1));
         hl++;
-        if (hl >= 4 && memcmp(r->head + hl - 4, "\r\n\r\n", 4) == 0)
-            break;
+        if (hl >= 4 && memcmp(r->head + hl - 4, "\r\n\r\n", 4) == 0) break;
     }
     r->head[hl] = '\0';
     assert_int_equal(sscanf(r->head, "HTTP/1.1 %d", &r->status), 1);
@@ -202,8 +200,7 @@ static void frame_send(int fd, const dais_msg *m)
 static dais_msg *frame_recv(int fd)
 {
     uint8_t hdr[DAIS_FRAME_HEADER_LEN];
-    if (!recv_exact(fd, hdr, sizeof(hdr)))
-        return NULL;
+    if (!recv_exact(fd, hdr, sizeof(hdr))) return NULL;
     dais_frame_header h;
     dais_err err;
     assert_int_equal(dais_frame_header_parse(hdr, NULL, &h, &err), 0);
@@ -253,7 +250,8 @@ static dais_msg *fw_register(fake_worker *w, const char *id, const char *token, 
     d.slots = 2;
     d.batch = 64;
     d.queue = 0;
-    assert_int_equal(dais_auth_make_discovery(token, strlen(token), id, dais_wall_ms(), &d.auth), 0);
+    assert_int_equal(dais_auth_make_discovery(token, strlen(token), id, dais_wall_ms(), &d.auth),
+                     0);
     memcpy(w->nonce, d.auth.nonce, sizeof(w->nonce));
     dais_msg *m = dais_msg_new(DAIS_MSG_NODE_DISCOVERY, id, "master");
     assert_int_equal(dais_discovery_encode(&d, m), 0);
@@ -280,17 +278,14 @@ static int fw_heartbeats(fake_worker *w, int ms)
     uint64_t end = dais_now_ns() + (uint64_t)ms * 1000000ull;
     for (;;) {
         uint64_t now = dais_now_ns();
-        if (now >= end)
-            return answered;
+        if (now >= end) return answered;
         struct pollfd p = {.fd = w->udp, .events = POLLIN};
-        if (poll(&p, 1, (int)((end - now) / 1000000ull) + 1) != 1)
-            continue;
+        if (poll(&p, 1, (int)((end - now) / 1000000ull) + 1) != 1) continue;
         uint8_t buf[DAIS_DGRAM_MAX];
         struct sockaddr_storage from;
         socklen_t fl = sizeof(from);
         ssize_t n = recvfrom(w->udp, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
-        if (n <= 0)
-            continue;
+        if (n <= 0) continue;
         dais_msg *m = NULL;
         uint64_t seq = 0;
         dais_err err;
@@ -314,7 +309,8 @@ static int fw_heartbeats(fake_worker *w, int ms)
         dais_msg *r = dais_msg_new(DAIS_MSG_HEARTBEAT_ACK, w->id, "master");
         assert_int_equal(dais_heartbeat_ack_encode(&ack, r), 0);
         size_t len;
-        assert_int_equal(dais_dgram_seal(r, w->session, ++w->tx, w->key, buf, sizeof(buf), &len), 0);
+        assert_int_equal(dais_dgram_seal(r, w->session, ++w->tx, w->key, buf, sizeof(buf), &len),
+                         0);
         dais_msg_free(r);
         sendto(w->udp, buf, len, 0, (struct sockaddr *)&from, fl);
         answered++;
@@ -323,10 +319,8 @@ static int fw_heartbeats(fake_worker *w, int ms)
 
 static void fw_close(fake_worker *w)
 {
-    if (w->tcp >= 0)
-        close(w->tcp);
-    if (w->udp >= 0)
-        close(w->udp);
+    if (w->tcp >= 0) close(w->tcp);
+    if (w->udp >= 0) close(w->udp);
     w->tcp = w->udp = -1;
 }
 
@@ -388,8 +382,7 @@ static bool wait_state(const char *id, const char *state, int ms)
         http("GET", "/api/cluster", NULL, &r);
         bool found = r.body != NULL && strstr(r.body, needle) != NULL;
         http_free(&r);
-        if (found)
-            return true;
+        if (found) return true;
         sleep_ms(20);
     }
     return false;

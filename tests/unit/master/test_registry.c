@@ -67,9 +67,11 @@ static void test_add_find_remove(void **state)
 
 /* The heartbeat cadence of the tests: 200 ms, suspect probes every 200 ms, ack timeout 200 ms,
  * dead after 3 misses and 600 ms of silence. */
-static const dais_detector_config TEST_DC = {
-    .interval_ns = 200 * MS, .suspect_interval_ns = 200 * MS, .ack_timeout_ns = 200 * MS,
-    .dead_missed = 3, .dead_after_ns = 600 * MS};
+static const dais_detector_config TEST_DC = {.interval_ns = 200 * MS,
+                                             .suspect_interval_ns = 200 * MS,
+                                             .ack_timeout_ns = 200 * MS,
+                                             .dead_missed = 3,
+                                             .dead_after_ns = 600 * MS};
 
 /* Drives the worker's detector to `until` the way the master's timer does (probing whenever
  * due, checking at each next event), answering every probe when `answer`. */
@@ -79,8 +81,7 @@ static void drive(dais_worker *w, uint64_t *t, uint64_t until, bool answer)
         dais_worker_hb_check(w, *t);
         if (dais_worker_hb_due(w, *t)) {
             send_hb_at(w, *t);
-            if (answer)
-                assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, *t + MS, NULL));
+            if (answer) assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, *t + MS, NULL));
         }
         uint64_t next = dais_worker_hb_next_ns(w);
         *t = next > *t ? next : *t + MS;
@@ -113,8 +114,7 @@ static void test_heartbeat_states(void **state)
     uint64_t t_suspect = 0;
     while (w->state != DAIS_WORKER_DEAD) {
         drive(w, &t, t + MS, false);
-        if (w->state == DAIS_WORKER_SUSPECT && t_suspect == 0)
-            t_suspect = t;
+        if (w->state == DAIS_WORKER_SUSPECT && t_suspect == 0) t_suspect = t;
     }
     assert_true(t_suspect > silent_from && t_suspect - silent_from <= 420 * MS);
     assert_true(w->state_since_ns - silent_from >= 600 * MS);
@@ -147,8 +147,7 @@ static void test_heartbeat_loss_tolerated(void **state)
         seen_suspect |= w->state == DAIS_WORKER_SUSPECT;
         if (dais_worker_hb_due(w, t)) {
             send_hb_at(w, t);
-            if (k++ % 2 == 1)
-                assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, t + MS, NULL));
+            if (k++ % 2 == 1) assert_true(dais_worker_hb_ack(w, w->tx_seq, NULL, t + MS, NULL));
         }
         uint64_t next = dais_worker_hb_next_ns(w);
         t = next > t ? next : t + MS;
