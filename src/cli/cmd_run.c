@@ -308,7 +308,7 @@ static void stop_all(child *kids, int n)
                 }
             killed = true;
         }
-        struct timespec nap = {0, 20 * 1000 * 1000};
+        struct timespec nap = {0, 20L * 1000 * 1000};
         nanosleep(&nap, NULL);
     }
 }
@@ -490,7 +490,7 @@ int dais_cmd_run(int argc, char **argv)
     bool ready = false;
     int status = 0;
     for (;;) {
-        struct timespec wait = {0, 100 * 1000 * 1000};
+        struct timespec wait = {0, 100L * 1000 * 1000};
         siginfo_t si;
         int sig = sigtimedwait(&mask, &si, &wait);
         if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {

@@ -85,8 +85,8 @@ static int parse_fields(json_t *root, const dais_api_limits *lim, dais_api_reque
     bool have_prompt = false;
     json_object_foreach(root, key, v)
     {
-        double d;
-        long long x;
+        double d = 0;
+        long long x = 0;
         int rc = 0;
         if (strcmp(key, "model") == 0) {
             if (!json_is_string(v) ||

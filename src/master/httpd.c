@@ -93,7 +93,7 @@ struct dais_httpd {
 
 void dais_httpd_config_default(dais_httpd_config *c)
 {
-    c->max_head = 16 * 1024;
+    c->max_head = (size_t)16 * 1024;
     c->max_body = 1u << 20;
     c->max_conns = 4096;
     c->idle_timeout_ms = 60000;
@@ -106,7 +106,7 @@ static void process(conn *c);
 
 static struct timeval ms_tv(uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     return tv;
 }
 
@@ -815,6 +815,7 @@ int dais_httpd_listen(dais_httpd *s, const char *addr, uint16_t port, dais_err *
         return dais_err_set(err, DAIS_EIO, "http listen on %s:%u: %s", addr, port, strerror(e));
     evconnlistener_set_error_cb(s->lis, accept_error_cb);
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     socklen_t sl = sizeof(ss);
     if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) == 0)
         s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

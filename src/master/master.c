@@ -308,7 +308,7 @@ void dais_master_stop(dais_master *m)
     }
     struct timeval poll = {0, 50000};
     struct timeval grace = {m->cfg.shutdown_grace_ms / 1000,
-                            (m->cfg.shutdown_grace_ms % 1000) * 1000};
+                            (suseconds_t)(m->cfg.shutdown_grace_ms % 1000) * 1000};
     evtimer_add(m->grace_poll, &poll);
     evtimer_add(m->grace_over, &grace);
 }
@@ -346,7 +346,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
     }
     if (cfg->request_timeout_ms > 0) {
         struct timeval tv = {cfg->request_timeout_ms / 1000,
-                             (cfg->request_timeout_ms % 1000) * 1000};
+                             (suseconds_t)(cfg->request_timeout_ms % 1000) * 1000};
         m->deadline_tv = event_base_init_common_timeout(m->base, &tv);
         if (m->deadline_tv == NULL) {
             dais_err_set(err, DAIS_ENOMEM, "no memory for the request timer");
