@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test dais has, on a fresh Debian 12 machine: installs the packages it needs,
-# builds the release and the address+undefined-sanitizer presets, runs the unit tests and
-# fuzz-corpus replays (CTest) in both, then the system tests (pytest, real processes).
+# builds the release, address+undefined-sanitizer and clang presets, runs the unit tests and
+# fuzz-corpus replays (CTest) in each, then the system tests (pytest, real processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-for preset in release asan; do
+for preset in release asan clang; do
     echo "== build: $preset"
     cmake --preset "$preset" >/dev/null
     cmake --build --preset "$preset"

@@ -7,6 +7,10 @@
  */
 #include "engine/kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "common/error.h"
 #include "engine/kernels_internal.h"
 
@@ -207,11 +211,6 @@ void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 }
 
 /* ---- reference quantizers -------------------------------------------------------------------- */
-
-static inline int clampi(int v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
-}
 
 /* Round to nearest (even on ties), clamped to [lo, hi]; NaN gives 0. */
 static inline int qround(float v, int lo, int hi)
@@ -510,15 +509,28 @@ double dais_dot_ref(uint32_t type, const void *row, const float *x, int64_t n)
 static atomic_int g_isa = -1;
 static char g_features[64];
 
+/* CPUID straight from the processor: gcc's __builtin_cpu_supports knows "f16c" but clang 14's
+ * does not, and the project builds with both. AVX2 code also needs the OS to save the YMM
+ * registers (OSXSAVE, and XCR0 bits 1-2). */
 static enum dais_isa detect_isa(void)
 {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return DAIS_ISA_AVX2;
-#endif
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return DAIS_ISA_SCALAR;
+    bool fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c))
+        return DAIS_ISA_SCALAR;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6u) != 6u)
+        return DAIS_ISA_SCALAR;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((b >> 5) & 1))
+        return DAIS_ISA_SCALAR;
+    return DAIS_ISA_AVX2;
+#else
     return DAIS_ISA_SCALAR;
+#endif
 }
 
 enum dais_isa dais_kernels_isa(void)
