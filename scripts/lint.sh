@@ -85,7 +85,8 @@ if [ "$do_tidy" = 1 ]; then
   findings=$(grep -E "$pat" "$log" | sed "s|^$PWD/||" | sort -u)
   nwarn=$(printf '%s' "$findings" | grep -c . || true)
   if [ "$nwarn" -gt 0 ]; then
-    echo "clang-tidy: $nwarn findings in ${#tfiles[@]} files (full output: $log)"
+    nfiles=$(printf '%s\n' "$findings" | cut -d: -f1 | sort -u | wc -l)
+    echo "clang-tidy: $nwarn findings in $nfiles of ${#tfiles[@]} files checked (full output: $log)"
     printf '%s\n' "$findings"
     echo "by check:"
     printf '%s\n' "$findings" | grep -oE '\[[A-Za-z0-9._,-]+\]$' | sort | uniq -c | sort -rn
