@@ -46,7 +46,7 @@ int dais_cmd_run(int argc, char **argv);
 #define MAX_WORKERS     64
 #define READY_TIMEOUT_S 300
 #define STOP_GRACE_S    10
-#define DEMO_NAME       "dais-demo-v1.gguf"
+#define DEMO_NAME       "dais-demo-v2.gguf"
 
 typedef struct child {
     pid_t pid;
@@ -189,7 +189,7 @@ static int demo_model(char *out, size_t cap)
     p.ffn_dim = 768;
     p.n_vocab = 4096;
     p.n_ctx = 1024;
-    p.type = DAIS_Q8_0;
+    p.type = DAIS_F32; /* the simplest kernel path: a demo should not depend on more */
     p.seed = 20260101;
     p.n_threads = 1; /* small: one thread writes it in well under a second */
     char tmp[PATH_MAX + 32];

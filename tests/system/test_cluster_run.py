@@ -127,7 +127,7 @@ def test_run_without_model_uses_the_demo_model(tmp_path):
               {"XDG_CACHE_HOME": str(cache)})
     try:
         run.wait_ready(timeout=120)
-        demo = cache / "dais" / "dais-demo-v1.gguf"
+        demo = cache / "dais" / "dais-demo-v2.gguf"
         assert demo.exists() and demo.stat().st_size > 1_000_000
         r = http_request(run.port, "POST", "/api/inference", {"prompt": "Hello", "max_tokens": 5})
         assert r.status == 200 and r.json()["usage"]["completion_tokens"] >= 1
