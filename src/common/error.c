@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int dais_err_set(dais_err *e, int code, const char *fmt, ...)
+int dais_err_setf(dais_err *e, int code, const char *fmt, ...)
 {
     if (e == NULL)
         return code;

@@ -41,9 +41,23 @@ typedef struct dais_err {
     char msg[256];
 } dais_err;
 
+/* Fills `e` (may be NULL) with `code` and a printf-style message; returns `code`. Called
+ * through the dais_err_set() macro below. */
+int dais_err_setf(dais_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static inline int dais_err_code_(int code, int filled)
+{
+    (void)filled;
+    return code;
+}
+
 /* Fills `e` (may be NULL) with `code` and a printf-style message; returns `code`, so a
- * function can `return dais_err_set(e, DAIS_EFORMAT, "…")`. */
-int dais_err_set(dais_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+ * function can `return dais_err_set(e, DAIS_EFORMAT, "…")`. A macro around an inline
+ * function so that callers, and the static analyzer, see that the result is exactly `code`
+ * (after `if (rc != 0) return rc;` a callee's out-parameters are known to be written).
+ * `code` is evaluated twice: pass a constant or a plain variable. */
+#define dais_err_set(e, code, ...)                                                             \
+    dais_err_code_((code), dais_err_setf((e), (code), __VA_ARGS__))
 
 /* Clears `e` to success. */
 void dais_err_clear(dais_err *e);
