@@ -168,12 +168,9 @@ static void dequant_q8_K(const dais__blk_q8_K *b, float *y, int64_t nb)
             y[i * QK_K + j] = (float)b[i].qs[j] * b[i].d;
 }
 
-void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+/* Converts n elements, nb whole blocks of `type`, to f32; always writes dst[0..n). */
+static void dequantize_blocks(uint32_t type, const void *src, float *dst, int64_t n, int64_t nb)
 {
-    const dais_dtype_info *ti = dais_dtype_get(type);
-    if (!ti || n <= 0 || n % ti->block)
-        return;
-    int64_t nb = n / ti->block;
     switch (type) {
     case DAIS_F32:
         memcpy(dst, src, (size_t)n * sizeof(float));
@@ -206,8 +203,19 @@ void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
         dequant_q8_K(src, dst, nb);
         break;
     default:
+        /* A type the table knows but the engine cannot compute (model.c refuses it): zeros,
+         * so a caller such as dais_dot_ref never reads an unwritten buffer. */
+        memset(dst, 0, (size_t)n * sizeof(float));
         break;
     }
+}
+
+void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+{
+    const dais_dtype_info *ti = dais_dtype_get(type);
+    if (!ti || n <= 0 || n % ti->block)
+        return;
+    dequantize_blocks(type, src, dst, n, n / ti->block);
 }
 
 /* ---- reference quantizers -------------------------------------------------------------------- */
@@ -488,16 +496,17 @@ void dais_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 double dais_dot_ref(uint32_t type, const void *row, const float *x, int64_t n)
 {
     const dais_dtype_info *ti = dais_dtype_get(type);
-    if (!ti || n <= 0 || n % ti->block)
-        return 0.0;
-    /* dequantize a chunk of whole blocks at a time into a stack buffer */
-    int64_t chunk = ti->block >= QK_K ? ti->block : QK_K - QK_K % ti->block;
-    float buf[QK_K];
+    if (!ti || n <= 0 || n % ti->block || ti->block > QK_K)
+        return 0.0; /* (a block larger than QK_K would not fit in buf) */
+    /* dequantize a chunk of whole blocks at a time into a stack buffer; zeroed because the
+     * analyzer cannot relate m to the block count and so cannot see every element written */
+    int64_t chunk = QK_K - QK_K % ti->block;
+    float buf[QK_K] = {0};
     double sum = 0.0;
     const uint8_t *p = row;
     for (int64_t i = 0; i < n; i += chunk) {
         int64_t m = n - i < chunk ? n - i : chunk;
-        dais_dequantize_row(type, p + (size_t)(i / ti->block) * ti->bytes, buf, m);
+        dequantize_blocks(type, p + (size_t)(i / ti->block) * ti->bytes, buf, m, m / ti->block);
         for (int64_t j = 0; j < m; j++)
             sum += (double)buf[j] * (double)x[i + j];
     }

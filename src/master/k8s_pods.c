@@ -670,7 +670,8 @@ int dais_k8s_diff_compute(const dais_k8s_podlist *prev, const dais_k8s_podlist *
     while (i < np || j < nn) {
         const dais_k8s_pod *a = i < np ? &prev->pods[i] : NULL;
         const dais_k8s_pod *b = j < nn ? &next->pods[j] : NULL;
-        int cmp = a == NULL ? 1 : b == NULL ? -1 : strcmp(a->uid, b->uid);
+        /* cmp <= 0 only while i < np (a is set), cmp >= 0 only while j < nn (b is set). */
+        int cmp = i >= np ? 1 : j >= nn ? -1 : strcmp(a->uid, b->uid);
         bool was = cmp <= 0 && dais_k8s_pod_is_candidate(a, require_ready);
         bool is = cmp >= 0 && dais_k8s_pod_is_candidate(b, require_ready);
         if (cmp < 0) {

@@ -116,14 +116,16 @@ static dais_sched_event *event_get(dais_sched *s, enum dais_sched_ev_kind kind, 
 static int event_fill(dais_sched_event *ev, const char *text, size_t text_len,
                       const int32_t *tokens, int32_t n_tokens)
 {
-    if (text_len + 1 > ev->text_cap) {
+    /* A fresh event has no buffers (NULL, capacity 0); the NULL tests say so to the reader
+     * and to the analyzer, which cannot follow the capacity invariant. */
+    if (ev->text == NULL || text_len + 1 > ev->text_cap) {
         size_t cap = text_len + 64;
         char *t = realloc(ev->text, cap);
         if (t == NULL) return DAIS_ENOMEM;
         ev->text = t;
         ev->text_cap = cap;
     }
-    if (n_tokens > ev->tok_cap) {
+    if (n_tokens > 0 && (ev->tokens == NULL || n_tokens > ev->tok_cap)) {
         int32_t *t = realloc(ev->tokens, (size_t)n_tokens * sizeof(int32_t));
         if (t == NULL) return DAIS_ENOMEM;
         ev->tokens = t;

@@ -866,7 +866,12 @@ static int udp_open(worker *w, dais_err *err)
     freeaddrinfo(res);
     struct sockaddr_storage sa;
     socklen_t sl = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        int e = errno;
+        close(fd);
+        return dais_err_set(err, DAIS_EIO, "cannot read the heartbeat socket's address: %s",
+                            strerror(e));
+    }
     w->hb_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
                                                 : ((struct sockaddr_in *)&sa)->sin_port);
     w->udp_fd = fd;
