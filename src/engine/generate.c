@@ -339,10 +339,8 @@ int dais_generate(dais_ctx *c, dais_kv *kv, const char *prompt, size_t len,
         int r = k > 0 ? dais_stopper_push(&stopper, piece, (size_t)k, cb->on_text, cb->user) : 0;
         if (r == 1)
             stop = DAIS_GEN_STOP_STRING;
-        else if (r == 0 && dais_stopper_finish(&stopper, cb->on_text, cb->user) != 0)
-            stop = DAIS_GEN_STOP_CANCELLED;
-        else if (r != 0)
-            stop = DAIS_GEN_STOP_CANCELLED;
+        else if (r != 0 || dais_stopper_finish(&stopper, cb->on_text, cb->user) != 0)
+            stop = DAIS_GEN_STOP_CANCELLED; /* the callback refused text, now or at the end */
     }
     st->stop = stop;
     st->decode_s = secs(t2, dais_now_ns());

@@ -217,7 +217,7 @@ static void decode_scalar(uint32_t t, const uint8_t *q, dais_gguf_kv *kv)
         kv->v.u = q[0];
         break;
     case DAIS_GGUF_I8:
-        kv->v.i = (int8_t)q[0];
+        kv->v.i = (int64_t)(int8_t)q[0]; /* sign-extend: I8 is signed */
         break;
     case DAIS_GGUF_U16:
         kv->v.u = ld16(q);

@@ -137,7 +137,7 @@ static void put_elem(FILE *out, uint32_t t, const uint8_t *q)
         raw = raw << 8 | q[k];
     switch (t) {
     case DAIS_GGUF_I8:
-        e.v.i = (int8_t)raw;
+        e.v.i = (int64_t)(int8_t)raw; /* sign-extend: I8 is signed */
         break;
     case DAIS_GGUF_I16:
         e.v.i = (int16_t)raw;

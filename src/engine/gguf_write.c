@@ -228,7 +228,8 @@ int dais_gguf_writer_set_str(dais_gguf_writer *w, const char *key, const char *v
     uint8_t *p = malloc(8 + n);
     if (p == NULL) return wfail(w, DAIS_ENOMEM, "out of memory");
     st64(p, n);
-    memcpy(p + 8, v, n);
+    /* A GGUF string is its u64 length and its bytes, without a terminator. */
+    memcpy(p + 8, v, n); // NOLINT(bugprone-not-null-terminated-result): length-prefixed
     return put_kv(w, key, DAIS_GGUF_STRING, p, 8 + n);
 }
 
@@ -450,7 +451,10 @@ int dais_gguf_writer_write_file(dais_gguf_writer *w, FILE *f, dais_err *err)
 
     uint64_t pos = 0;
     uint8_t hdr[24];
-    memcpy(hdr, "GGUF", 4);
+    hdr[0] = 'G'; /* the magic is four bytes, no terminator */
+    hdr[1] = 'G';
+    hdr[2] = 'U';
+    hdr[3] = 'F';
     st32(hdr + 4, 3);
     st64(hdr + 8, w->n_t);
     st64(hdr + 16, w->n_kv);

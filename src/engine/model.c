@@ -314,7 +314,7 @@ static int find_tensor(const dais_gguf *g, const char *name, uint64_t ne0, uint6
     uint64_t rows = ne1 ? ne1 : 1;
     if (rows > SIZE_MAX / row || t->nbytes < row * rows || t->data == NULL)
         return dais_err_set(err, DAIS_EFORMAT, "tensor %s: %zu bytes of data, %llu expected", name,
-                            t->nbytes, (unsigned long long)(row * rows));
+                            t->nbytes, (unsigned long long)row * rows);
     *out = t;
     return 0;
 }

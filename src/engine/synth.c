@@ -194,20 +194,20 @@ static int build_vocab(vocab *v, int32_t n_vocab)
         if (vocab_add(v, buf, 0.0f, 6)) return -1;
     }
     if (add_piece(v, SPACE)) return -1;
-    for (char ch = 'a'; ch <= 'z'; ch++) {
-        char s[2] = {ch, 0};
+    for (int ch = 'a'; ch <= 'z'; ch++) {
+        char s[2] = {(char)ch, 0};
         if (add_piece(v, s)) return -1;
     }
     for (const char *p = punct; *p; p++) {
         char s[2] = {*p, 0};
         if (add_piece(v, s)) return -1;
     }
-    for (char ch = 'A'; ch <= 'Z'; ch++) {
-        char s[2] = {ch, 0};
+    for (int ch = 'A'; ch <= 'Z'; ch++) {
+        char s[2] = {(char)ch, 0};
         if (add_piece(v, s)) return -1;
     }
-    for (char ch = '0'; ch <= '9'; ch++) {
-        char s[2] = {ch, 0};
+    for (int ch = '0'; ch <= '9'; ch++) {
+        char s[2] = {(char)ch, 0};
         if (add_piece(v, s)) return -1;
     }
     /* Words: ▁w[0..i] for every prefix, shortest first across all words so that the prefixes
