@@ -146,6 +146,13 @@ static void close_breaker(dais_breaker *b, uint64_t now_ns)
     window_clear(b);
 }
 
+bool dais_breaker_trip(dais_breaker *b, uint64_t now_ns)
+{
+    if (b->state != DAIS_BREAKER_CLOSED) return false;
+    trip(b, now_ns, false);
+    return true;
+}
+
 int dais_breaker_init(dais_breaker *b, const dais_breaker_config *cfg, uint64_t now_ns)
 {
     int rc = dais_breaker_config_check(cfg, NULL);

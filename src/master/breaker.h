@@ -124,6 +124,13 @@ enum dais_breaker_state dais_breaker_state_at(const dais_breaker *b, uint64_t no
 /* Fills `out` with the counts at `now_ns` (window counts exclude expired buckets). */
 void dais_breaker_snapshot(const dais_breaker *b, uint64_t now_ns, dais_breaker_info *out);
 
+/* Opens a CLOSED breaker at once on evidence from outside the request path (the master calls
+ * it when a worker missed as many heartbeats in a row as consecutive_failures: hung, e.g.
+ * SIGSTOPped). Admits nothing, so no ticket is involved; tickets of requests admitted before
+ * become stale like on any state change. OPEN and HALF_OPEN breakers are left alone (their
+ * probes decide). Returns true when it opened the breaker. */
+bool dais_breaker_trip(dais_breaker *b, uint64_t now_ns);
+
 /* Back to CLOSED with empty counts and the initial cool-down (e.g. a worker re-registered). */
 void dais_breaker_reset(dais_breaker *b, uint64_t now_ns);
 

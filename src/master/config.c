@@ -104,6 +104,10 @@ static const opt options[] = {
      1u << 20, "8192", "largest max_tokens a request may ask for"},
     {"--request-timeout", "DAIS_REQUEST_TIMEOUT", "DURATION", K_DURATION, OFF(request_timeout_ms),
      0, 0, 0, "10m", "a request's whole time budget (then 504)"},
+    {"--stall-timeout", "DAIS_STALL_TIMEOUT", "DURATION", K_DURATION, OFF(stall_timeout_ms), 0,
+     0, 0, "10s",
+     "a worker silent this long on a request (before its first frame or between frames) is "
+     "given up on: CANCEL, breaker failure, the request continues on another worker (0 = off)"},
     {"--queue-limit", "DAIS_QUEUE_LIMIT", "N", K_U32, OFF(queue_limit), 0, 0, 1000000, "1024",
      "requests per model that may wait for a free worker slot (more: 429)"},
     {"--shutdown-grace", "DAIS_SHUTDOWN_GRACE", "DURATION", K_DURATION, OFF(shutdown_grace_ms), 0,
@@ -139,6 +143,7 @@ void dais_master_config_default(dais_master_config *c)
     c->default_max_tokens = 128;
     c->max_tokens_limit = 8192;
     c->request_timeout_ms = 600000;
+    c->stall_timeout_ms = 10000;
     c->queue_limit = 1024;
     c->shutdown_grace_ms = 10000;
     c->log_level = DAIS_LOG_INFO;

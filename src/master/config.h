@@ -63,6 +63,7 @@ typedef struct dais_master_config {
     uint32_t default_max_tokens; /* when a request does not say */
     uint32_t max_tokens_limit;   /* largest max_tokens a request may ask for */
     uint32_t request_timeout_ms; /* a request's whole time budget at the master */
+    uint32_t stall_timeout_ms;   /* an attempt silent this long fails over; 0 = off */
     uint32_t queue_limit;        /* requests per model waiting at the master for a slot */
     uint32_t shutdown_grace_ms;  /* on SIGTERM, time in-flight requests get to finish */
 

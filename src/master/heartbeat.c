@@ -198,7 +198,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         }
         enum dais_worker_state before = w->state;
         uint64_t missed_before = w->det.probes_missed;
+        uint32_t streak_before = w->det.missed;
         enum dais_worker_state st = dais_worker_hb_check(w, now);
+        /* A hung worker (SIGSTOP, a wedged process) keeps its TCP connection open and answers
+         * nothing: requests would wait on it until its detector declares it dead. As many
+         * missed heartbeats in a row as the breaker's failure streak open its breaker now, so
+         * the balancer routes around it; once it answers again, the breaker's half-open
+         * probe (a real request) closes it. One crossing of the threshold trips it once. */
+        uint32_t trip_at = w->breaker.cfg.consecutive_failures;
+        if (st != DAIS_WORKER_DEAD && trip_at > 0 && streak_before < trip_at &&
+            w->det.missed >= trip_at && dais_breaker_trip(&w->breaker, now))
+            DAIS_WARN("worker %s: %u heartbeats in a row unanswered; circuit breaker open",
+                      w->id, w->det.missed);
         if (w->det.probes_missed > missed_before)
             dais_counter_add(m->mx.hb_lost, w->det.probes_missed - missed_before);
         if (st == DAIS_WORKER_DEAD) {

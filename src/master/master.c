@@ -353,6 +353,15 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
             goto fail;
         }
     }
+    if (cfg->stall_timeout_ms > 0) {
+        struct timeval tv = {cfg->stall_timeout_ms / 1000,
+                             (suseconds_t)(cfg->stall_timeout_ms % 1000) * 1000};
+        m->stall_tv = event_base_init_common_timeout(m->base, &tv);
+        if (m->stall_tv == NULL) {
+            dais_err_set(err, DAIS_ENOMEM, "no memory for the stall timer");
+            goto fail;
+        }
+    }
     m->grace_poll = evtimer_new(m->base, grace_poll_cb, m);
     m->grace_over = evtimer_new(m->base, grace_over_cb, m);
     m->sig_int = evsignal_new(m->base, SIGINT, signal_cb, m);

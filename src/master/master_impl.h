@@ -99,6 +99,10 @@ struct dais_mreq {
     uint64_t t_start_ns, t_dispatch_ns, t_first_ns;
     struct event deadline_ev; /* assigned when the master has a request timeout */
     bool deadline_set;
+    struct event stall_ev; /* DISPATCHED with a stall timeout: armed at dispatch and on every
+                              frame from the worker; fires when the worker went silent */
+    bool stall_set;
+    dais_worker *avoid; /* after a stall: the silent worker, not picked again if another can */
     dais_trace_ctx trace; /* this request's span context */
     dais_span *span;
 };
@@ -162,6 +166,7 @@ struct dais_master {
 
     uint64_t rng;                      /* xorshift64* for request ids and seeds */
     const struct timeval *deadline_tv; /* common timeout: O(1) timer adds per request */
+    const struct timeval *stall_tv;    /* the same for the per-attempt stall timeout */
     dais_counter *http_codes[8][16];   /* dais_http_requests_total children by route, code */
     int http_code_of[8][16];
 

@@ -119,10 +119,22 @@ static void queue_push(dais_model_queue *q, dais_mreq *r, bool front)
  * left, the worker was merely full, the master is shutting down). */
 enum outcome { O_SUCCESS = 0, O_FAILURE, O_NEUTRAL };
 
+static void stall_disarm(dais_mreq *r)
+{
+    if (r->stall_set) event_del(&r->stall_ev);
+}
+
+/* (Re)starts the attempt's stall clock: at dispatch and on every frame from its worker. */
+static void stall_arm(dais_mreq *r)
+{
+    if (r->stall_set) evtimer_add(&r->stall_ev, r->m->stall_tv);
+}
+
 static void worker_unlink(dais_mreq *r, enum outcome o)
 {
     dais_worker *w = r->worker;
     if (w == NULL) return;
+    stall_disarm(r);
     if (o == O_NEUTRAL)
         dais_breaker_cancel(&w->breaker, r->ticket);
     else if (dais_breaker_record(&w->breaker, dais_now_ns(), r->ticket, o == O_SUCCESS) ==
@@ -166,6 +178,7 @@ static void req_free(dais_mreq *r)
         r->http = NULL;
     }
     if (r->deadline_set) event_del(&r->deadline_ev);
+    stall_disarm(r);
     if (r->text != NULL) evbuffer_free(r->text);
     free(r->prompt_ids);
     free(r->out_ids);
@@ -453,14 +466,22 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     r->t_dispatch_ns = now;
     r->next_index = 0;
     snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
+    stall_arm(r);
     return 0;
 }
 
 /* Balancer filter: the worker's breaker would admit a request now (not OPEN, and a
  * HALF_OPEN one still has a probe free). */
+struct pick_ctx {
+    uint64_t now;
+    const dais_worker *avoid; /* a worker that just stalled on this request, or NULL */
+};
+
 static bool breaker_admits(dais_worker *w, void *arg)
 {
-    uint64_t now = *(const uint64_t *)arg;
+    const struct pick_ctx *c = arg;
+    uint64_t now = c->now;
+    if (w == c->avoid) return false;
     enum dais_breaker_state st = dais_breaker_state_at(&w->breaker, now);
     if (st == DAIS_BREAKER_OPEN) return false;
     return !(w->breaker.state == DAIS_BREAKER_HALF_OPEN &&
@@ -480,8 +501,14 @@ static void route(dais_mreq *r)
             return;
         }
         enum dais_pick_result why;
-        uint64_t now = dais_now_ns();
-        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &now, &why);
+        struct pick_ctx pc = {dais_now_ns(), r->avoid};
+        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &pc, &why);
+        if (w == NULL && r->avoid != NULL && why != DAIS_PICK_FULL) {
+            /* nobody else serves it: the silent worker is the only chance (it may resume) */
+            r->avoid = NULL;
+            continue;
+        }
+        r->avoid = NULL;
         if (w != NULL) {
             int rc = dispatch(r, w);
             if (rc == 0) return;
@@ -566,6 +593,30 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     dais_master *m = r->m;
     fail(r, 504, "timeout", msg, NULL);
     if (w != NULL) dais_router_worker_ready(m, w);
+}
+
+/* The attempt's worker sent nothing for the stall timeout: hung (SIGSTOP, a wedged process)
+ * or cut off without its connection closing. The worker is blamed (a breaker failure), told to
+ * drop the request (CANCEL; if it resumes, its late frames match nothing and are ignored), and
+ * the request goes on elsewhere exactly as after a worker loss: routed again when nothing was
+ * generated, otherwise continued from prompt + tokens so far (recover_or_fail). */
+static void stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_mreq *r = arg;
+    (void)fd;
+    (void)what;
+    dais_worker *w = r->worker;
+    if (w == NULL) return;
+    dais_master *m = r->m;
+    char why[128];
+    snprintf(why, sizeof(why), "no frame for %u ms (stalled)", m->cfg.stall_timeout_ms);
+    DAIS_WARN("request %s: worker %s sent nothing for %u ms; giving up on it", r->id, w->id,
+              m->cfg.stall_timeout_ms);
+    send_cancel(r, "stalled");
+    worker_unlink(r, O_FAILURE);
+    w->failures_total++;
+    r->avoid = w;
+    recover_or_fail(r, why);
 }
 
 /* Picks the model of a request without one; returns false after replying with an error. */
@@ -668,6 +719,10 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
         evtimer_add(&r->deadline_ev, m->deadline_tv);
         r->deadline_set = true;
     }
+    if (m->stall_tv != NULL) {
+        evtimer_assign(&r->stall_ev, m->base, stall_cb, r);
+        r->stall_set = true;
+    }
     if (!r->api.stream && r->text == NULL) {
         fail(r, 500, "internal", "out of memory", NULL);
         return;
@@ -767,6 +822,7 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
         goto out;
     }
     r->next_index++;
+    stall_arm(r); /* a sign of progress: the stall clock starts again */
     if (resp.prompt_token_ids) {
         if (resp.index != 0 || resp.final) {
             rc = DAIS_EPROTO;
@@ -872,9 +928,9 @@ void dais_router_worker_ready(dais_master *m, dais_worker *w)
     dais_model_queue *q = queue_get(m, w->caps.model.name, false);
     while (q != NULL && q->head != NULL) {
         enum dais_pick_result why;
-        uint64_t now = dais_now_ns();
+        struct pick_ctx pc = {dais_now_ns(), NULL};
         dais_worker *pick =
-            dais_balancer_pick(&m->bal, m->reg, q->model, breaker_admits, &now, &why);
+            dais_balancer_pick(&m->bal, m->reg, q->model, breaker_admits, &pc, &why);
         if (pick == NULL) return;
         dais_mreq *r = q->head;
         queue_unlink(r);

@@ -77,6 +77,9 @@ BREAKER_BOUND_S = 8.0
 # A healed or continued worker serves again within this (worker backoff capped at 1 s, the
 # breaker's 5 s cool-down, a probe).
 REJOIN_BOUND_S = 15.0
+# Per-attempt stall timeout (`--stall-timeout`): a request on a hung worker moves elsewhere
+# after this much silence. Well above a 24-token answer's gaps on a loaded 2-core machine.
+STALL_TIMEOUT = "2s"
 
 WORKERS = 3
 CLIENTS = 6
@@ -142,6 +145,8 @@ def detector_args(dead_after_s=DEAD_AFTER_S, fallback_misses=DEAD_MISSED):
         # Today's master: a miss per unanswered interval, dead at `misses` in a row.
         args += ["--heartbeat-misses", str(fallback_misses)]
         bound = (fallback_misses + 2) * t
+    if "--stall-timeout" in master_help():
+        args += ["--stall-timeout", STALL_TIMEOUT]
     return args, bound
 
 

@@ -409,6 +409,7 @@ static int group_setup(void **state)
     cfg.heartbeat_misses = 3;
     cfg.body_limit = 4096;
     cfg.shutdown_grace_ms = 200;
+    cfg.stall_timeout_ms = 300; /* test_stalled_worker_failover */
     dais_err err;
     g_master = dais_master_new(&cfg, &err);
     assert_non_null(g_master);
@@ -786,6 +787,81 @@ static void test_failover_mid_stream(void **state)
     fw_close(&wb);
 }
 
+/* A worker that keeps its connection and answers heartbeats but stops sending frames for a
+ * request (a wedged generation; SIGSTOP looks the same on the TCP side): after the stall
+ * timeout the master CANCELs it there and continues on the other worker from the prompt's ids
+ * plus the token already streamed; the client gets one complete answer. */
+static void test_stalled_worker_failover(void **state)
+{
+    (void)state;
+    fake_worker wa, wb;
+    dais_msg *m = fw_register(&wa, "sa", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    m = fw_register(&wb, "sb", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    fw_heartbeats(&wa, 120);
+    fw_heartbeats(&wb, 120);
+    assert_true(wait_state("sa", "active", 1000) && wait_state("sb", "active", 1000));
+
+    int fd = tcp_connect(g_http);
+    http_send(fd, "POST", "/api/inference",
+              "{\"prompt\":\"Once upon\",\"max_tokens\":5,\"temperature\":0,\"stream\":true}");
+    fake_worker *first = which_has_frame(&wa, &wb), *second = first == &wa ? &wb : &wa;
+    dais_msg_infer_req q;
+    fw_expect_request(first, &q);
+    static const int32_t prompt[3] = {1, 403, 407}, t1[1] = {261}, t2[1] = {378};
+    fw_respond(first, q.request_id, 0, false, true, "", prompt, 3, DAIS_FINISH_NONE);
+    fw_respond(first, q.request_id, 1, false, false, "Once", t1, 1, DAIS_FINISH_NONE);
+    char id[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", q.request_id);
+    dais_infer_req_clear(&q);
+    /* both stay alive for the detector; `first` never sends another frame */
+    for (int i = 0; i < 25; i++) {
+        fw_heartbeats(first, 20);
+        fw_heartbeats(second, 20);
+        struct pollfd p = {.fd = first->tcp, .events = POLLIN};
+        if (poll(&p, 1, 0) == 1) break;
+    }
+
+    /* the silent worker was told to drop the request */
+    m = frame_recv(first->tcp);
+    assert_non_null(m);
+    assert_int_equal(m->type, DAIS_MSG_CANCEL);
+    dais_msg_free(m);
+
+    fw_expect_request(second, &q);
+    assert_string_equal(q.request_id, id);
+    assert_null(q.prompt);
+    assert_int_equal(q.n_tokens, 4);
+    assert_int_equal(q.tokens[3], 261);
+    assert_int_equal(q.n_generated, 1);
+    assert_int_equal(q.params.max_tokens, 4);
+    static const int32_t cont[4] = {1, 403, 407, 261};
+    fw_respond(second, q.request_id, 0, false, true, "", cont, 4, DAIS_FINISH_NONE);
+    fw_respond(second, q.request_id, 1, true, false, " upon", t2, 1, DAIS_FINISH_STOP);
+    dais_infer_req_clear(&q);
+    /* a late frame from the stalled attempt matches nothing and is ignored */
+    fw_respond(first, id, 2, false, false, " late", t2, 1, DAIS_FINISH_NONE);
+
+    http_resp r;
+    http_read(fd, &r);
+    assert_int_equal(r.status, 200);
+    const char *e1 = strstr(r.body, "data: {\"text\":\"Once\"}");
+    const char *e2 = strstr(r.body, "data: {\"text\":\" upon\"}");
+    const char *done = strstr(r.body, "event: done");
+    assert_true(e1 != NULL && e2 > e1 && done > e2);
+    assert_null(strstr(r.body, "event: error"));
+    assert_null(strstr(r.body, "late"));
+    assert_non_null(strstr(done, "\"completion_tokens\":2"));
+    assert_non_null(strstr(done, "\"attempts\":2"));
+    http_free(&r);
+    close(fd);
+    fw_close(&wa);
+    fw_close(&wb);
+}
+
 static void test_forged_datagrams_dropped(void **state)
 {
     (void)state;
@@ -837,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_silent_worker_suspect_then_dead),
         cmocka_unit_test(test_breaker_opens_after_failures),
         cmocka_unit_test(test_failover_mid_stream),
+        cmocka_unit_test(test_stalled_worker_failover),
         cmocka_unit_test(test_forged_datagrams_dropped),
         cmocka_unit_test(test_garbage_on_cluster_port),
     };
