@@ -327,6 +327,30 @@ static void test_multiple_probes(void **state)
 }
 
 /* Requests admitted before the last state change do not move the state machine. */
+/* dais_breaker_trip (heartbeat misses): opens a CLOSED breaker at once without a ticket, makes
+ * tickets in flight stale, leaves OPEN/HALF_OPEN alone; the half-open probe closes it again. */
+static void test_trip(void **state)
+{
+    (void)state;
+    dais_breaker_config c = defaults();
+    dais_breaker b;
+    assert_int_equal(dais_breaker_init(&b, &c, T0), 0);
+    uint64_t inflight, probe;
+    assert_true(dais_breaker_allow(&b, T0, &inflight));
+    assert_true(dais_breaker_trip(&b, T0 + SEC));
+    assert_int_equal(b.state, DAIS_BREAKER_OPEN);
+    assert_int_equal(b.opens_total, 1);
+    assert_false(dais_breaker_trip(&b, T0 + 2 * SEC)); /* already open: no change */
+    assert_int_equal(b.opens_total, 1);
+    /* the request admitted before the trip fails late: stale, does not re-trip */
+    assert_int_equal(dais_breaker_record(&b, T0 + 2 * SEC, inflight, false), DAIS_BREAKER_OPEN);
+    assert_int_equal(b.opens_total, 1);
+    assert_false(dais_breaker_allow(&b, T0 + 3 * SEC, &probe));
+    assert_true(dais_breaker_allow(&b, T0 + 6 * SEC, &probe)); /* cool-down over */
+    assert_false(dais_breaker_trip(&b, T0 + 6 * SEC));         /* half-open: its probe decides */
+    assert_int_equal(dais_breaker_record(&b, T0 + 7 * SEC, probe, true), DAIS_BREAKER_CLOSED);
+}
+
 static void test_stale_tickets(void **state)
 {
     (void)state;
@@ -413,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_cancel_probe),
         cmocka_unit_test(test_multiple_probes),
         cmocka_unit_test(test_stale_tickets),
+        cmocka_unit_test(test_trip),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_clock_backwards),
     };
