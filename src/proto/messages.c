@@ -449,10 +449,11 @@ static uint8_t *tokens_to_le(const int32_t *t, int32_t n)
     if (b == NULL) return NULL;
     for (int32_t i = 0; i < n; i++) {
         uint32_t v = (uint32_t)t[i];
-        b[4 * i] = (uint8_t)v;
-        b[4 * i + 1] = (uint8_t)(v >> 8);
-        b[4 * i + 2] = (uint8_t)(v >> 16);
-        b[4 * i + 3] = (uint8_t)(v >> 24);
+        uint8_t *q = b + (size_t)i * 4;
+        q[0] = (uint8_t)v;
+        q[1] = (uint8_t)(v >> 8);
+        q[2] = (uint8_t)(v >> 16);
+        q[3] = (uint8_t)(v >> 24);
     }
     return b;
 }
@@ -463,8 +464,11 @@ static int32_t *tokens_from_le(const uint8_t *b, uint32_t len, int32_t *n_out)
     int32_t *t = malloc(n > 0 ? (size_t)n * sizeof(int32_t) : 1);
     if (t == NULL) return NULL;
     for (int32_t i = 0; i < n; i++) {
-        uint32_t v = (uint32_t)b[4 * i] | ((uint32_t)b[4 * i + 1] << 8) |
-                     ((uint32_t)b[4 * i + 2] << 16) | ((uint32_t)b[4 * i + 3] << 24);
+        /* size_t offset: len comes from the peer, and 4 * i in int would overflow for a
+         * payload over 2 GiB (bin_len is a u32; only the configured limit keeps it below). */
+        const uint8_t *q = b + (size_t)i * 4;
+        uint32_t v = (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) |
+                     ((uint32_t)q[3] << 24);
         t[i] = (int32_t)v;
     }
     *n_out = n;
