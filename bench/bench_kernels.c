@@ -55,8 +55,7 @@ static int mats_make(mats *ms, uint32_t type, int64_t n_in, int64_t n_out, int n
     ms->buf = aligned_alloc(4096, (ms->bytes * (size_t)n_copies + 4095) / 4096 * 4096);
     ms->m = calloc((size_t)n_copies, sizeof(dais_matrix));
     float *row = malloc((size_t)n_in * sizeof(float));
-    if (!ms->buf || !ms->m || !row)
-        return -1;
+    if (!ms->buf || !ms->m || !row) return -1;
     enum { DISTINCT = 61 };
     for (int64_t r = 0; r < n_out && r < DISTINCT; r++) {
         for (int64_t i = 0; i < n_in; i++)
@@ -66,8 +65,7 @@ static int mats_make(mats *ms, uint32_t type, int64_t n_in, int64_t n_out, int n
     for (int64_t r = DISTINCT; r < n_out; r++)
         memcpy(ms->buf + rb * (size_t)r, ms->buf + rb * (size_t)(r % DISTINCT), rb);
     for (int c = 0; c < n_copies; c++) {
-        if (c > 0)
-            memcpy(ms->buf + ms->bytes * (size_t)c, ms->buf, ms->bytes);
+        if (c > 0) memcpy(ms->buf + ms->bytes * (size_t)c, ms->buf, ms->bytes);
         ms->m[c] = (dais_matrix){type, n_in, n_out, ms->buf + ms->bytes * (size_t)c};
     }
     free(row);
@@ -155,19 +153,16 @@ static double model_prefill(dais_pool *pool, uint32_t type, int n_tok, double *l
     dais_mm_scratch *s = dais_mm_scratch_new(5632, n_tok);
     float *x = acts(5632 * (int64_t)n_tok);
     float *y = malloc(sizeof(float) * 32000 * (size_t)n_tok);
-    if (!s || !x || !y)
-        return 0;
+    if (!s || !x || !y) return 0;
     uint64_t layer = 0;
     for (int i = 0; i < 7; i++) {
         mats ms;
-        if (mats_make(&ms, type, shapes[i][0], shapes[i][1], 1) != 0)
-            return 0;
+        if (mats_make(&ms, type, shapes[i][0], shapes[i][1], 1) != 0) return 0;
         layer += time_mm(pool, s, &ms, x, y, n_tok, 1, 2);
         mats_free(&ms);
     }
     mats out;
-    if (mats_make(&out, type, 2048, 32000, 1) != 0)
-        return 0;
+    if (mats_make(&out, type, 2048, 32000, 1) != 0) return 0;
     uint64_t tout = time_mm(pool, s, &out, x, y, n_tok, 1, 1);
     mats_free(&out);
     dais_mm_scratch_free(s);
@@ -207,8 +202,7 @@ int main(int argc, char **argv)
            dais_kernels_isa() == DAIS_ISA_AVX2 ? "avx2" : "scalar", dais_kernels_features());
     printf("empty pool run: %.2f us\n", pool_overhead_us(pool));
     dais_membw *probe = dais_membw_new(pool, 256ull << 20);
-    if (!probe)
-        return 1;
+    if (!probe) return 1;
     (void)dais_membw_measure(probe, pool, 1);
     double bw = dais_membw_measure(probe, pool, 5);
     printf("read bandwidth: %.1f GB/s (256 MiB buffer, %d threads, best of 5)\n\n", bw, n_threads);
@@ -222,9 +216,9 @@ int main(int argc, char **argv)
     dais_mm_scratch *s = dais_mm_scratch_new(5632, 128);
     float *x = acts(5632 * 128);
     float *y = malloc(sizeof(float) * 5632 * 128);
-    if (!s || !x || !y)
-        return 1;
-    for (char *save = NULL, *tn = strtok_r(types, ",", &save); tn; tn = strtok_r(NULL, ",", &save)) {
+    if (!s || !x || !y) return 1;
+    for (char *save = NULL, *tn = strtok_r(types, ",", &save); tn;
+         tn = strtok_r(NULL, ",", &save)) {
         int type = dais_dtype_from_name(tn);
         if (type < 0) {
             fprintf(stderr, "unknown type %s\n", tn);

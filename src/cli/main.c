@@ -44,8 +44,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (const dais_command *c = commands; c->name != NULL; c++)
-        if (strcmp(argv[1], c->name) == 0)
-            return c->fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], c->name) == 0) return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "dais: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -7,8 +7,7 @@
 
 int dais_err_setf(dais_err *e, int code, const char *fmt, ...)
 {
-    if (e == NULL)
-        return code;
+    if (e == NULL) return code;
     e->code = code;
     va_list ap;
     va_start(ap, fmt);
@@ -19,8 +18,7 @@ int dais_err_setf(dais_err *e, int code, const char *fmt, ...)
 
 void dais_err_clear(dais_err *e)
 {
-    if (e == NULL)
-        return;
+    if (e == NULL) return;
     e->code = 0;
     e->msg[0] = '\0';
 }
@@ -28,8 +26,8 @@ void dais_err_clear(dais_err *e)
 const char *dais_strerror(int code)
 {
     switch (code) {
-#define DAIS_ERR_MSG(name, c, msg)                                                             \
-    case c:                                                                                    \
+#define DAIS_ERR_MSG(name, c, msg)                                                                 \
+    case c:                                                                                        \
         return msg;
         DAIS_ERRNO_MAP(DAIS_ERR_MSG)
 #undef DAIS_ERR_MSG
@@ -40,8 +38,8 @@ const char *dais_strerror(int code)
 const char *dais_errname(int code)
 {
     switch (code) {
-#define DAIS_ERR_NAME(name, c, msg)                                                            \
-    case c:                                                                                    \
+#define DAIS_ERR_NAME(name, c, msg)                                                                \
+    case c:                                                                                        \
         return "E" #name;
         DAIS_ERRNO_MAP(DAIS_ERR_NAME)
 #undef DAIS_ERR_NAME

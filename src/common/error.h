@@ -9,24 +9,24 @@
 
 #include <stddef.h>
 
-#define DAIS_ERRNO_MAP(X)                                                                      \
-    X(OK, 0, "success")                                                                        \
-    X(NOMEM, -1, "out of memory")                                                              \
-    X(INVAL, -2, "invalid argument")                                                           \
-    X(IO, -3, "input/output error")                                                            \
-    X(FORMAT, -4, "malformed input")                                                           \
-    X(UNSUPPORTED, -5, "not supported")                                                        \
-    X(RANGE, -6, "value out of range")                                                         \
-    X(TOOBIG, -7, "too large")                                                                 \
-    X(NOTFOUND, -8, "not found")                                                               \
-    X(AUTH, -9, "authentication failed")                                                       \
-    X(TIMEOUT, -10, "timed out")                                                               \
-    X(CLOSED, -11, "connection closed")                                                        \
-    X(BUSY, -12, "busy")                                                                       \
-    X(AGAIN, -13, "try again")                                                                 \
-    X(CANCELLED, -14, "cancelled")                                                             \
-    X(PROTO, -15, "protocol error")                                                            \
-    X(CTXFULL, -16, "context length exceeded")                                                 \
+#define DAIS_ERRNO_MAP(X)                                                                          \
+    X(OK, 0, "success")                                                                            \
+    X(NOMEM, -1, "out of memory")                                                                  \
+    X(INVAL, -2, "invalid argument")                                                               \
+    X(IO, -3, "input/output error")                                                                \
+    X(FORMAT, -4, "malformed input")                                                               \
+    X(UNSUPPORTED, -5, "not supported")                                                            \
+    X(RANGE, -6, "value out of range")                                                             \
+    X(TOOBIG, -7, "too large")                                                                     \
+    X(NOTFOUND, -8, "not found")                                                                   \
+    X(AUTH, -9, "authentication failed")                                                           \
+    X(TIMEOUT, -10, "timed out")                                                                   \
+    X(CLOSED, -11, "connection closed")                                                            \
+    X(BUSY, -12, "busy")                                                                           \
+    X(AGAIN, -13, "try again")                                                                     \
+    X(CANCELLED, -14, "cancelled")                                                                 \
+    X(PROTO, -15, "protocol error")                                                                \
+    X(CTXFULL, -16, "context length exceeded")                                                     \
     X(INTERNAL, -17, "internal error")
 
 enum {
@@ -43,7 +43,8 @@ typedef struct dais_err {
 
 /* Fills `e` (may be NULL) with `code` and a printf-style message; returns `code`. Called
  * through the dais_err_set() macro below. */
-int dais_err_setf(dais_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int dais_err_setf(dais_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static inline int dais_err_code_(int code, int filled)
 {
@@ -56,8 +57,7 @@ static inline int dais_err_code_(int code, int filled)
  * function so that callers, and the static analyzer, see that the result is exactly `code`
  * (after `if (rc != 0) return rc;` a callee's out-parameters are known to be written).
  * `code` is evaluated twice: pass a constant or a plain variable. */
-#define dais_err_set(e, code, ...)                                                             \
-    dais_err_code_((code), dais_err_setf((e), (code), __VA_ARGS__))
+#define dais_err_set(e, code, ...) dais_err_code_((code), dais_err_setf((e), (code), __VA_ARGS__))
 
 /* Clears `e` to success. */
 void dais_err_clear(dais_err *e);

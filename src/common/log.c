@@ -19,8 +19,7 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void dais_log_init(const char *node, enum dais_log_level min, enum dais_log_format fmt)
 {
-    if (node != NULL)
-        snprintf(g_node, sizeof(g_node), "%s", node);
+    if (node != NULL) snprintf(g_node, sizeof(g_node), "%s", node);
     g_min = min;
     g_fmt = fmt;
 }
@@ -74,8 +73,7 @@ static size_t json_escape(char *buf, size_t cap, size_t n, const char *s)
 
 void dais_log(enum dais_log_level lvl, const char *fmt, ...)
 {
-    if (lvl < g_min)
-        return;
+    if (lvl < g_min) return;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -88,8 +86,7 @@ void dais_log(enum dais_log_level lvl, const char *fmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     char ts[64];
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(tv.tv_usec / 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
 
     char line[4096];
     size_t n;
@@ -102,15 +99,13 @@ void dais_log(enum dais_log_level lvl, const char *fmt, ...)
             n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"trace_id\":\"%s\"", t_trace);
         n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"msg\":\"");
         n = json_escape(line, sizeof(line), n, msg);
-        if (n + 3 > sizeof(line))
-            n = sizeof(line) - 3;
+        if (n + 3 > sizeof(line)) n = sizeof(line) - 3;
         line[n++] = '"';
         line[n++] = '}';
     } else {
-        n = (size_t)snprintf(line, sizeof(line), "%s %-5s %s%s%s %s", ts, level_names[lvl],
-                             g_node, t_trace[0] ? " trace=" : "", t_trace, msg);
-        if (n > sizeof(line) - 2)
-            n = sizeof(line) - 2;
+        n = (size_t)snprintf(line, sizeof(line), "%s %-5s %s%s%s %s", ts, level_names[lvl], g_node,
+                             t_trace[0] ? " trace=" : "", t_trace, msg);
+        if (n > sizeof(line) - 2) n = sizeof(line) - 2;
     }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);

@@ -40,8 +40,7 @@ static const dais_dtype_info table[DAIS_DTYPE_MAX] = {
 
 const dais_dtype_info *dais_dtype_get(uint32_t type)
 {
-    if (type >= DAIS_DTYPE_MAX || table[type].name == NULL)
-        return NULL;
+    if (type >= DAIS_DTYPE_MAX || table[type].name == NULL) return NULL;
     return &table[type];
 }
 
@@ -54,22 +53,18 @@ const char *dais_dtype_name(uint32_t type)
 int dais_dtype_from_name(const char *name)
 {
     for (int i = 0; i < DAIS_DTYPE_MAX; i++)
-        if (table[i].name != NULL && strcasecmp(table[i].name, name) == 0)
-            return i;
+        if (table[i].name != NULL && strcasecmp(table[i].name, name) == 0) return i;
     return -1;
 }
 
 size_t dais_dtype_row_bytes(uint32_t type, uint64_t n, bool *overflow)
 {
     const dais_dtype_info *t = dais_dtype_get(type);
-    if (overflow != NULL)
-        *overflow = false;
-    if (t == NULL || n % t->block != 0)
-        return 0;
+    if (overflow != NULL) *overflow = false;
+    if (t == NULL || n % t->block != 0) return 0;
     uint64_t blocks = n / t->block;
     if (blocks > SIZE_MAX / t->bytes) {
-        if (overflow != NULL)
-            *overflow = true;
+        if (overflow != NULL) *overflow = true;
         return 0;
     }
     return (size_t)(blocks * t->bytes);

@@ -63,15 +63,13 @@ uint16_t dais_f32_to_f16(float f)
         return (uint16_t)(sign | 0x7c00u);
     if (exp < 113) {
         /* the result is subnormal (or zero): round the 24-bit significand to units of 2^-24 */
-        if (exp < 102)
-            return sign; /* below half the smallest subnormal */
+        if (exp < 102) return sign; /* below half the smallest subnormal */
         uint32_t m = mant | 0x800000u;
         uint32_t shift = 126 - exp; /* 14 .. 24 */
         uint32_t q = m >> shift;
         uint32_t rem = m & ((1u << shift) - 1);
         uint32_t half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1)))
-            q++;
+        if (rem > half || (rem == half && (q & 1))) q++;
         return (uint16_t)(sign | q);
     }
     uint32_t h = ((exp - 112) << 10) | (mant >> 13);
@@ -213,8 +211,7 @@ static void dequantize_blocks(uint32_t type, const void *src, float *dst, int64_
 void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 {
     const dais_dtype_info *ti = dais_dtype_get(type);
-    if (!ti || n <= 0 || n % ti->block)
-        return;
+    if (!ti || n <= 0 || n % ti->block) return;
     dequantize_blocks(type, src, dst, n, n / ti->block);
 }
 
@@ -223,12 +220,9 @@ void dais_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 /* Round to nearest (even on ties), clamped to [lo, hi]; NaN gives 0. */
 static inline int qround(float v, int lo, int hi)
 {
-    if (!(v == v))
-        return 0;
-    if (v <= (float)lo)
-        return lo;
-    if (v >= (float)hi)
-        return hi;
+    if (!(v == v)) return 0;
+    if (v <= (float)lo) return lo;
+    if (v >= (float)hi) return hi;
     return (int)lrintf(v);
 }
 
@@ -284,8 +278,7 @@ static void fit_scale_min(const float *x, int n, int nmax, float *scale, float *
         sx += x[i];
         sxx += (double)x[i] * x[i];
     }
-    if (lo > 0.0f)
-        lo = 0.0f; /* the offset can only move values down */
+    if (lo > 0.0f) lo = 0.0f; /* the offset can only move values down */
     if (!(hi > lo)) {
         *scale = 0.0f;
         *min = -lo;
@@ -305,16 +298,14 @@ static void fit_scale_min(const float *x, int n, int nmax, float *scale, float *
             sqx += (float)q * x[i];
         }
         double det = (double)n * sq2 - (double)sq * sq;
-        if (det <= 0)
-            continue;
+        if (det <= 0) continue;
         double a = (n * (double)sqx - sq * sx) / det;
         double b = (sx - a * sq) / n;
         if (b > 0) { /* the offset must be <= 0: refit the scale alone */
             b = 0;
             a = sqx / (double)sq2;
         }
-        if (a < 0)
-            continue;
+        if (a < 0) continue;
         double err = a * a * sq2 + 2 * a * b * sq + n * b * b - 2 * a * sqx - 2 * b * sx + sxx;
         if (err < best_err) {
             best_err = err;
@@ -375,8 +366,7 @@ static float fit_scale_q6(const float *x)
             max = x[i];
         }
     }
-    if (amax == 0.0f)
-        return 0.0f;
+    if (amax == 0.0f) return 0.0f;
     float best = max / -32.0f;
     double best_gain = -1.0;
     for (int step = 0; step <= 8; step++) {
@@ -388,8 +378,7 @@ static float fit_scale_q6(const float *x)
             sqx += (float)q * x[i];
             sq2 += q * q;
         }
-        if (sq2 == 0)
-            continue;
+        if (sq2 == 0) continue;
         double gain = (double)sqx * sqx / sq2;
         if (gain > best_gain) {
             best_gain = gain;
@@ -454,8 +443,7 @@ static void quant_q8_K(const float *x, dais__blk_q8_K *b, int64_t nb)
 void dais_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 {
     const dais_dtype_info *ti = dais_dtype_get(type);
-    if (!ti || n <= 0 || n % ti->block)
-        return;
+    if (!ti || n <= 0 || n % ti->block) return;
     int64_t nb = n / ti->block;
     switch (type) {
     case DAIS_F32:
@@ -525,17 +513,13 @@ static enum dais_isa detect_isa(void)
 {
 #if defined(__x86_64__)
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d))
-        return DAIS_ISA_SCALAR;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return DAIS_ISA_SCALAR;
     bool fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
-    if (!(fma && osxsave && avx && f16c))
-        return DAIS_ISA_SCALAR;
+    if (!(fma && osxsave && avx && f16c)) return DAIS_ISA_SCALAR;
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & 6u) != 6u)
-        return DAIS_ISA_SCALAR;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((b >> 5) & 1))
-        return DAIS_ISA_SCALAR;
+    if ((lo & 6u) != 6u) return DAIS_ISA_SCALAR;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((b >> 5) & 1)) return DAIS_ISA_SCALAR;
     return DAIS_ISA_AVX2;
 #else
     return DAIS_ISA_SCALAR;
@@ -580,8 +564,7 @@ const char *dais_kernels_features(void)
 const dais__isa_impl *dais__kernels_impl(void)
 {
 #if defined(__x86_64__)
-    if (dais_kernels_isa() == DAIS_ISA_AVX2)
-        return &dais__impl_avx2;
+    if (dais_kernels_isa() == DAIS_ISA_AVX2) return &dais__impl_avx2;
 #endif
     return &dais__impl_scalar;
 }
@@ -618,12 +601,10 @@ struct dais_mm_scratch {
 
 dais_mm_scratch *dais_mm_scratch_new(int64_t max_n_in, int max_tokens)
 {
-    if (max_n_in <= 0 || max_n_in > ((int64_t)1 << 30) || max_tokens <= 0 ||
-        max_tokens > (1 << 20))
+    if (max_n_in <= 0 || max_n_in > ((int64_t)1 << 30) || max_tokens <= 0 || max_tokens > (1 << 20))
         return NULL;
     dais_mm_scratch *s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->max_n_in = max_n_in;
     s->max_tokens = max_tokens;
     int64_t n = (int64_t)round_up((size_t)max_n_in, QK_K);
@@ -643,8 +624,7 @@ dais_mm_scratch *dais_mm_scratch_new(int64_t max_n_in, int max_tokens)
 
 void dais_mm_scratch_free(dais_mm_scratch *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->buf);
     free(s);
 }
@@ -759,14 +739,12 @@ static void mm_worker(void *arg, int ith, int nth)
     int64_t per = (rows + nth - 1) / nth;
     per = (per + 3) / 4 * 4;
     int64_t r0 = per * ith, r1 = r0 + per;
-    if (r1 > rows)
-        r1 = rows;
-    if (r0 < r1)
-        mm_rows(&j->m, j->tiles, r0, r1);
+    if (r1 > rows) r1 = rows;
+    if (r0 < r1) mm_rows(&j->m, j->tiles, r0, r1);
 }
 
-int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const float *x,
-                float *y, int n_tok)
+int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const float *x, float *y,
+                int n_tok)
 {
     if (!s || !w || !x || !y || n_tok < 1 || n_tok > s->max_tokens || w->n_in <= 0 ||
         w->n_in > s->max_n_in || w->n_out < 0 || !w->data)
@@ -775,8 +753,7 @@ int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const
     const dais__isa_impl *impl = dais__kernels_impl();
     if (!ti || w->type >= DAIS_DTYPE_MAX || !impl->tiles[w->type] || w->n_in % ti->block)
         return DAIS_EINVAL;
-    if (w->n_out == 0)
-        return 0;
+    if (w->n_out == 0) return 0;
 
     mm_job j = {
         .impl = impl,
@@ -784,14 +761,15 @@ int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const
         .type = w->type,
         .n_out = w->n_out,
         .x = x,
-        .m = {
-            .n_in = w->n_in,
-            .w = w->data,
-            .w_stride = dais_dtype_row_bytes(w->type, (uint64_t)w->n_in, NULL),
-            .y = y,
-            .y_stride = w->n_out,
-            .n_tok = n_tok,
-        },
+        .m =
+            {
+                .n_in = w->n_in,
+                .w = w->data,
+                .w_stride = dais_dtype_row_bytes(w->type, (uint64_t)w->n_in, NULL),
+                .y = y,
+                .y_stride = w->n_out,
+                .n_tok = n_tok,
+            },
     };
     if (w->type == DAIS_F32 || w->type == DAIS_F16 || w->type == DAIS_BF16) {
         j.m.x = (const uint8_t *)x;

@@ -43,11 +43,11 @@ void dais_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* Which implementation the dispatcher uses. */
 enum dais_isa { DAIS_ISA_SCALAR = 0, DAIS_ISA_AVX2 = 1 };
-enum dais_isa dais_kernels_isa(void);      /* detected once, at first use */
+enum dais_isa dais_kernels_isa(void); /* detected once, at first use */
 /* Tests and benchmarks: pin an ISA for the whole process (AVX2 is refused, leaving scalar,
  * when the CPU lacks avx2, fma or f16c). Not meant to be called while matmuls run. */
 void dais_kernels_force_isa(enum dais_isa isa);
-const char *dais_kernels_features(void);   /* e.g. "avx2 fma f16c" for logs and metrics */
+const char *dais_kernels_features(void); /* e.g. "avx2 fma f16c" for logs and metrics */
 
 /* A weight matrix as the kernels see it. */
 typedef struct dais_matrix {
@@ -71,8 +71,8 @@ void dais_mm_scratch_free(dais_mm_scratch *s);
  * weights once. Call from the thread that drives the pool; `s` belongs to that caller.
  * Returns 0, or DAIS_EINVAL if an argument is NULL, n_tok is < 1 or exceeds the scratch,
  * n_in exceeds the scratch or is not a whole number of blocks, or the type has no kernel. */
-int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const float *x,
-                float *y, int n_tok);
+int dais_matmul(dais_pool *pool, dais_mm_scratch *s, const dais_matrix *w, const float *x, float *y,
+                int n_tok);
 
 /* Dot product of one weight row (n elements of `type`) with an f32 vector — the plain
  * reference path (dequantize then multiply in double), used by tests as the oracle. */

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 8")
+#define UNROLL        _Pragma("GCC unroll 8")
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
@@ -55,7 +55,7 @@ static ALWAYS_INLINE float f16_at(const uint8_t *p)
     return _cvtsh_ss(h);
 }
 
-#define ROW(m, r) ((m)->w + (size_t)(r) * (m)->w_stride)
+#define ROW(m, r)  ((m)->w + (size_t)(r) * (m)->w_stride)
 #define XROW(m, t) ((m)->x + (size_t)(t) * (m)->x_stride)
 
 /* Software prefetch distance on each weight-row stream. A quantized kernel spends a few cycles
@@ -199,14 +199,16 @@ static ALWAYS_INLINE void q4_0_pair(const uint8_t *const *wr, const uint8_t *con
     const size_t bs = sizeof(dais__blk_q4_0);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i ones = _mm256_set1_epi16(1);
-    UNROLL for (int i = 0; i < R; i++) {
+    UNROLL for (int i = 0; i < R; i++)
+    {
         const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
-        __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk)),
-            _mm_loadu_si128((const __m128i *)(blk + bs)), 1);
+        __m256i v =
+            _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk)),
+                                    _mm_loadu_si128((const __m128i *)(blk + bs)), 1);
         __m256i lo = _mm256_and_si256(v, m4);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        UNROLL for (int k = 0; k < T; k++) {
+        UNROLL for (int k = 0; k < T; k++)
+        {
             const __m256i *y = (const __m256i *)((const int8_t *)xr[k] + b * QK4_0);
             __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
                                            _mm256_maddubs_epi16(hi, _mm256_load_si256(y + 1)));
@@ -229,7 +231,8 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
     __m256 psc[DAIS__RMAX][DAIS__TMAX][4];
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
+    {
         acc0[i][k] = _mm256_setzero_ps();
         acc1[i][k] = _mm256_setzero_ps();
     }
@@ -238,14 +241,17 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
 
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             prefetch_ahead(wr[i] + b0 * bs, 8 * (int)bs);
             __m256 dw = f16x8_gather(wr[i] + b0 * bs, bs, g, 1);
-            UNROLL for (int k = 0; k < T; k++) {
-                __m256 sc = _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0));
+            UNROLL for (int k = 0; k < T; k++)
+            {
+                __m256 sc =
+                    _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0));
                 /* nibbles are stored +8: s holds -8 * dx * (sum of the block's qs) */
-                acc0[i][k] = _mm256_fmadd_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->s_off) + b0),
-                                             acc0[i][k]);
+                acc0[i][k] = _mm256_fmadd_ps(
+                    dw, _mm256_load_ps((const float *)(xr[k] + m->s_off) + b0), acc0[i][k]);
                 psc[i][k][0] = _mm256_permute_ps(sc, 0x00);
                 psc[i][k][1] = _mm256_permute_ps(sc, 0x55);
                 psc[i][k][2] = _mm256_permute_ps(sc, 0xaa);
@@ -263,28 +269,33 @@ static ALWAYS_INLINE void q4_0_tile(const dais__mm *m, int64_t r, int t, const i
                 q4_0_pair(wr, xr, b0 + 2 * p, R, T, acc0, psc, p);
                 q4_0_pair(wr, xr, b0 + 2 * p + 2, R, T, acc1, psc, p + 1);
             }
-            if (p < g / 2)
-                q4_0_pair(wr, xr, b0 + 2 * p, R, T, acc0, psc, p);
+            if (p < g / 2) q4_0_pair(wr, xr, b0 + 2 * p, R, T, acc0, psc, p);
         }
         if (g & 1) { /* the unpaired last block of the row, natural order */
             const int64_t b = b0 + g - 1;
             const __m256i shift = _mm256_set_epi64x(4, 4, 0, 0);
-            UNROLL for (int i = 0; i < R; i++) {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 const uint8_t *blk = wr[i] + (size_t)b * bs + 2;
                 __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)blk));
                 __m256i w = _mm256_and_si256(_mm256_srlv_epi64(v, shift), m4);
-                UNROLL for (int k = 0; k < T; k++) {
-                    __m256i x = _mm256_load_si256((const __m256i *)((const int8_t *)xr[k] + b * QK4_0));
-                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
+                UNROLL for (int k = 0; k < T; k++)
+                {
+                    __m256i x =
+                        _mm256_load_si256((const __m256i *)((const int8_t *)xr[k] + b * QK4_0));
+                    __m256 f =
+                        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
                     /* the low half of pair (g-1)/2 holds this block's scale */
-                    __m256 s = _mm256_permute2f128_ps(psc[i][k][(g - 1) / 2], psc[i][k][(g - 1) / 2], 0x00);
+                    __m256 s = _mm256_permute2f128_ps(psc[i][k][(g - 1) / 2],
+                                                      psc[i][k][(g - 1) / 2], 0x00);
                     acc1[i][k] = _mm256_fmadd_ps(f, s, acc1[i][k]);
                 }
             }
         }
     }
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
-        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
+        m->y[(int64_t)(t + k) * m->y_stride + r + i] =
+        hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
 }
 
 /* Q8_0: signed weights, so the sign trick (|w| times x with w's sign). Two accumulators per
@@ -296,13 +307,16 @@ static ALWAYS_INLINE void q8_0_block(const uint8_t *const *wr, const uint8_t *co
     const size_t bs = sizeof(dais__blk_q8_0);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i ws[DAIS__RMAX], wa[DAIS__RMAX];
-    UNROLL for (int i = 0; i < R; i++) {
+    UNROLL for (int i = 0; i < R; i++)
+    {
         ws[i] = _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * bs + 2));
         wa[i] = _mm256_sign_epi8(ws[i], ws[i]); /* |w| */
     }
-    UNROLL for (int k = 0; k < T; k++) {
+    UNROLL for (int k = 0; k < T; k++)
+    {
         __m256i xv = _mm256_load_si256((const __m256i *)(xr[k] + b * QK8_0));
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             __m256i p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, ws[i]));
             p = _mm256_madd_epi16(p, ones);
             acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&sc[i][k][j]),
@@ -321,39 +335,46 @@ static ALWAYS_INLINE void q8_0_tile(const dais__mm *m, int64_t r, int t, const i
     float sc[DAIS__RMAX][DAIS__TMAX][8] __attribute__((aligned(32)));
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = XROW(m, t + k);
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
+    {
         acc0[i][k] = _mm256_setzero_ps();
         acc1[i][k] = _mm256_setzero_ps();
     }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             prefetch_ahead(wr[i] + b0 * bs, 8 * (int)bs);
             __m256 dw = f16x8_gather(wr[i] + b0 * bs, bs, g, 0);
             UNROLL for (int k = 0; k < T; k++) _mm256_store_ps(
-                sc[i][k], _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0)));
+                sc[i][k],
+                _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xr[k] + m->d_off) + b0)));
         }
         int j = 0;
         for (; j + 1 < g; j += 2) {
             q8_0_block(wr, xr, b0 + j, R, T, acc0, sc, j);
             q8_0_block(wr, xr, b0 + j + 1, R, T, acc1, sc, j + 1);
         }
-        if (j < g)
-            q8_0_block(wr, xr, b0 + j, R, T, acc0, sc, j);
+        if (j < g) q8_0_block(wr, xr, b0 + j, R, T, acc0, sc, j);
     }
     UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
-        m->y[(int64_t)(t + k) * m->y_stride + r + i] = hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
+        m->y[(int64_t)(t + k) * m->y_stride + r + i] =
+        hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
 }
 
 /* ---- Q4_K x Q8KA ----------------------------------------------------------------------------- */
 
 /* pshufb controls that broadcast 16-bit lane j of each 128-bit half */
 static const uint8_t bcast16_ctl[8][32] __attribute__((aligned(32))) = {
-#define C(j) {2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,                  \
-              2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,                  \
-              2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,                  \
-              2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1}
-    C(0), C(1), C(2), C(3), C(4), C(5), C(6), C(7)
+#define C(j)                                                                                       \
+    {                                                                                              \
+        2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,  \
+            2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j,         \
+            2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,     \
+            2 * j, 2 * j + 1, 2 * j, 2 * j + 1                                                     \
+    }
+    C(0), C(1), C(2), C(3), C(4),
+    C(5), C(6), C(7)
 #undef C
 };
 
@@ -385,7 +406,8 @@ static ALWAYS_INLINE void q4_K_tile(const dais__mm *m, int64_t r, int t, const i
         __m256i scv[DAIS__RMAX], mnv[DAIS__RMAX];
         float dd[DAIS__RMAX], dm[DAIS__RMAX];
         __m256i iacc[DAIS__RMAX][DAIS__TMAX];
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             const dais__blk_q4_K *blk = (const dais__blk_q4_K *)wr[i] + b;
             prefetch_ahead((const uint8_t *)blk, (int)sizeof(*blk));
             uint32_t a0 = le32(blk->scales), a1 = le32(blk->scales + 4), a2 = le32(blk->scales + 8);
@@ -401,33 +423,38 @@ static ALWAYS_INLINE void q4_K_tile(const dais__mm *m, int64_t r, int t, const i
             dm[i] = _cvtsh_ss(blk->dmin);
             UNROLL for (int k = 0; k < T; k++) iacc[i][k] = _mm256_setzero_si256();
         }
-        UNROLL for (int c = 0; c < 4; c++) {
-            UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int c = 0; c < 4; c++)
+        {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 const dais__blk_q4_K *blk = (const dais__blk_q4_K *)wr[i] + b;
                 __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * c));
                 __m256i lo = _mm256_and_si256(q, m4);
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 __m256i slo = bcast16(scv[i], 2 * c), shi = bcast16(scv[i], 2 * c + 1);
-                UNROLL for (int k = 0; k < T; k++) {
+                UNROLL for (int k = 0; k < T; k++)
+                {
                     const int8_t *y = (const int8_t *)xr[k] + b * QK_K + 64 * c;
                     __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)y));
                     __m256i phi =
                         _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(y + 32)));
-                    __m256i s = _mm256_add_epi32(_mm256_madd_epi16(plo, slo),
-                                                 _mm256_madd_epi16(phi, shi));
+                    __m256i s =
+                        _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi));
                     iacc[i][k] = _mm256_add_epi32(iacc[i][k], s);
                 }
             }
         }
-        UNROLL for (int k = 0; k < T; k++) {
+        UNROLL for (int k = 0; k < T; k++)
+        {
             float dx = ((const float *)(xr[k] + m->d_off))[b];
             __m256i bs = _mm256_load_si256((const __m256i *)(xr[k] + m->s_off) + b);
-            UNROLL for (int i = 0; i < R; i++) {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 __m256i mins = _mm256_madd_epi16(bs, mnv[i]);
                 acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][k]),
                                             _mm256_set1_ps(dd[i] * dx), acc[i][k]);
-                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins),
-                                            _mm256_set1_ps(-dm[i] * dx), acc[i][k]);
+                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(-dm[i] * dx),
+                                            acc[i][k]);
             }
         }
     }
@@ -457,7 +484,8 @@ static ALWAYS_INLINE void q6_K_tile(const dais__mm *m, int64_t r, int t, const i
         __m256i scp[DAIS__RMAX], sc16[DAIS__RMAX];
         float dd[DAIS__RMAX];
         __m256i iacc[DAIS__RMAX][DAIS__TMAX];
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             const dais__blk_q6_K *blk = (const dais__blk_q6_K *)(wr[i] + b * 210);
             prefetch_ahead((const uint8_t *)blk, (int)sizeof(*blk));
             __m128i s = _mm_loadu_si128((const __m128i *)blk->scales);
@@ -466,8 +494,10 @@ static ALWAYS_INLINE void q6_K_tile(const dais__mm *m, int64_t r, int t, const i
             dd[i] = f16_at((const uint8_t *)&blk->d);
             UNROLL for (int k = 0; k < T; k++) iacc[i][k] = _mm256_setzero_si256();
         }
-        UNROLL for (int h = 0; h < 2; h++) {
-            UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int h = 0; h < 2; h++)
+        {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 const dais__blk_q6_K *blk = (const dais__blk_q6_K *)(wr[i] + b * 210);
                 __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
                 __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
@@ -481,25 +511,30 @@ static ALWAYS_INLINE void q6_K_tile(const dais__mm *m, int64_t r, int t, const i
                                        _mm256_and_si256(qh, m30));
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-                UNROLL for (int p = 0; p < 4; p++) {
+                UNROLL for (int p = 0; p < 4; p++)
+                {
                     __m256i s = bcast16(scp[i], 4 * h + p);
-                    UNROLL for (int k = 0; k < T; k++) {
+                    UNROLL for (int k = 0; k < T; k++)
+                    {
                         const int8_t *y = (const int8_t *)xr[k] + b * QK_K + 128 * h + 32 * p;
-                        __m256i v = _mm256_maddubs_epi16(q[p], _mm256_load_si256((const __m256i *)y));
+                        __m256i v =
+                            _mm256_maddubs_epi16(q[p], _mm256_load_si256((const __m256i *)y));
                         iacc[i][k] = _mm256_add_epi32(iacc[i][k], _mm256_madd_epi16(v, s));
                     }
                 }
             }
         }
-        UNROLL for (int k = 0; k < T; k++) {
+        UNROLL for (int k = 0; k < T; k++)
+        {
             float dx = ((const float *)(xr[k] + m->d_off))[b];
             __m256i bs = _mm256_load_si256((const __m256i *)(xr[k] + m->s_off) + b);
-            UNROLL for (int i = 0; i < R; i++) {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 /* levels are stored +32: subtract 32 * sum(scale * block sum) */
                 __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16[i]), 5);
                 __m256i v = _mm256_sub_epi32(iacc[i][k], off);
-                acc[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dd[i] * dx),
-                                            acc[i][k]);
+                acc[i][k] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dd[i] * dx), acc[i][k]);
             }
         }
     }
@@ -511,8 +546,7 @@ static ALWAYS_INLINE void q6_K_tile(const dais__mm *m, int64_t r, int t, const i
 
 static ALWAYS_INLINE __m256 load8(const uint8_t *row, int64_t e, uint32_t type)
 {
-    if (type == DAIS_F16)
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * e)));
+    if (type == DAIS_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * e)));
     if (type == DAIS_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * e))), 16));
@@ -522,8 +556,7 @@ static ALWAYS_INLINE __m256 load8(const uint8_t *row, int64_t e, uint32_t type)
 static ALWAYS_INLINE float load1(const uint8_t *row, int64_t e, uint32_t type)
 {
     uint16_t h;
-    if (type == DAIS_F16)
-        return f16_at(row + 2 * e);
+    if (type == DAIS_F16) return f16_at(row + 2 * e);
     if (type == DAIS_BF16) {
         memcpy(&h, row + 2 * e, 2);
         return dais_bf16_to_f32(h);
@@ -545,33 +578,39 @@ static ALWAYS_INLINE void float_tile(const dais__mm *m, int64_t r, int t, const 
     __m256 acc0[DAIS__RMAX][DAIS__TMAX], acc1[DAIS__RMAX][DAIS__TMAX];
     UNROLL for (int i = 0; i < R; i++) wr[i] = ROW(m, r + i);
     UNROLL for (int k = 0; k < T; k++) xr[k] = (const float *)XROW(m, t + k);
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
+    {
         acc0[i][k] = _mm256_setzero_ps();
         acc1[i][k] = _mm256_setzero_ps();
     }
     for (int64_t e = 0; e < n16; e += 16) {
         __m256 w0[DAIS__RMAX], w1[DAIS__RMAX];
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             prefetch_ahead(wr[i] + e * esz, 16 * esz);
             w0[i] = load8(wr[i], e, type);
             w1[i] = load8(wr[i], e + 8, type);
         }
-        UNROLL for (int k = 0; k < T; k++) {
+        UNROLL for (int k = 0; k < T; k++)
+        {
             __m256 x0 = _mm256_loadu_ps(xr[k] + e), x1 = _mm256_loadu_ps(xr[k] + e + 8);
-            UNROLL for (int i = 0; i < R; i++) {
+            UNROLL for (int i = 0; i < R; i++)
+            {
                 acc0[i][k] = _mm256_fmadd_ps(w0[i], x0, acc0[i][k]);
                 acc1[i][k] = _mm256_fmadd_ps(w1[i], x1, acc1[i][k]);
             }
         }
     }
     if (n8 > n16) {
-        UNROLL for (int i = 0; i < R; i++) {
+        UNROLL for (int i = 0; i < R; i++)
+        {
             __m256 w0 = load8(wr[i], n16, type);
             UNROLL for (int k = 0; k < T; k++) acc0[i][k] =
                 _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[k] + n16), acc0[i][k]);
         }
     }
-    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++) {
+    UNROLL for (int i = 0; i < R; i++) UNROLL for (int k = 0; k < T; k++)
+    {
         float s = hsum_ps(_mm256_add_ps(acc0[i][k], acc1[i][k]));
         for (int64_t e = n8; e < n; e++)
             s += load1(wr[i], e, type) * xr[k][e];
@@ -594,7 +633,8 @@ static ALWAYS_INLINE void bf16_tile(const dais__mm *m, int64_t r, int t, const i
     float_tile(m, r, t, R, T, DAIS_BF16);
 }
 
-/* ---- instantiation ---------------------------------------------------------------------------- */
+/* ---- instantiation ----------------------------------------------------------------------------
+ */
 
 #define INST(ty, R, T)                                                                             \
     static void ty##_##R##x##T(const dais__mm *m, int64_t r, int t, int nr, int nt)                \
@@ -602,8 +642,11 @@ static ALWAYS_INLINE void bf16_tile(const dais__mm *m, int64_t r, int t, const i
         ty##_tile(m, r, t, R, T);                                                                  \
     }
 #define INST_R(ty, R) INST(ty, R, 1) INST(ty, R, 2) INST(ty, R, 3) INST(ty, R, 4)
-#define INST_ALL(ty) INST_R(ty, 1) INST_R(ty, 2) INST_R(ty, 4)
-#define ROWFNS(ty, R) {NULL, ty##_##R##x1, ty##_##R##x2, ty##_##R##x3, ty##_##R##x4}
+#define INST_ALL(ty)  INST_R(ty, 1) INST_R(ty, 2) INST_R(ty, 4)
+#define ROWFNS(ty, R)                                                                              \
+    {                                                                                              \
+        NULL, ty##_##R##x1, ty##_##R##x2, ty##_##R##x3, ty##_##R##x4                               \
+    }
 #define TILES(ty, rb, tb, rd)                                                                      \
     static const dais__tiles tiles_##ty = {                                                        \
         rb, tb, rd, {[1] = ROWFNS(ty, 1), [2] = ROWFNS(ty, 2), [4] = ROWFNS(ty, 4)}};
@@ -629,7 +672,8 @@ TILES(f32, 2, 2, 1)
 TILES(f16, 2, 2, 1)
 TILES(bf16, 2, 2, 1)
 
-/* ---- memory probe and row conversions ---------------------------------------------------------- */
+/* ---- memory probe and row conversions ----------------------------------------------------------
+ */
 
 static uint64_t read_sum(const void *p, size_t n)
 {
@@ -670,15 +714,16 @@ const dais__isa_impl dais__impl_avx2 = {
     .name = "avx2",
     .quant_q8a = quant_q8a,
     .quant_q8ka = quant_q8ka,
-    .tiles = {
-        [DAIS_F32] = &tiles_f32,
-        [DAIS_F16] = &tiles_f16,
-        [DAIS_BF16] = &tiles_bf16,
-        [DAIS_Q8_0] = &tiles_q8_0,
-        [DAIS_Q4_0] = &tiles_q4_0,
-        [DAIS_Q4_K] = &tiles_q4_K,
-        [DAIS_Q6_K] = &tiles_q6_K,
-    },
+    .tiles =
+        {
+            [DAIS_F32] = &tiles_f32,
+            [DAIS_F16] = &tiles_f16,
+            [DAIS_BF16] = &tiles_bf16,
+            [DAIS_Q8_0] = &tiles_q8_0,
+            [DAIS_Q4_0] = &tiles_q4_0,
+            [DAIS_Q4_K] = &tiles_q4_K,
+            [DAIS_Q6_K] = &tiles_q6_K,
+        },
     .read_sum = read_sum,
     .f16_to_f32_row = f16_to_f32_row,
     .f32_to_f16_row = f32_to_f16_row,

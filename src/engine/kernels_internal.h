@@ -17,7 +17,7 @@
 
 #define QK8_0 32
 #define QK4_0 32
-#define QK_K 256
+#define QK_K  256
 
 typedef struct {
     uint16_t d;       /* f16 scale */
@@ -31,23 +31,23 @@ typedef struct {
 } dais__blk_q4_0;
 
 typedef struct {
-    uint16_t d;          /* f16 super-block scale of the sub-block scales */
-    uint16_t dmin;       /* f16 super-block scale of the sub-block mins */
-    uint8_t scales[12];  /* 8 six-bit scales and 8 six-bit mins, packed (see q4k_scales) */
+    uint16_t d;           /* f16 super-block scale of the sub-block scales */
+    uint16_t dmin;        /* f16 super-block scale of the sub-block mins */
+    uint8_t scales[12];   /* 8 six-bit scales and 8 six-bit mins, packed (see q4k_scales) */
     uint8_t qs[QK_K / 2]; /* per 64 elements: 32 bytes, low nibbles = first 32, high = next */
 } dais__blk_q4_K;
 
 typedef struct {
-    uint8_t ql[QK_K / 2];      /* low 4 bits */
-    uint8_t qh[QK_K / 4];      /* high 2 bits */
-    int8_t scales[QK_K / 16];  /* one signed scale per 16 elements */
-    uint16_t d;                /* f16 super-block scale */
+    uint8_t ql[QK_K / 2];     /* low 4 bits */
+    uint8_t qh[QK_K / 4];     /* high 2 bits */
+    int8_t scales[QK_K / 16]; /* one signed scale per 16 elements */
+    uint16_t d;               /* f16 super-block scale */
 } dais__blk_q6_K;
 
 typedef struct {
-    float d;                   /* scale */
-    int8_t qs[QK_K];           /* value = qs[i] * d */
-    int16_t bsums[QK_K / 16];  /* sum of each 16 consecutive qs */
+    float d;                  /* scale */
+    int8_t qs[QK_K];          /* value = qs[i] * d */
+    int16_t bsums[QK_K / 16]; /* sum of each 16 consecutive qs */
 } dais__blk_q8_K;
 
 _Static_assert(sizeof(dais__blk_q8_0) == 34, "q8_0 block");
@@ -60,14 +60,17 @@ _Static_assert(sizeof(dais__blk_q8_K) == 292, "q8_K block");
  * get_scale_min_k4 for j = 0..7, done four at a time on 32-bit words). */
 static inline void dais__q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
 {
-    uint32_t a0 = (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
-    uint32_t a1 = (uint32_t)s[4] | (uint32_t)s[5] << 8 | (uint32_t)s[6] << 16 | (uint32_t)s[7] << 24;
-    uint32_t a2 = (uint32_t)s[8] | (uint32_t)s[9] << 8 | (uint32_t)s[10] << 16 | (uint32_t)s[11] << 24;
+    uint32_t a0 =
+        (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
+    uint32_t a1 =
+        (uint32_t)s[4] | (uint32_t)s[5] << 8 | (uint32_t)s[6] << 16 | (uint32_t)s[7] << 24;
+    uint32_t a2 =
+        (uint32_t)s[8] | (uint32_t)s[9] << 8 | (uint32_t)s[10] << 16 | (uint32_t)s[11] << 24;
     uint32_t w[4];
-    w[0] = a0 & 0x3f3f3f3fu;                                            /* scales 0..3 */
-    w[1] = (a2 & 0x0f0f0f0fu) | ((a0 >> 6) & 0x03030303u) << 4;         /* scales 4..7 */
-    w[2] = a1 & 0x3f3f3f3fu;                                            /* mins 0..3 */
-    w[3] = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 6) & 0x03030303u) << 4;  /* mins 4..7 */
+    w[0] = a0 & 0x3f3f3f3fu;                                           /* scales 0..3 */
+    w[1] = (a2 & 0x0f0f0f0fu) | ((a0 >> 6) & 0x03030303u) << 4;        /* scales 4..7 */
+    w[2] = a1 & 0x3f3f3f3fu;                                           /* mins 0..3 */
+    w[3] = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 6) & 0x03030303u) << 4; /* mins 4..7 */
     for (int i = 0; i < 4; i++) {
         sc[i] = (uint8_t)(w[0] >> (8 * i));
         sc[i + 4] = (uint8_t)(w[1] >> (8 * i));
@@ -95,8 +98,7 @@ static inline void dais__q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t 
 /* Paired layout: byte offset of half h (elements 16h..16h+15) of block b in a row of nb. */
 static inline int64_t dais__q8p_half(int64_t b, int64_t nb, int h)
 {
-    if ((nb & 1) && b == nb - 1)
-        return 32 * b + 16 * h; /* the unpaired last block */
+    if ((nb & 1) && b == nb - 1) return 32 * b + 16 * h; /* the unpaired last block */
     return 64 * (b / 2) + 16 * (b & 1) + 32 * h;
 }
 
@@ -117,12 +119,12 @@ typedef void (*dais__quant_q8ka_fn)(const float *x, int64_t n, int8_t *qs, float
 /* One matmul as the per-ISA kernels see it. */
 typedef struct dais__mm {
     int64_t n_in;
-    const uint8_t *w;  /* (n_out, w_stride bytes) weight rows */
+    const uint8_t *w; /* (n_out, w_stride bytes) weight rows */
     size_t w_stride;
-    const uint8_t *x;  /* (n_tok, x_stride bytes) activations, layout by weight type */
+    const uint8_t *x; /* (n_tok, x_stride bytes) activations, layout by weight type */
     size_t x_stride;
     size_t d_off, s_off; /* offsets of the scale and sum arrays inside a quantized row */
-    float *y;           /* (n_tok, y_stride) outputs */
+    float *y;            /* (n_tok, y_stride) outputs */
     int64_t y_stride;
     int n_tok;
 } dais__mm;

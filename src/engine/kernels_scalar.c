@@ -63,8 +63,8 @@ static void quant_q8ka(const float *x, int64_t n, int8_t *qs, float *d, int16_t 
 /* ---- tiles --------------------------------------------------------------------------------
  * One generic function per type; the driver's (nr, nt) are plain loop bounds here. */
 
-#define ROW(m, r) ((m)->w + (size_t)(r) * (m)->w_stride)
-#define XROW(m, t) ((m)->x + (size_t)(t) * (m)->x_stride)
+#define ROW(m, r)    ((m)->w + (size_t)(r) * (m)->w_stride)
+#define XROW(m, t)   ((m)->x + (size_t)(t) * (m)->x_stride)
 #define OUT(m, r, t) ((m)->y[(int64_t)(t) * (m)->y_stride + (r)])
 
 static void tile_q4_0(const dais__mm *m, int64_t r, int t, int nr, int nt)
@@ -236,7 +236,13 @@ static void tile_bf16(const dais__mm *m, int64_t r, int t, int nr, int nt)
 }
 
 /* rb = rd = 1, tb = 4: a weight row stays in L1 while four tokens pass over it. */
-#define TILES(fn) {1, 4, 1, {[1] = {NULL, fn, fn, fn, fn}}}
+#define TILES(fn)                                                                                  \
+    {                                                                                              \
+        1, 4, 1,                                                                                   \
+        {                                                                                          \
+            [1] = { NULL, fn, fn, fn, fn }                                                         \
+        }                                                                                          \
+    }
 
 static const dais__tiles tiles_f32 = TILES(tile_f32);
 static const dais__tiles tiles_f16 = TILES(tile_f16);
@@ -279,15 +285,16 @@ const dais__isa_impl dais__impl_scalar = {
     .name = "scalar",
     .quant_q8a = quant_q8a,
     .quant_q8ka = quant_q8ka,
-    .tiles = {
-        [DAIS_F32] = &tiles_f32,
-        [DAIS_F16] = &tiles_f16,
-        [DAIS_BF16] = &tiles_bf16,
-        [DAIS_Q8_0] = &tiles_q8_0,
-        [DAIS_Q4_0] = &tiles_q4_0,
-        [DAIS_Q4_K] = &tiles_q4_K,
-        [DAIS_Q6_K] = &tiles_q6_K,
-    },
+    .tiles =
+        {
+            [DAIS_F32] = &tiles_f32,
+            [DAIS_F16] = &tiles_f16,
+            [DAIS_BF16] = &tiles_bf16,
+            [DAIS_Q8_0] = &tiles_q8_0,
+            [DAIS_Q4_0] = &tiles_q4_0,
+            [DAIS_Q4_K] = &tiles_q4_K,
+            [DAIS_Q6_K] = &tiles_q6_K,
+        },
     .read_sum = read_sum,
     .f16_to_f32_row = f16_to_f32_row,
     .f32_to_f16_row = f32_to_f16_row,

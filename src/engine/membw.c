@@ -47,11 +47,9 @@ static void run_all(dais_membw *pr, dais_pool *pool)
 dais_membw *dais_membw_new(dais_pool *pool, size_t bytes)
 {
     int nth = dais_pool_size(pool);
-    if (nth > MAX_THREADS || bytes < (size_t)nth * 4096)
-        return NULL;
+    if (nth > MAX_THREADS || bytes < (size_t)nth * 4096) return NULL;
     dais_membw *pr = calloc(1, sizeof(*pr));
-    if (!pr)
-        return NULL;
+    if (!pr) return NULL;
     pr->nth = nth;
     pr->share = bytes / (size_t)nth / 4096 * 4096;
     pr->buf = aligned_alloc(4096, pr->share * (size_t)nth);
@@ -68,8 +66,7 @@ dais_membw *dais_membw_new(dais_pool *pool, size_t bytes)
 
 double dais_membw_measure(dais_membw *pr, dais_pool *pool, int reps)
 {
-    if (!pr || reps < 1 || dais_pool_size(pool) != pr->nth)
-        return 0.0;
+    if (!pr || reps < 1 || dais_pool_size(pool) != pr->nth) return 0.0;
     uint64_t best = UINT64_MAX;
     for (int r = 0; r < reps; r++) {
         uint64_t t0 = dais_now_ns();
@@ -82,19 +79,16 @@ double dais_membw_measure(dais_membw *pr, dais_pool *pool, int reps)
 
 void dais_membw_free(dais_membw *pr)
 {
-    if (!pr)
-        return;
+    if (!pr) return;
     free(pr->buf);
     free(pr);
 }
 
 double dais_membw_read_gbs(dais_pool *pool, size_t bytes, int reps)
 {
-    if (reps < 1)
-        return 0.0;
+    if (reps < 1) return 0.0;
     dais_membw *pr = dais_membw_new(pool, bytes);
-    if (!pr)
-        return 0.0;
+    if (!pr) return 0.0;
     (void)dais_membw_measure(pr, pool, 1); /* warm-up: TLB and page tables */
     double gbs = dais_membw_measure(pr, pool, reps);
     dais_membw_free(pr);

@@ -45,15 +45,15 @@
 #define CALLER_SPIN_NS 200000ull
 
 struct dais_pool {
-    int n;               /* threads in total, including the caller */
-    pthread_t *threads;  /* (n - 1) workers */
+    int n;              /* threads in total, including the caller */
+    pthread_t *threads; /* (n - 1) workers */
     int n_started;
 
     /* The current run; written by the caller before `gen` is bumped. */
     dais_pool_fn fn;
     void *arg;
 
-    _Alignas(64) atomic_uint gen;  /* run generation; bumped once per run */
+    _Alignas(64) atomic_uint gen; /* run generation; bumped once per run */
     atomic_bool stop;
     _Alignas(64) atomic_int pending; /* workers still inside the current run */
     _Alignas(64) atomic_int n_sleeping;
@@ -75,8 +75,7 @@ static unsigned wait_for_run(dais_pool *p, unsigned seen)
     uint64_t t0 = 0;
     for (unsigned i = 0;; i++) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (g != seen || atomic_load_explicit(&p->stop, memory_order_acquire))
-            return g;
+        if (g != seen || atomic_load_explicit(&p->stop, memory_order_acquire)) return g;
         cpu_relax();
         if ((i & 255) == 255) {
             uint64_t now = dais_now_ns();
@@ -108,8 +107,7 @@ static void *worker_main(void *varg)
     unsigned seen = 0;
     for (;;) {
         unsigned g = wait_for_run(p, seen);
-        if (atomic_load_explicit(&p->stop, memory_order_acquire))
-            break;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
         seen = g;
         p->fn(p->arg, wa.ith, p->n);
         /* seq_cst: pairs with the caller's store to caller_waiting */
@@ -124,11 +122,9 @@ static void *worker_main(void *varg)
 
 dais_pool *dais_pool_new(int n_threads)
 {
-    if (n_threads < 1 || n_threads > 1024)
-        return NULL;
+    if (n_threads < 1 || n_threads > 1024) return NULL;
     dais_pool *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     p->n = n_threads;
     atomic_init(&p->gen, 0);
     atomic_init(&p->stop, false);
@@ -152,12 +148,10 @@ dais_pool *dais_pool_new(int n_threads)
     }
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof(pthread_t));
-        if (!p->threads)
-            goto fail;
+        if (!p->threads) goto fail;
         for (int i = 1; i < n_threads; i++) {
             struct worker_arg *wa = malloc(sizeof(*wa));
-            if (!wa)
-                goto fail;
+            if (!wa) goto fail;
             wa->p = p;
             wa->ith = i;
             if (pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
@@ -175,8 +169,7 @@ fail:
 
 void dais_pool_free(dais_pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     atomic_store(&p->stop, true);
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->cv);

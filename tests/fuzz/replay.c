@@ -40,22 +40,18 @@ int main(int argc, char **argv)
             return 1;
         }
         if (!S_ISDIR(st.st_mode)) {
-            if (run_file(argv[i]) == 0)
-                n++;
+            if (run_file(argv[i]) == 0) n++;
             continue;
         }
         DIR *d = opendir(argv[i]);
         struct dirent *e;
         while (d != NULL && (e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
-                continue;
+            if (e->d_name[0] == '.') continue;
             char p[4096];
             snprintf(p, sizeof(p), "%s/%s", argv[i], e->d_name);
-            if (run_file(p) == 0)
-                n++;
+            if (run_file(p) == 0) n++;
         }
-        if (d != NULL)
-            closedir(d);
+        if (d != NULL) closedir(d);
     }
     /* Also exercise a few degenerate inputs every time. */
     static const uint8_t zeros[64];

@@ -69,7 +69,7 @@ static bool have_avx2(void)
     return ok;
 }
 
-static const uint32_t all_types[] = {DAIS_F32, DAIS_F16, DAIS_BF16, DAIS_Q8_0,
+static const uint32_t all_types[] = {DAIS_F32,  DAIS_F16,  DAIS_BF16, DAIS_Q8_0,
                                      DAIS_Q4_0, DAIS_Q4_K, DAIS_Q6_K};
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -111,8 +111,7 @@ static float *make_acts(int64_t n, float scale)
 /* n_in that every type can use, and one that only block-size-1 types can. */
 static int64_t n_in_for(uint32_t type, bool odd)
 {
-    if (dais_dtype_get(type)->block == 1)
-        return odd ? 301 : 512;
+    if (dais_dtype_get(type)->block == 1) return odd ? 301 : 512;
     return dais_dtype_get(type)->block == 256 ? (odd ? 768 : 512) : (odd ? 96 : 512);
 }
 
@@ -157,11 +156,11 @@ static void test_f16_values(void **state)
     assert_int_equal(dais_f32_to_f16(-1e10f), 0xfc00);
     assert_int_equal(dais_f32_to_f16(INFINITY), 0x7c00);
     assert_int_equal(dais_f32_to_f16(0x1p-24f), 0x0001);
-    assert_int_equal(dais_f32_to_f16(0x1p-25f), 0x0000);      /* tie to even: 0 */
-    assert_int_equal(dais_f32_to_f16(0x1.8p-25f), 0x0001);    /* above the tie */
-    assert_int_equal(dais_f32_to_f16(0x3p-25f), 0x0002);      /* 1.5 units: tie to even 2 */
-    assert_int_equal(dais_f32_to_f16(0x5p-25f), 0x0002);      /* 2.5 units: tie to even 2 */
-    assert_int_equal(dais_f32_to_f16(0x1.ffcp-15f), 0x0400);  /* rounds up into the normals */
+    assert_int_equal(dais_f32_to_f16(0x1p-25f), 0x0000);     /* tie to even: 0 */
+    assert_int_equal(dais_f32_to_f16(0x1.8p-25f), 0x0001);   /* above the tie */
+    assert_int_equal(dais_f32_to_f16(0x3p-25f), 0x0002);     /* 1.5 units: tie to even 2 */
+    assert_int_equal(dais_f32_to_f16(0x5p-25f), 0x0002);     /* 2.5 units: tie to even 2 */
+    assert_int_equal(dais_f32_to_f16(0x1.ffcp-15f), 0x0400); /* rounds up into the normals */
     assert_int_equal(dais_f32_to_f16(1e-10f), 0x0000);
     assert_int_equal(dais_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie to even */
     assert_int_equal(dais_f32_to_f16(1.0f + 0x3p-11f), 0x3c02);
@@ -233,8 +232,7 @@ static void test_bf16(void **state)
     assert_true((n & 0x7f80) == 0x7f80 && (n & 0x7f));
     for (uint32_t h = 0; h < 65536; h++) {
         float f = dais_bf16_to_f32((uint16_t)h);
-        if (!isnan(f))
-            assert_int_equal(dais_f32_to_bf16(f), h);
+        if (!isnan(f)) assert_int_equal(dais_f32_to_bf16(f), h);
     }
 }
 
@@ -276,7 +274,7 @@ static void test_layouts(void **state)
     float out[256];
 
     dais__blk_q4_0 q4 = {.d = dais_f32_to_f16(0.5f)};
-    q4.qs[0] = 0x9f; /* element 0: 15 - 8 = 7; element 16: 9 - 8 = 1 */
+    q4.qs[0] = 0x9f;  /* element 0: 15 - 8 = 7; element 16: 9 - 8 = 1 */
     q4.qs[15] = 0x08; /* element 15: 0; element 31: 0 - 8 */
     for (int i = 1; i < 15; i++)
         q4.qs[i] = 0x88;
@@ -302,7 +300,8 @@ static void test_layouts(void **state)
     dais_dequantize_row(DAIS_Q4_K, &k4, out, 256);
     for (int e = 0; e < 256; e++) {
         int chunk = e / 64, within = e % 64, sub = e / 32;
-        int q = within < 32 ? k4.qs[32 * chunk + within] & 0xf : k4.qs[32 * chunk + within - 32] >> 4;
+        int q =
+            within < 32 ? k4.qs[32 * chunk + within] & 0xf : k4.qs[32 * chunk + within - 32] >> 4;
         int d, m;
         scale_min_k4(sub, k4.scales, &d, &m);
         float want = 0.125f * (float)d * (float)q - 0.0625f * (float)m;
@@ -330,7 +329,8 @@ static void test_layouts(void **state)
     }
 }
 
-/* ---- quantization error ------------------------------------------------------------------------ */
+/* ---- quantization error ------------------------------------------------------------------------
+ */
 
 static void test_quantize_error(void **state)
 {
@@ -340,8 +340,8 @@ static void test_quantize_error(void **state)
         uint32_t type;
         double bound;
     } cases[] = {
-        {DAIS_F32, 0.0},       {DAIS_F16, 4e-4},    {DAIS_BF16, 3e-3},  {DAIS_Q8_0, 6.5e-3},
-        {DAIS_Q8_K, 8e-3},     {DAIS_Q4_0, 0.10},   {DAIS_Q4_K, 0.085}, {DAIS_Q6_K, 0.02},
+        {DAIS_F32, 0.0},   {DAIS_F16, 4e-4},  {DAIS_BF16, 3e-3},  {DAIS_Q8_0, 6.5e-3},
+        {DAIS_Q8_K, 8e-3}, {DAIS_Q4_0, 0.10}, {DAIS_Q4_K, 0.085}, {DAIS_Q6_K, 0.02},
     };
     enum { N = 1 << 16 };
     float *x = make_acts(N, 1.0f), *y = malloc(N * sizeof(float));
@@ -384,12 +384,12 @@ static void test_quantize_extremes(void **state)
         dais_quantize_row(all_types[c], x, q, 256);
         dais_dequantize_row(all_types[c], q, back, 256);
         for (int i = 0; i < 256; i++)
-            if (fabsf(x[i]) == 1000.0f)
-                assert_true(fabsf(back[i] - x[i]) < 0.15f * 1000.0f);
+            if (fabsf(x[i]) == 1000.0f) assert_true(fabsf(back[i] - x[i]) < 0.15f * 1000.0f);
     }
 }
 
-/* ---- activation quantization: both ISAs give the same bytes ----------------------------------- */
+/* ---- activation quantization: both ISAs give the same bytes -----------------------------------
+ */
 
 static void test_act_quant_identical(void **state)
 {
@@ -469,8 +469,7 @@ static void test_matmul_vs_ref(void **state)
             float *ya = malloc(sizeof(float) * (size_t)(n_out * n_tok));
             float *deq = malloc(sizeof(float) * (size_t)n_in);
             run_mm(DAIS_ISA_SCALAR, NULL, &w, x, ys, n_tok);
-            if (avx2)
-                run_mm(DAIS_ISA_AVX2, NULL, &w, x, ya, n_tok);
+            if (avx2) run_mm(DAIS_ISA_AVX2, NULL, &w, x, ya, n_tok);
             double worst_ref = 0, worst_isa = 0;
             for (int t = 0; t < n_tok; t++) {
                 const float *xt = x + t * n_in;
@@ -505,8 +504,9 @@ static void test_matmul_vs_ref(void **state)
                     }
                 }
             }
-            printf("  %-5s n_in %4lld: |scalar-ref| <= %.2e |w||x|, |avx2-scalar| <= %.2e sum|wx|\n",
-                   dais_dtype_name(type), (long long)n_in, worst_ref, worst_isa);
+            printf(
+                "  %-5s n_in %4lld: |scalar-ref| <= %.2e |w||x|, |avx2-scalar| <= %.2e sum|wx|\n",
+                dais_dtype_name(type), (long long)n_in, worst_ref, worst_isa);
             free(data);
             free(x);
             free(ys);
@@ -517,7 +517,8 @@ static void test_matmul_vs_ref(void **state)
     dais_kernels_force_isa(DAIS_ISA_SCALAR);
 }
 
-/* ---- batched == one token at a time, multi-thread == single thread (bit-exact) ---------------- */
+/* ---- batched == one token at a time, multi-thread == single thread (bit-exact) ----------------
+ */
 
 static void check_batch_and_threads(enum dais_isa isa)
 {
@@ -653,7 +654,8 @@ static void test_single_block_rows(void **state)
     dais_kernels_force_isa(DAIS_ISA_SCALAR);
 }
 
-/* ---- argument checking ------------------------------------------------------------------------- */
+/* ---- argument checking -------------------------------------------------------------------------
+ */
 
 static void test_matmul_invalid(void **state)
 {
@@ -664,7 +666,7 @@ static void test_matmul_invalid(void **state)
     dais_mm_scratch *s = dais_mm_scratch_new(64, 2);
     assert_non_null(s);
     assert_int_equal(dais_matmul(NULL, s, &w, x, y, 2), 0);
-    assert_int_equal(dais_matmul(NULL, s, &w, x, y, 3), DAIS_EINVAL);  /* too many tokens */
+    assert_int_equal(dais_matmul(NULL, s, &w, x, y, 3), DAIS_EINVAL); /* too many tokens */
     assert_int_equal(dais_matmul(NULL, s, &w, x, y, 0), DAIS_EINVAL);
     dais_matrix big = w;
     big.n_in = 96;
@@ -694,8 +696,7 @@ static void test_isa_and_features(void **state)
     const char *f = dais_kernels_features();
     assert_non_null(f);
     assert_true(strlen(f) > 0);
-    if (have_avx2())
-        assert_non_null(strstr(f, "avx2"));
+    if (have_avx2()) assert_non_null(strstr(f, "avx2"));
 }
 
 static void test_membw(void **state)

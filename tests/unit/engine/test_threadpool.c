@@ -25,8 +25,8 @@
 
 typedef struct counts {
     int n;
-    long hits[MAXT];     /* slot ith is written only by the thread running ith */
-    atomic_int bad_nth;  /* runs where nth was not the pool size */
+    long hits[MAXT];    /* slot ith is written only by the thread running ith */
+    atomic_int bad_nth; /* runs where nth was not the pool size */
     atomic_long total;
     pthread_t caller;
     atomic_int caller_not_0;
@@ -186,10 +186,8 @@ static void test_lifecycle(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_ith_once),
-        cmocka_unit_test(test_results_visible),
-        cmocka_unit_test(test_sleep_and_wake),
-        cmocka_unit_test(test_overhead),
+        cmocka_unit_test(test_every_ith_once), cmocka_unit_test(test_results_visible),
+        cmocka_unit_test(test_sleep_and_wake), cmocka_unit_test(test_overhead),
         cmocka_unit_test(test_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
