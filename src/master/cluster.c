@@ -46,10 +46,10 @@ static void conn_free(dais_mconn *c);
 
 static void conn_unlink(dais_master *m, dais_mconn *c)
 {
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else if (m->conns == c)
+    if (m->conns == c)
         m->conns = c->next;
+    else if (c->prev != NULL)
+        c->prev->next = c->next;
     if (c->next != NULL) c->next->prev = c->prev;
     c->prev = c->next = NULL;
 }
@@ -510,6 +510,7 @@ int dais_cluster_listen(dais_master *m, dais_err *err)
                             (unsigned)m->cfg.cluster_port, strerror(e));
     evconnlistener_set_error_cb(m->cluster_lis, accept_error_cb);
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     socklen_t sl = sizeof(ss);
     if (getsockname(evconnlistener_get_fd(m->cluster_lis), (struct sockaddr *)&ss, &sl) == 0)
         m->cluster_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

@@ -258,6 +258,7 @@ int dais_heartbeat_open(dais_master *m, dais_err *err)
     }
     freeaddrinfo(ai);
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     socklen_t sl = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         m->hb_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

@@ -202,10 +202,10 @@ static void conn_free(conn *c)
     req_free(r);
     if (c->bev != NULL) bufferevent_free(c->bev);
     if (c->resume != NULL) event_free(c->resume);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
+    if (s->conns == c)
         s->conns = c->next;
+    else if (c->prev != NULL)
+        c->prev->next = c->next;
     if (c->next != NULL) c->next->prev = c->prev;
     free(c);
     s->n_conns--;

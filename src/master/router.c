@@ -73,10 +73,10 @@ static void queue_unlink(dais_mreq *r)
 {
     dais_model_queue *q = r->queue;
     if (q == NULL) return;
-    if (r->qprev != NULL)
-        r->qprev->qnext = r->qnext;
-    else
+    if (q->head == r)
         q->head = r->qnext;
+    else if (r->qprev != NULL)
+        r->qprev->qnext = r->qnext;
     if (r->qnext != NULL)
         r->qnext->qprev = r->qprev;
     else
@@ -743,7 +743,7 @@ static int append_ids(int32_t **arr, int32_t *n, int32_t *cap, const int32_t *id
 {
     if (k <= 0) return 0;
     if (*n > INT32_MAX - k) return DAIS_ERANGE;
-    if (*n + k > *cap) {
+    if (*arr == NULL || *n + k > *cap) {
         int32_t nc = *cap > 0 ? *cap : 64;
         while (nc < *n + k)
             nc = nc > INT32_MAX / 2 ? *n + k : nc * 2;
