@@ -56,7 +56,7 @@ static void test_defaults_need_token(void **state)
     assert_int_equal(c.heartbeat_port, 8889);
     assert_int_equal(c.metrics_port, 9090);
     assert_int_equal(c.heartbeat_interval_ms, 5000);
-    assert_int_equal(c.heartbeat_misses, 3);
+    assert_int_equal(c.heartbeat_misses, 20);
     assert_int_equal(c.body_limit, 1u << 20);
     assert_true(c.metrics_enabled);
     assert_int_equal(c.n_models, 0);
