@@ -7,9 +7,11 @@
  * each child asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), even a
  * `kill -9` of this process leaves no orphans.
  *
- * Ports: the API port is --port (default 8080); every other port (cluster, heartbeats,
- * metrics, each worker's heartbeat and metrics port) is a free port the kernel picks, held
- * until all are chosen so they cannot collide with each other.
+ * Ports: the API port is --port (default 8080). With --metrics-port P the master serves
+ * /metrics on P and worker i on P+i (a worker whose P+i is taken gets a free port instead);
+ * every other port (cluster, heartbeats, and without --metrics-port all metrics ports) is a
+ * free port the kernel picks, held until all are chosen so they cannot collide. The startup
+ * output lists every node's metrics URL. --otlp-endpoint is passed to every node.
  *
  * Without -m it serves the project's demo model: a small Llama with random weights written by
  * the engine's synth module into $XDG_CACHE_HOME/dais (or ~/.cache/dais) on first use.
@@ -62,19 +64,25 @@ typedef struct run_opts {
     uint32_t threads;
     const char *heartbeat_interval;
     const char *log_level;
+    uint16_t metrics_port; /* 0: free ports */
+    const char *otlp_endpoint;
 } run_opts;
 
 static void usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: dais run [-m MODEL.gguf] [--workers N] [--port P] [--threads T]\n\n"
+        "usage: dais run [-m MODEL.gguf] [--workers N] [--port P] [--metrics-port P]\n"
+        "                [--threads T] [--otlp-endpoint URL]\n\n"
         "Starts a master and N workers as separate processes on 127.0.0.1, waits until the\n"
         "cluster is ready, prints how to call it, and stops everything on Ctrl-C/SIGTERM.\n\n"
         "  -m, --model PATH           GGUF Llama model to serve [the demo model, synthesized\n"
         "                             into $XDG_CACHE_HOME/dais or ~/.cache/dais on first use]\n"
         "  --workers N                worker processes, 1..%d [2]\n"
         "  --port P                   HTTP API port [8080]; other ports are picked free\n"
+        "  --metrics-port P           master /metrics on P, worker i on P+i (a free port when\n"
+        "                             P+i is taken); all listed at startup [free ports]\n"
+        "  --otlp-endpoint URL        OTLP/HTTP collector for every node's spans [off]\n"
         "  --threads T                compute threads per worker [CPUs / workers, at least 1]\n"
         "  --heartbeat-interval D     master heartbeat period, e.g. 1s [the master's default]\n"
         "  --log-level LEVEL          debug | info | warn | error [info]\n"
@@ -98,7 +106,8 @@ static int parse_opts(run_opts *o, int argc, char **argv)
             return 1;
         }
         bool known = IS("-m") || IS("--model") || IS("--workers") || IS("--port") ||
-                     IS("--threads") || IS("--heartbeat-interval") || IS("--log-level");
+                     IS("--threads") || IS("--heartbeat-interval") || IS("--log-level") ||
+                     IS("--metrics-port") || IS("--otlp-endpoint");
         if (!known) {
             fprintf(stderr, "dais run: unknown option '%s' (see --help)\n", a);
             return -1;
@@ -120,6 +129,17 @@ static int parse_opts(run_opts *o, int argc, char **argv)
                 fprintf(stderr, "dais run: --port must be 1..65535\n");
                 return -1;
             }
+        } else if (IS("--metrics-port")) {
+            if (dais_parse_port(v, &o->metrics_port) != 0 || o->metrics_port == 0) {
+                fprintf(stderr, "dais run: --metrics-port must be 1..65535\n");
+                return -1;
+            }
+        } else if (IS("--otlp-endpoint")) {
+            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+                fprintf(stderr, "dais run: --otlp-endpoint must be an http:// or https:// URL\n");
+                return -1;
+            }
+            o->otlp_endpoint = v;
         } else if (IS("--threads")) {
             if (dais_parse_u32(v, 1, 1024, &o->threads) != 0) {
                 fprintf(stderr, "dais run: --threads must be 1..1024\n");
@@ -213,9 +233,9 @@ static int demo_model(char *out, size_t cap)
 /* ---- ports ------------------------------------------------------------------------------------
  */
 
-/* Binds a socket of `type` to 127.0.0.1:0 and returns it (open, so the port stays taken until
- * every port is chosen) with the port in *port; -1 on failure. */
-static int hold_free_port(int type, uint16_t *port)
+/* Binds a socket of `type` to 127.0.0.1:want (0: any) and returns it (open, so the port
+ * stays taken until every port is chosen) with the port in *port; -1 on failure. */
+static int hold_port(int type, uint16_t want, uint16_t *port)
 {
     int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
@@ -223,6 +243,7 @@ static int hold_free_port(int type, uint16_t *port)
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(want);
     socklen_t len = sizeof(a);
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
@@ -386,12 +407,32 @@ int dais_cmd_run(int argc, char **argv)
     int n_ports = P_FIXED + 2 * (int)o.workers;
     uint16_t ports[P_FIXED + 2 * MAX_WORKERS];
     int fds[P_FIXED + 2 * MAX_WORKERS];
+    for (int i = 0; i < n_ports; i++)
+        fds[i] = -1;
+    if (o.metrics_port != 0) {
+        /* The asked-for metrics ports first, so no free port lands on one of them. */
+        for (uint32_t w = 0; w <= o.workers; w++) {
+            int slot = w == 0 ? P_METRICS : P_FIXED + 2 * (int)(w - 1) + 1;
+            uint32_t want = (uint32_t)o.metrics_port + w;
+            if (want <= 65535 && want != o.port)
+                fds[slot] = hold_port(SOCK_STREAM, (uint16_t)want, &ports[slot]);
+            if (w == 0 && fds[slot] < 0) {
+                fprintf(stderr, "dais run: cannot use --metrics-port %u: %s\n",
+                        (unsigned)o.metrics_port,
+                        want == o.port ? "it is the API port" : strerror(errno));
+                for (int k = 0; k < n_ports; k++)
+                    if (fds[k] >= 0) close(fds[k]);
+                return 1;
+            }
+        }
+    }
     for (int i = 0; i < n_ports; i++) {
+        if (fds[i] >= 0) continue;
         bool udp = i == P_HB || (i >= P_FIXED && (i - P_FIXED) % 2 == 0);
-        fds[i] = hold_free_port(udp ? SOCK_DGRAM : SOCK_STREAM, &ports[i]);
+        fds[i] = hold_port(udp ? SOCK_DGRAM : SOCK_STREAM, 0, &ports[i]);
         if (fds[i] < 0 || ports[i] == o.port) {
             fprintf(stderr, "dais run: cannot find a free port: %s\n", strerror(errno));
-            for (int k = 0; k <= i; k++)
+            for (int k = 0; k < n_ports; k++)
                 if (fds[k] >= 0) close(fds[k]);
             return 1;
         }
@@ -436,6 +477,10 @@ int dais_cmd_run(int argc, char **argv)
         margv[k++] = "--log-level";
         margv[k++] = (char *)o.log_level;
     }
+    if (o.otlp_endpoint != NULL) {
+        margv[k++] = "--otlp-endpoint";
+        margv[k++] = (char *)o.otlp_endpoint;
+    }
     margv[k] = NULL;
     kids[n_kids].pid = spawn(margv, token, &oldmask);
     snprintf(kids[n_kids].name, sizeof(kids[n_kids].name), "master");
@@ -475,6 +520,10 @@ int dais_cmd_run(int argc, char **argv)
         if (o.log_level != NULL) {
             wargv[j++] = "--log-level";
             wargv[j++] = (char *)o.log_level;
+        }
+        if (o.otlp_endpoint != NULL) {
+            wargv[j++] = "--otlp-endpoint";
+            wargv[j++] = (char *)o.otlp_endpoint;
         }
         wargv[j] = NULL;
         kids[n_kids].pid = spawn(wargv, token, &oldmask);
@@ -524,9 +573,13 @@ int dais_cmd_run(int argc, char **argv)
                    "  curl -sN http://127.0.0.1:%u/api/inference -d '{\"prompt\": \"Hello\", "
                    "\"max_tokens\": 64, \"stream\": true}'\n"
                    "  curl -s http://127.0.0.1:%u/api/cluster\n\n"
-                   "Metrics: http://127.0.0.1:%u/metrics. Ctrl-C stops the cluster.\n",
+                   "Metrics: http://127.0.0.1:%u/metrics (master)\n",
                    o.workers, o.workers == 1 ? "" : "s", model, (unsigned)o.port, (unsigned)o.port,
                    (unsigned)o.port, (unsigned)ports[P_METRICS]);
+            for (uint32_t i = 0; i < o.workers; i++)
+                printf("         http://127.0.0.1:%u/metrics (worker-%u)\n",
+                       (unsigned)ports[P_FIXED + 2 * i + 1], i + 1);
+            printf("Ctrl-C stops the cluster.\n");
             fflush(stdout);
         }
         if (!ready) {

@@ -104,16 +104,19 @@ static const opt options[] = {
      1u << 20, "8192", "largest max_tokens a request may ask for"},
     {"--request-timeout", "DAIS_REQUEST_TIMEOUT", "DURATION", K_DURATION, OFF(request_timeout_ms),
      0, 0, 0, "10m", "a request's whole time budget (then 504)"},
-    {"--stall-timeout", "DAIS_STALL_TIMEOUT", "DURATION", K_DURATION, OFF(stall_timeout_ms), 0,
-     0, 0, "10s",
+    {"--stall-timeout", "DAIS_STALL_TIMEOUT", "DURATION", K_DURATION, OFF(stall_timeout_ms), 0, 0,
+     0, "10s",
      "a worker silent this long on a request (before its first frame or between frames) is "
      "given up on: CANCEL, breaker failure, the request continues on another worker (0 = off)"},
     {"--queue-limit", "DAIS_QUEUE_LIMIT", "N", K_U32, OFF(queue_limit), 0, 0, 1000000, "1024",
      "requests per model that may wait for a free worker slot (more: 429)"},
     {"--shutdown-grace", "DAIS_SHUTDOWN_GRACE", "DURATION", K_DURATION, OFF(shutdown_grace_ms), 0,
      0, 0, "10s", "on SIGTERM, how long requests in flight may still finish"},
+    {"--otlp-endpoint", "DAIS_OTLP_ENDPOINT", "URL", K_STR, OFF(trace_endpoint), SZ(trace_endpoint),
+     0, 0, "(off)", "OTLP/HTTP collector base URL, e.g. http://jaeger:4318"},
+    /* an alias row follows the option it names (see is_alias) */
     {"--trace-endpoint", "DAIS_TRACE_ENDPOINT", "URL", K_STR, OFF(trace_endpoint),
-     SZ(trace_endpoint), 0, 0, "(off)", "OTLP/HTTP collector base URL, e.g. http://jaeger:4318"},
+     SZ(trace_endpoint), 0, 0, "", "alias of --otlp-endpoint (older name)"},
     {"--log-level", "DAIS_LOG_LEVEL", "LEVEL", K_LEVEL, 0, 0, 0, 0, "info",
      "debug | info | warn | error"},
     {"--log-format", "DAIS_LOG_FORMAT", "FORMAT", K_FORMAT, 0, 0, 0, 0, "text", "text | json"},
@@ -439,6 +442,13 @@ static int apply(dais_master_config *c, const opt *o, const char *v, const char 
     return dais_err_set(err, DAIS_EINTERNAL, "%s: unhandled option kind", src);
 }
 
+/* An alias row (help "alias of ...") directly follows the option it names: its flag counts as
+ * that option's flag, its variable is read only when the option's own is unset. */
+static bool is_alias(const opt *o)
+{
+    return strncmp(o->help, "alias of ", 9) == 0;
+}
+
 static const opt *find_flag(const char *arg, size_t len)
 {
     for (size_t i = 0; i < N_OPTIONS; i++)
@@ -465,6 +475,7 @@ static int scan_flags(int argc, char **argv, flag_vals *fv, dais_err *err)
         size_t len = eq != NULL ? (size_t)(eq - a) : strlen(a);
         const opt *o = a[0] == '-' ? find_flag(a, len) : NULL;
         if (o == NULL) return dais_err_set(err, DAIS_EINVAL, "unknown option '%s' (see --help)", a);
+        if (is_alias(o)) o = o - 1;
         const char *v;
         if (o->metavar == NULL) {
             if (eq != NULL) return dais_err_set(err, DAIS_EINVAL, "%s takes no value", o->flag);
@@ -502,6 +513,7 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
             const opt *o = &options[i];
             if ((o->kind == K_ADDR_ALL) != (pass == 0) || o->kind == K_HELP) continue;
             if (o->kind == K_TOKEN_FILE) continue; /* handled with K_TOKEN below */
+            if (is_alias(o)) continue;             /* handled with the option it names */
             char src[96];
             if (o->kind == K_MODELS && fv.n_models > 0) {
                 for (size_t k = 0; k < fv.n_models; k++) {
@@ -532,6 +544,9 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
                 snprintf(src, sizeof(src), "%s", o->flag);
             } else if (o->env != NULL && (v = getenv(o->env)) != NULL && *v != '\0') {
                 snprintf(src, sizeof(src), "%s", o->env);
+            } else if (i + 1 < N_OPTIONS && is_alias(&options[i + 1]) &&
+                       (v = getenv(options[i + 1].env)) != NULL && *v != '\0') {
+                snprintf(src, sizeof(src), "%s", options[i + 1].env);
             } else {
                 continue;
             }
@@ -583,10 +598,9 @@ void dais_master_detector_config(const dais_master_config *c, dais_detector_conf
         c->heartbeat_suspect_ms != 0 ? c->heartbeat_suspect_ms : (interval < 500 ? interval : 500);
     uint64_t ack = c->heartbeat_ack_timeout_ms != 0 ? c->heartbeat_ack_timeout_ms
                                                     : (interval < 1000 ? interval : 1000);
-    uint64_t dead_after =
-        c->heartbeat_dead_after_ms != 0
-            ? c->heartbeat_dead_after_ms
-            : interval * 3u; /* 15 s with the default interval */
+    uint64_t dead_after = c->heartbeat_dead_after_ms != 0
+                              ? c->heartbeat_dead_after_ms
+                              : interval * 3u; /* 15 s with the default interval */
     out->interval_ns = interval * ms;
     out->suspect_interval_ns = suspect * ms;
     out->ack_timeout_ns = ack * ms;

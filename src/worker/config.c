@@ -91,8 +91,11 @@ static const option options[] = {
      sizeof(uint32_t), 1024, 1 << 30, "1048576", "largest accepted frame envelope"},
     {"--max-frame-bin", "DAIS_MAX_FRAME_BIN", "BYTES", K_INT, OFF(max_frame_bin), sizeof(uint32_t),
      0, 1 << 30, "67108864", "largest accepted binary payload"},
+    {"--otlp-endpoint", "DAIS_OTLP_ENDPOINT", "URL", K_STR, OFF(trace_endpoint), SZ(trace_endpoint),
+     0, 0, "", "OTLP/HTTP collector for spans (empty = off)"},
+    /* an alias row follows the option it names (see is_alias) */
     {"--trace-endpoint", "DAIS_TRACE_ENDPOINT", "URL", K_STR, OFF(trace_endpoint),
-     SZ(trace_endpoint), 0, 0, "", "OTLP/HTTP collector for spans (empty = off)"},
+     SZ(trace_endpoint), 0, 0, "", "alias of --otlp-endpoint (older name)"},
     {"--log-level", "DAIS_LOG_LEVEL", "LEVEL", K_LEVEL, 0, 0, 0, 0, "info",
      "debug | info | warn | error"},
     {"--log-format", "DAIS_LOG_FORMAT", "FORMAT", K_FORMAT, 0, 0, 0, 0, "text", "text | json"},
@@ -366,6 +369,13 @@ static void defaults(dais_worker_config *c)
     c->log_format = DAIS_LOG_TEXT;
 }
 
+/* An alias row (help "alias of ...") directly follows the option it names: its flag sets the
+ * same field, its variable is read only when the option's own variable is unset. */
+static bool is_alias(const option *o)
+{
+    return strncmp(o->help, "alias of ", 9) == 0;
+}
+
 static const option *find_flag(const char *arg, size_t len)
 {
     for (size_t i = 0; i < N_OPTIONS; i++)
@@ -384,6 +394,7 @@ int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_
         const option *o = &options[i];
         const char *v = o->env != NULL ? env(o->env) : NULL;
         if (v == NULL || (v[0] == '\0' && o->kind != K_STR)) continue;
+        if (is_alias(o) && env(options[i - 1].env) != NULL) continue; /* its option's wins */
         int rc = apply(c, o, v, o->env, err);
         if (rc != 0) return rc;
         advertise_set |= o->off == OFF(advertise) && o->kind == K_STR;

@@ -197,7 +197,7 @@ class Master:
                 "--cluster-port", str(self.cluster), "--heartbeat-port", str(self.hb),
                 "--metrics-port", str(self.metrics), "--heartbeat-interval", "1s"]
         if trace_endpoint:
-            argv += ["--trace-endpoint", trace_endpoint]
+            argv += ["--otlp-endpoint", trace_endpoint]
         self.proc = Proc("master", argv, node_env(), tmp_path)
         procs.append(self.proc)
         wait_until(lambda: self.proc.alive() and scrape(self.metrics), 20, "master /metrics")
@@ -226,6 +226,7 @@ class Worker:
                 f"127.0.0.1:{master.cluster}", "--id", name, "--addr", "127.0.0.1",
                 "--heartbeat-port", str(self.hb), "--metrics-port", str(self.metrics),
                 "--threads", "1"]
+        # the older variable name (an alias of DAIS_OTLP_ENDPOINT) keeps working
         self.proc = Proc(name, argv, node_env(DAIS_TRACE_ENDPOINT=trace_endpoint), tmp_path)
         procs.append(self.proc)
         wait_until(lambda: self.proc.alive() and scrape(self.metrics), 30, f"{name} /metrics")

@@ -12,19 +12,12 @@
 
 #include "master/config.h"
 
-static const char *const ENVS[] = {"DAIS_ADDR",
-                                   "DAIS_HTTP_ADDR",
-                                   "DAIS_HTTP_PORT",
-                                   "DAIS_CLUSTER_PORT",
-                                   "DAIS_CLUSTER_TOKEN",
-                                   "DAIS_CLUSTER_TOKEN_FILE",
-                                   "DAIS_MODELS",
-                                   "DAIS_HEARTBEAT_INTERVAL",
-                                   "DAIS_HEARTBEAT_MISSES",
-                                   "DAIS_BODY_LIMIT",
-                                   "DAIS_LOG_LEVEL",
-                                   "DAIS_NO_METRICS",
-                                   NULL};
+static const char *const ENVS[] = {
+    "DAIS_ADDR",          "DAIS_HTTP_ADDR",          "DAIS_HTTP_PORT",
+    "DAIS_CLUSTER_PORT",  "DAIS_CLUSTER_TOKEN",      "DAIS_CLUSTER_TOKEN_FILE",
+    "DAIS_MODELS",        "DAIS_HEARTBEAT_INTERVAL", "DAIS_HEARTBEAT_MISSES",
+    "DAIS_BODY_LIMIT",    "DAIS_LOG_LEVEL",          "DAIS_NO_METRICS",
+    "DAIS_OTLP_ENDPOINT", "DAIS_TRACE_ENDPOINT",     NULL};
 
 static int setup(void **state)
 {
@@ -193,6 +186,38 @@ static void test_value_parsers(void **state)
     assert_false(dais_model_name_valid("a\nb", 3));
 }
 
+/* --otlp-endpoint is the name; --trace-endpoint and DAIS_TRACE_ENDPOINT remain as an alias. */
+static void test_otlp_endpoint_and_alias(void **state)
+{
+    (void)state;
+    dais_master_config c;
+    dais_err e;
+    setenv("DAIS_CLUSTER_TOKEN", "t", 1);
+    const char *none[] = {"master"};
+    assert_int_equal(parse(&c, 1, none, &e), 0);
+    assert_string_equal(c.trace_endpoint, "");
+    const char *a1[] = {"master", "--otlp-endpoint", "http://a:4318"};
+    assert_int_equal(parse(&c, 3, a1, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://a:4318");
+    const char *a2[] = {"master", "--trace-endpoint=http://b:4318"};
+    assert_int_equal(parse(&c, 2, a2, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://b:4318");
+    /* the last of the two flags wins */
+    const char *a3[] = {"master", "--otlp-endpoint", "http://a:4318", "--trace-endpoint",
+                        "http://b:4318"};
+    assert_int_equal(parse(&c, 5, a3, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://b:4318");
+    /* the alias variable alone works; the new variable wins over it; a flag wins over both */
+    setenv("DAIS_TRACE_ENDPOINT", "http://old:4318", 1);
+    assert_int_equal(parse(&c, 1, none, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://old:4318");
+    setenv("DAIS_OTLP_ENDPOINT", "http://new:4318", 1);
+    assert_int_equal(parse(&c, 1, none, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://new:4318");
+    assert_int_equal(parse(&c, 2, a2, &e), 0);
+    assert_string_equal(c.trace_endpoint, "http://b:4318");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +226,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_values, setup),
         cmocka_unit_test_setup(test_token_file_and_hash, setup),
         cmocka_unit_test_setup(test_value_parsers, setup),
+        cmocka_unit_test_setup(test_otlp_endpoint_and_alias, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
