@@ -76,6 +76,9 @@ struct dais_mreq {
     dais_api_request api; /* owned */
     enum dais_mreq_state state;
     uint32_t attempts;                    /* dispatches so far (issue 4 retries add more) */
+    uint32_t productive;                  /* attempts that produced output before failing: not
+                                             counted against MAX_ATTEMPTS (max_tokens bounds them) */
+    int32_t n_out_at_dispatch;            /* n_out when the current attempt was dispatched */
     uint64_t ticket;                      /* DISPATCHED: the worker's breaker admission */
     dais_worker *worker;                  /* DISPATCHED: where it runs */
     char worker_id[DAIS_NODE_ID_MAX + 1]; /* the last worker it ran on */
@@ -103,6 +106,10 @@ struct dais_mreq {
                               frame from the worker; fires when the worker went silent */
     bool stall_set;
     dais_worker *avoid; /* after a stall: the silent worker, not picked again if another can */
+    struct event wait_ev; /* QUEUED after its worker died with output already sent and no other
+                             worker left: bounds the wait for a returning one */
+    bool wait_set;        /* wait_ev assigned */
+    bool waiting_worker;  /* QUEUED for that reason (wait_ev pending) */
     dais_trace_ctx trace; /* this request's span context */
     dais_span *span;
 };

@@ -8,6 +8,8 @@
  *    │              │   or continued elsewhere from prompt + tokens so far (failover)
  *    │              │ client gone: CANCEL to the worker
  *    └─all full─▶ QUEUED ──a slot frees──▶ DISPATCHED        deadline: 504 everywhere
+ *                   ▲ worker lost with output and no worker left: waits (bounded) for one to
+ *                   │ come back, then continues there; the wait's end is a 503 + Retry-After
  *
  * A request keeps what a continuation elsewhere needs: the prompt's token ids (frame 0 of the
  * worker's answer), every output token id received, its attempts and the worker it ran on.
@@ -28,11 +30,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Dispatches a request may take when workers answer busy or vanish before taking it. */
+/* Dispatches a request may take when workers answer busy or vanish before taking it; an
+ * attempt that produced output before its worker failed does not count (progress was made). */
 #define MAX_ATTEMPTS 3
 /* Output a worker may send for one request beyond max_tokens (the stop-completing token). */
 #define OUT_TOKENS_SLACK 16
 #define OUT_TEXT_MAX     (64u << 20)
+/* How long a request that already has output waits in its model's queue for a worker to come
+ * back after every worker serving the model is gone: NO_WORKER_WAIT_BEATS heartbeat intervals
+ * (a restarted worker registers and answers its first heartbeat within a few), at least
+ * NO_WORKER_WAIT_MIN_MS; its deadline may end the wait sooner. */
+#define NO_WORKER_WAIT_BEATS  8u
+#define NO_WORKER_WAIT_MIN_MS 2000u
 
 static void route(dais_mreq *r);
 
@@ -83,6 +92,10 @@ static void queue_unlink(dais_mreq *r)
         q->tail = r->qprev;
     r->qprev = r->qnext = NULL;
     r->queue = NULL;
+    if (r->waiting_worker) {
+        event_del(&r->wait_ev);
+        r->waiting_worker = false;
+    }
     q->n--;
     r->m->n_queued--;
     update_gauges(r->m);
@@ -178,6 +191,7 @@ static void req_free(dais_mreq *r)
         r->http = NULL;
     }
     if (r->deadline_set) event_del(&r->deadline_ev);
+    if (r->wait_set) event_del(&r->wait_ev);
     stall_disarm(r);
     if (r->text != NULL) evbuffer_free(r->text);
     free(r->prompt_ids);
@@ -376,14 +390,17 @@ static void succeed(dais_mreq *r)
 /* A request whose worker failed. With nothing generated yet it is simply routed again.
  * Once output exists it fails over: another worker continues from the prompt's token ids
  * plus every token received (docs/protocol.md, "Failover"), so the client still gets one
- * complete answer — with greedy decoding the same one an undisturbed run gives. Without the
- * prompt's ids (the worker died before sending them) or attempts left, it fails (502, or an
- * SSE error event once streaming). */
+ * complete answer — with greedy decoding the same one an undisturbed run gives. With no
+ * worker left to continue on, it waits in the model's queue for one to come back (route()).
+ * Without the prompt's ids (the worker died before sending them) or attempts left, it fails
+ * (502, or an SSE error event once streaming). */
 static void recover_or_fail(dais_mreq *r, const char *why)
 {
     char msg[320];
     snprintf(msg, sizeof(msg), "worker %s failed: %s", r->worker_id, why);
-    bool can_retry = r->attempts < MAX_ATTEMPTS && r->http != NULL && !r->m->stopping;
+    if (r->n_out > r->n_out_at_dispatch) r->productive++; /* it made progress: not a bounce */
+    bool can_retry =
+        r->attempts < MAX_ATTEMPTS + r->productive && r->http != NULL && !r->m->stopping;
     if (can_retry && r->n_out == 0 && !r->stream_started) {
         DAIS_INFO("request %s: %s; routing it again (nothing generated yet)", r->id, msg);
         dais_counter_inc(r->m->mx.retries);
@@ -465,6 +482,7 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     r->attempts++;
     r->t_dispatch_ns = now;
     r->next_index = 0;
+    r->n_out_at_dispatch = r->n_out;
     snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
     stall_arm(r);
     return 0;
@@ -488,6 +506,45 @@ static bool breaker_admits(dais_worker *w, void *arg)
              w->breaker.probes_in_flight >= w->breaker.cfg.half_open_probes);
 }
 
+/* The wait of a request for a returning worker ended without one: 503 with Retry-After (an
+ * SSE error event once streaming). */
+static void fail_no_worker(dais_mreq *r, const char *why)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "worker %s failed after %d tokens and no worker for model '%s' came back %s",
+             r->worker_id, r->n_out, r->model, why);
+    fail(r, 503, "no_worker", msg, dais_api_retry_after(r->m));
+}
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dais_mreq *r = arg;
+    (void)fd;
+    (void)what;
+    r->waiting_worker = false; /* the timer has fired: nothing to delete */
+    fail_no_worker(r, "in time");
+}
+
+/* r (QUEUED, with output) waits for a worker of its model to come back: worker_ready serves
+ * it from the queue like any queued request; the wait bound (or its deadline) ends it. */
+static void wait_for_worker(dais_mreq *r)
+{
+    if (r->waiting_worker) return;
+    if (!r->wait_set) {
+        evtimer_assign(&r->wait_ev, r->m->base, wait_cb, r);
+        r->wait_set = true;
+    }
+    uint64_t ms = (uint64_t)r->m->cfg.heartbeat_interval_ms * NO_WORKER_WAIT_BEATS;
+    if (ms < NO_WORKER_WAIT_MIN_MS) ms = NO_WORKER_WAIT_MIN_MS;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&r->wait_ev, &tv);
+    r->waiting_worker = true;
+    DAIS_INFO("request %s: no worker serves model '%s'; waiting up to %llu ms for one to "
+              "continue after %d tokens",
+              r->id, r->model, (unsigned long long)ms, r->n_out);
+}
+
 static void route(dais_mreq *r)
 {
     dais_master *m = r->m;
@@ -496,7 +553,7 @@ static void route(dais_mreq *r)
             fail(r, 503, "shutting_down", "the master is shutting down", dais_api_retry_after(m));
             return;
         }
-        if (r->attempts >= MAX_ATTEMPTS) {
+        if (r->attempts >= MAX_ATTEMPTS + r->productive) {
             fail(r, 503, "overloaded", "no worker could take the request", dais_api_retry_after(m));
             return;
         }
@@ -545,11 +602,24 @@ static void route(dais_mreq *r)
         }
         char msg[400];
         if (r->n_out > 0) {
-            /* a failover with nowhere to go: the worker's failure is the client's news */
-            snprintf(msg, sizeof(msg),
-                     "worker %s failed after %d tokens and no other worker serves model '%s'",
-                     r->worker_id, r->n_out, r->model);
-            fail(r, 502, "worker_failed", msg, NULL);
+            /* A failover with nowhere to go (yet): it waits at the front of the model's bounded
+             * queue for a worker to come back and continues there from prompt + tokens so far;
+             * a full queue or the end of the wait is a 503 with Retry-After, never a 502. */
+            dais_model_queue *q = queue_get(m, r->model, true);
+            if (q == NULL) {
+                fail(r, 500, "internal", "out of memory", NULL);
+                return;
+            }
+            if (q->n >= m->cfg.queue_limit) {
+                snprintf(msg, sizeof(msg),
+                         "worker %s failed after %d tokens, no other worker serves model '%s' "
+                         "and %u requests are waiting",
+                         r->worker_id, r->n_out, r->model, q->n);
+                fail(r, 503, "no_worker", msg, dais_api_retry_after(m));
+                return;
+            }
+            queue_push(q, r, true);
+            wait_for_worker(r);
             return;
         }
         snprintf(msg, sizeof(msg), "no active worker serves model '%s'", r->model);
@@ -583,6 +653,11 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     dais_worker *w = r->worker;
+    if (r->waiting_worker) {
+        /* its deadline came while no worker was there to continue it: unavailable, not slow */
+        fail_no_worker(r, "before its deadline");
+        return;
+    }
     if (w != NULL) {
         send_cancel(r, "deadline");
         worker_unlink(r, O_FAILURE);
@@ -904,7 +979,8 @@ void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reaso
         w->failures_total++;
         recover_or_fail(r, reason);
     }
-    /* Queued requests for a model nobody serves any more would wait for nothing. */
+    /* Queued requests for a model nobody serves any more would wait for nothing — except those
+     * that already have output: they wait (bounded) for a worker to come back and continue. */
     const char *model = w->caps.model.name;
     dais_model_queue *q = queue_get(m, model, false);
     if (q == NULL || q->head == NULL) return;
@@ -914,8 +990,12 @@ void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reaso
             strcmp(o->caps.model.name, model) == 0)
             return;
     }
-    while (q->head != NULL) {
-        dais_mreq *r = q->head;
+    for (dais_mreq *r = q->head, *next; r != NULL; r = next) {
+        next = r->qnext;
+        if (r->n_out > 0 && r->prompt_ids != NULL && r->http != NULL) {
+            wait_for_worker(r);
+            continue;
+        }
         char msg[256];
         snprintf(msg, sizeof(msg), "no active worker serves model '%s' any more", r->model);
         fail(r, 503, "no_worker", msg, dais_api_retry_after(m));

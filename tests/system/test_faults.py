@@ -981,11 +981,6 @@ def test_5_heartbeat_loss_and_delay(fc, net):
     v.settle()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "master gap (issue 4, open): a request that already had output when every worker died gets "
-    "502 worker_failed; it should wait in the model's bounded queue for a returning worker and "
-    "continue (or end with 503 + Retry-After at its deadline) - router.c route() / "
-    "dais_router_worker_failed"))
 def test_6_all_workers_gone_then_back(fc):
     v = Verdict(6)
     args, bound = detector_args()

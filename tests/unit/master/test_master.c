@@ -609,20 +609,50 @@ static void test_register_heartbeat_infer(void **state)
     http_free(&r);
     dais_infer_req_clear(&q);
 
-    /* the worker's connection drops mid-request: 502 at once, then the worker is dead */
-    http_send(fd, "POST", "/api/inference", "{\"prompt\":\"x\"}");
+    /* the only worker's connection drops mid-request, after output: the request waits in the
+     * model's queue (no 502) while new requests get 503 + Retry-After at once; when a worker
+     * comes back it continues there from the prompt's ids plus the token so far */
+    http_send(fd, "POST", "/api/inference", "{\"prompt\":\"x\",\"max_tokens\":4}");
     fw_expect_request(&w, &q);
-    static const int32_t p1[1] = {1}, t1[1] = {5};
+    static const int32_t p1[1] = {1}, t1[1] = {5}, t2[1] = {6};
     fw_respond(&w, q.request_id, 0, false, true, "", p1, 1, DAIS_FINISH_NONE);
     fw_respond(&w, q.request_id, 1, false, false, "Hi", t1, 1, DAIS_FINISH_NONE);
+    char id[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", q.request_id);
+    dais_infer_req_clear(&q);
     sleep_ms(50);
     fw_close(&w);
+    assert_true(wait_state("w1", "dead", 1000));
+    assert_int_equal(http("GET", "/ready", NULL, &r), 503);
+    http_free(&r);
+    assert_int_equal(http("POST", "/api/inference", "{\"prompt\":\"y\"}", &r), 503);
+    assert_non_null(strcasestr(r.head, "Retry-After:"));
+    assert_non_null(strstr(r.body, "\"code\":\"no_worker\""));
+    http_free(&r);
+    struct pollfd pw = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pw, 1, 100), 0); /* the waiting request got no answer yet */
+    m = fw_register(&w, "w1", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    fw_heartbeats(&w, 150);
+    fw_expect_request(&w, &q);
+    assert_string_equal(q.request_id, id);
+    assert_null(q.prompt);
+    assert_int_equal(q.n_tokens, 2);
+    assert_int_equal(q.tokens[1], 5);
+    assert_int_equal(q.n_generated, 1);
+    assert_int_equal(q.params.max_tokens, 3);
+    static const int32_t cont[2] = {1, 5};
+    fw_respond(&w, q.request_id, 0, false, true, "", cont, 2, DAIS_FINISH_NONE);
+    fw_respond(&w, q.request_id, 1, true, false, " there", t2, 1, DAIS_FINISH_STOP);
+    dais_infer_req_clear(&q);
     http_read(fd, &r);
-    assert_int_equal(r.status, 502);
-    assert_non_null(strstr(r.body, "worker_failed"));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"text\":\"Hi there\""));
+    assert_non_null(strstr(r.body, "\"attempts\":2"));
     http_free(&r);
     close(fd);
-    dais_infer_req_clear(&q);
+    fw_close(&w);
     assert_true(wait_state("w1", "dead", 1000));
     assert_int_equal(http("GET", "/ready", NULL, &r), 503);
     http_free(&r);
