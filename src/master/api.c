@@ -257,6 +257,10 @@ static void handle_cluster(dais_master *m, dais_http_req *req)
                   (json_int_t)m->n_inflight, "queued", (json_int_t)m->n_queued, "total",
                   (json_int_t)m->requests_total, "registrations", regs, "heartbeat_drops", drops,
                   "heartbeat_interval_ms", (json_int_t)m->cfg.heartbeat_interval_ms);
+    if (o != NULL) {
+        json_t *k = dais_master_k8s_json(m);
+        if (k != NULL) json_object_set_new(o, "k8s_discovery", k);
+    }
     reply_json(req, 200, o, NULL);
 }
 

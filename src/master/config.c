@@ -28,6 +28,7 @@ enum opt_kind {
     K_LEVEL,
     K_FORMAT,
     K_NO_METRICS,
+    K_BOOL, /* a flag without a value sets the bool at off; the variable: 1/true/yes/on */
     K_HELP,
 };
 
@@ -43,6 +44,7 @@ typedef struct opt {
     const char *help;
 } opt;
 
+#define DAIS_K8S_SA_DIR_TEXT "/var/run/secrets/kubernetes.io/serviceaccount"
 #define OFF(f) offsetof(dais_master_config, f)
 #define SZ(f)  sizeof(((dais_master_config *)0)->f)
 
@@ -117,6 +119,23 @@ static const opt options[] = {
     /* an alias row follows the option it names (see is_alias) */
     {"--trace-endpoint", "DAIS_TRACE_ENDPOINT", "URL", K_STR, OFF(trace_endpoint),
      SZ(trace_endpoint), 0, 0, "", "alias of --otlp-endpoint (older name)"},
+    {"--k8s-discovery", "DAIS_K8S_DISCOVERY", NULL, K_BOOL, OFF(k8s_discovery), 0, 0, 0, "off",
+     "discover workers through the Kubernetes API: a registered worker whose address is not a "
+     "Running pod of the selector any more is drained and removed (variable: 1/true)"},
+    {"--k8s-namespace", "DAIS_K8S_NAMESPACE", "NS", K_STR, OFF(k8s_namespace), SZ(k8s_namespace),
+     0, 0, "(service-account namespace)", "namespace whose pods are listed"},
+    {"--k8s-selector", "DAIS_K8S_SELECTOR", "SELECTOR", K_STR, OFF(k8s_selector),
+     SZ(k8s_selector), 0, 0, "app=dais-worker", "label selector of the worker pods"},
+    {"--k8s-interval", "DAIS_K8S_INTERVAL", "DURATION", K_DURATION, OFF(k8s_interval_ms), 0, 0, 0,
+     "10s", "how often the pod list is fetched (failures retry with backoff)"},
+    {"--k8s-api-server", "DAIS_K8S_API_SERVER", "URL", K_STR, OFF(k8s_api_server),
+     SZ(k8s_api_server), 0, 0, "(KUBERNETES_SERVICE_HOST/_PORT)",
+     "Kubernetes API base URL, e.g. https://10.0.0.1:443"},
+    {"--k8s-token-file", "DAIS_K8S_TOKEN_FILE", "PATH", K_STR, OFF(k8s_token_file),
+     SZ(k8s_token_file), 0, 0, DAIS_K8S_SA_DIR_TEXT "/token",
+     "service-account token (re-read on every list)"},
+    {"--k8s-ca-file", "DAIS_K8S_CA_FILE", "PATH", K_STR, OFF(k8s_ca_file), SZ(k8s_ca_file), 0, 0,
+     DAIS_K8S_SA_DIR_TEXT "/ca.crt", "CA certificate the API server is verified against"},
     {"--log-level", "DAIS_LOG_LEVEL", "LEVEL", K_LEVEL, 0, 0, 0, 0, "info",
      "debug | info | warn | error"},
     {"--log-format", "DAIS_LOG_FORMAT", "FORMAT", K_FORMAT, 0, 0, 0, 0, "text", "text | json"},
@@ -149,6 +168,8 @@ void dais_master_config_default(dais_master_config *c)
     c->stall_timeout_ms = 10000;
     c->queue_limit = 1024;
     c->shutdown_grace_ms = 10000;
+    snprintf(c->k8s_selector, sizeof(c->k8s_selector), "app=dais-worker");
+    c->k8s_interval_ms = 10000;
     c->log_level = DAIS_LOG_INFO;
     c->log_format = DAIS_LOG_TEXT;
 }
@@ -435,6 +456,9 @@ static int apply(dais_master_config *c, const opt *o, const char *v, const char 
         return 0;
     case K_NO_METRICS:
         c->metrics_enabled = !truthy(v);
+        return 0;
+    case K_BOOL:
+        *(bool *)(void *)(base + o->off) = truthy(v);
         return 0;
     case K_HELP:
         return 0;

@@ -69,6 +69,16 @@ typedef struct dais_master_config {
 
     char trace_endpoint[DAIS_ADDR_MAX + 1]; /* OTLP/HTTP base URL, "" = tracing off */
 
+    /* Kubernetes discovery (master/k8s.h; docs/reliability.md): off by default. "" = the
+     * in-cluster default (service-account files, KUBERNETES_SERVICE_HOST/_PORT). */
+    bool k8s_discovery;
+    char k8s_namespace[64];
+    char k8s_selector[1025];
+    uint32_t k8s_interval_ms;
+    char k8s_api_server[DAIS_ADDR_MAX + 1];
+    char k8s_token_file[DAIS_ADDR_MAX + 1];
+    char k8s_ca_file[DAIS_ADDR_MAX + 1];
+
     enum dais_log_level log_level;
     enum dais_log_format log_format;
 } dais_master_config;

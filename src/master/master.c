@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/metric_names.h"
+#include "master/k8s.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- helpers shared by the master's modules ----------------------------------------------- */
 
@@ -256,6 +258,136 @@ static int metrics_init(dais_master *m, dais_err *err)
     return 0;
 }
 
+/* ---- Kubernetes discovery ---------------------------------------------------------------------
+ * Workers register themselves with NODE_DISCOVERY; the pod list decides who may stay: after
+ * each successful list, a registered worker whose TCP peer address is not the podIP of a
+ * candidate pod (Running, with an IP, not being deleted) is drained and removed at once — the
+ * same path as a dead worker, so its requests fail over. A failed list changes nothing.
+ */
+
+/* The address a worker's pod must have: its TCP peer's IP (the heartbeat address when the
+ * connection is already gone). */
+static const char *worker_ip(const dais_worker *w)
+{
+    const dais_mconn *c = w->conn;
+    if (c != NULL && c->peer_ip[0] != '\0') return c->peer_ip;
+    return w->addr;
+}
+
+static void k8s_result_cb(void *arg, dais_k8s_result *res)
+{
+    dais_master *m = arg;
+    uint64_t now = dais_now_ns();
+    if (res->code != 0 || res->pods == NULL) {
+        m->k8s_lists_failed++;
+        m->k8s_last_error_wall_s = (uint64_t)time(NULL);
+        snprintf(m->k8s_last_error, sizeof(m->k8s_last_error), "%s: %s",
+                 dais_k8s_reason_name(res->reason), res->message);
+        DAIS_WARN("k8s discovery: pod list failed (%s, %u in a row), pool unchanged; retry in "
+                  "%.1f s: %s",
+                  dais_k8s_reason_name(res->reason), res->consecutive_failures,
+                  (double)res->retry_in_ns / 1e9, res->message);
+        return;
+    }
+    dais_k8s_podlist *l = res->pods;
+    res->pods = NULL;
+    m->k8s_lists_ok++;
+    m->k8s_last_success_wall_s = (uint64_t)time(NULL);
+    m->k8s_last_error[0] = '\0';
+    m->k8s_pods_seen = (uint32_t)l->n;
+    uint32_t cand = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (dais_k8s_pod_is_candidate(&l->pods[i], false)) cand++;
+    m->k8s_candidates = cand;
+
+    /* Collect first: removing a worker may reorder the registry. A worker that registered
+     * after the previous list arrived may be newer than this list: it is kept until the next. */
+    size_t n = dais_registry_count(m->reg);
+    char(*gone)[DAIS_NODE_ID_MAX + 1] = n > 0 ? calloc(n, sizeof(*gone)) : NULL;
+    size_t n_gone = 0;
+    for (size_t i = 0; gone != NULL && i < n; i++) {
+        const dais_worker *w = dais_registry_at(m->reg, i);
+        if (m->k8s_prev_ok_ns != 0 && w->registered_ns > m->k8s_prev_ok_ns) continue;
+        if (m->k8s_prev_ok_ns == 0 && w->registered_ns + 1000000000ull > now) continue;
+        if (dais_k8s_podlist_find_ip(l, worker_ip(w), false) != NULL) continue;
+        snprintf(gone[n_gone++], DAIS_NODE_ID_MAX + 1, "%s", w->id);
+    }
+    for (size_t i = 0; i < n_gone; i++) {
+        dais_worker *w = dais_registry_find(m->reg, gone[i]);
+        if (w == NULL) continue;
+        DAIS_WARN("k8s discovery: worker %s (%s) is not a Running pod of the list any more: "
+                  "removing it (%u requests in flight)",
+                  w->id, worker_ip(w), w->inflight);
+        if (w->conn != NULL || w->reqs != NULL)
+            dais_cluster_worker_lost(m, w, "its pod is gone or no longer Running");
+        dais_cluster_worker_remove(m, w);
+        m->k8s_workers_removed++;
+    }
+    free(gone);
+    DAIS_DEBUG("k8s discovery: %zu pods listed, %u candidates, %zu workers removed", l->n, cand,
+               n_gone);
+    m->k8s_prev_ok_ns = now;
+    dais_k8s_podlist_free(l);
+}
+
+static int k8s_start(dais_master *m, dais_err *err)
+{
+    const dais_master_config *c = &m->cfg;
+    dais_k8s_config kc;
+    dais_k8s_config_default(&kc);
+    if (c->k8s_api_server[0] != '\0') kc.api_url = c->k8s_api_server;
+    if (c->k8s_token_file[0] != '\0') kc.token_path = c->k8s_token_file;
+    if (c->k8s_ca_file[0] != '\0') kc.ca_path = c->k8s_ca_file;
+    if (c->k8s_namespace[0] != '\0') kc.ns = c->k8s_namespace;
+    kc.label_selector = c->k8s_selector;
+    kc.poll_interval_ns = (uint64_t)c->k8s_interval_ms * 1000000ull;
+    kc.metrics = m->mx.reg;
+    dais_k8s_client *cl = dais_k8s_client_new(&kc, err);
+    if (cl == NULL) return err != NULL && err->code != 0 ? err->code : DAIS_EINVAL;
+    DAIS_INFO("k8s discovery: listing %s every %u ms", dais_k8s_client_url(cl),
+              c->k8s_interval_ms);
+    m->k8s = dais_k8s_discovery_start(cl, m->base, k8s_result_cb, m, err);
+    if (m->k8s == NULL) return err != NULL && err->code != 0 ? err->code : DAIS_EINTERNAL;
+    return 0;
+}
+
+json_t *dais_master_k8s_json(const dais_master *m)
+{
+    if (m->k8s == NULL)
+        return json_pack("{s:b,s:b,s:o}", "enabled", m->cfg.k8s_discovery, "active", 0,
+                         "last_error",
+                         m->k8s_last_error[0] != '\0'
+                             ? dais_json_text(m->k8s_last_error, strlen(m->k8s_last_error))
+                             : json_null());
+    dais_k8s_stats st;
+    dais_k8s_discovery_stats(m->k8s, &st);
+    json_t *fails = json_object();
+    for (int r = 1; r < DAIS_K8S_R_COUNT; r++)
+        if (st.failures[r] > 0)
+            json_object_set_new(fails, dais_k8s_reason_name((enum dais_k8s_reason)r),
+                                json_integer((json_int_t)st.failures[r]));
+    json_t *o = json_pack(
+        "{s:b,s:b,s:s,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I}", "enabled", 1, "active", 1, "selector", m->cfg.k8s_selector,
+        "interval_ms", (json_int_t)m->cfg.k8s_interval_ms, "polls", (json_int_t)st.polls,
+        "successes", (json_int_t)m->k8s_lists_ok, "failures_by_reason", fails, "failures",
+        (json_int_t)m->k8s_lists_failed, "pods_seen", (json_int_t)m->k8s_pods_seen, "candidates",
+        (json_int_t)m->k8s_candidates, "workers_removed", (json_int_t)m->k8s_workers_removed);
+    if (o == NULL) return NULL;
+    json_object_set_new(o, "last_success_unix",
+                        m->k8s_last_success_wall_s != 0
+                            ? json_integer((json_int_t)m->k8s_last_success_wall_s)
+                            : json_null());
+    json_object_set_new(o, "last_error",
+                        m->k8s_last_error[0] != '\0'
+                            ? dais_json_text(m->k8s_last_error, strlen(m->k8s_last_error))
+                            : json_null());
+    json_object_set_new(o, "last_error_unix",
+                        m->k8s_last_error_wall_s != 0
+                            ? json_integer((json_int_t)m->k8s_last_error_wall_s)
+                            : json_null());
+    return o;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
 static void finish_stop(dais_master *m)
@@ -402,6 +534,17 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
                                                   &m->mx.reg, 1, err);
         if (m->metrics_http == NULL) goto fail;
     }
+    if (cfg->k8s_discovery) {
+        /* Discovery that cannot start (not in a cluster, unreadable service-account files)
+         * does not keep the front door down: the master serves, says why in the log and in
+         * /api/cluster, and keeps every worker (as after a failed list). */
+        dais_err kerr = {0};
+        if (k8s_start(m, &kerr) != 0) {
+            DAIS_ERROR("k8s discovery disabled: %s", kerr.msg);
+            snprintf(m->k8s_last_error, sizeof(m->k8s_last_error), "config: %s", kerr.msg);
+            m->k8s_last_error_wall_s = (uint64_t)time(NULL);
+        }
+    }
     event_add(m->sig_int, NULL);
     event_add(m->sig_term, NULL);
     DAIS_INFO("master %s: HTTP API on %s:%u, cluster on %s:%u, heartbeats on %s:%u (every %u ms, "
@@ -446,6 +589,8 @@ void dais_master_free(dais_master *m)
 {
     if (m == NULL) return;
     m->stopping = true;
+    dais_k8s_discovery_stop(m->k8s);
+    m->k8s = NULL;
     if (m->reg != NULL) dais_router_shutdown(m);
     dais_httpd_free(m->api);
     if (m->reg != NULL) dais_cluster_close_all(m);

@@ -184,7 +184,23 @@ struct dais_master {
     uint64_t requests_total;
     uint64_t dgram_drops[DAIS_DGRAM__COUNT];
     uint64_t registrations[DAIS_REJECT__COUNT]; /* [NONE] = accepted */
+
+    /* Kubernetes discovery (--k8s-discovery; NULL when off). Results arrive on the loop. */
+    struct dais_k8s_discovery *k8s;
+    uint64_t k8s_last_success_wall_s; /* 0 = never */
+    uint64_t k8s_last_error_wall_s;   /* 0 = never */
+    char k8s_last_error[300];         /* "" = the last list succeeded */
+    uint32_t k8s_pods_seen;           /* pods in the last successful list */
+    uint32_t k8s_candidates;          /* Running pods with an IP in it */
+    uint64_t k8s_lists_ok, k8s_lists_failed;
+    uint64_t k8s_workers_removed; /* workers removed because their pod left the list */
+    uint64_t k8s_prev_ok_ns;      /* monotonic time of the previous successful list */
 };
+
+/* ---- master.c: Kubernetes discovery ------------------------------------------------------- */
+
+/* Adds the discovery status object to /api/cluster's answer. */
+json_t *dais_master_k8s_json(const dais_master *m);
 
 /* ---- cluster.c -------------------------------------------------------------------------- */
 
