@@ -128,7 +128,9 @@ def test_master_sigterm_lets_requests_in_flight_finish(cluster, slow_model):
     result = {}
 
     def call():
-        result["r"] = cluster.infer("hello", max_tokens=40, timeout=60)
+        # greedy: the slow model's greedy text from "hello" runs far past 40 tokens, while a
+        # sampled one may hit EOS early
+        result["r"] = cluster.infer("hello", max_tokens=40, temperature=0, timeout=60)
     t = threading.Thread(target=call)
     t.start()
     wait_for(lambda: cluster.cluster_view()["requests"]["in_flight"] == 1, 10,
