@@ -221,6 +221,14 @@ static json_t *worker_json(const dais_master *m, const dais_worker *w, uint64_t 
             bi.retry_at_ns > now ? (double)(bi.retry_at_ns - now) / 1e6 : 0.0);
         json_object_set_new(o, "breaker", b != NULL ? b : json_null());
         json_object_set_new(o, "heartbeat_loss", json_real(dais_detector_loss(&w->det)));
+        /* where Prometheus scrapes this worker (workers before protocol change 5 send none) */
+        if (w->caps.metrics_port != 0) {
+            char ma[DAIS_NAME_MAX + 16];
+            snprintf(ma, sizeof(ma), "%s:%u", w->addr, (unsigned)w->caps.metrics_port);
+            json_object_set_new(o, "metrics_address", json_string(ma));
+        } else {
+            json_object_set_new(o, "metrics_address", json_null());
+        }
     }
     (void)m;
     return o;

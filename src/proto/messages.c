@@ -112,6 +112,7 @@ int dais_discovery_encode(const dais_msg_discovery *d, dais_msg *m)
         dais_jv_set_int(o, "protocol_version", d->protocol_version) ||
         dais_jv_set_str(o, "addr", d->addr) ||
         dais_jv_set_int(o, "heartbeat_port", d->heartbeat_port) ||
+        dais_jv_set_int(o, "metrics_port", d->metrics_port) ||
         (caps = dais_jv_set_obj(o, "capabilities")) == NULL ||
         dais_jv_set_int(caps, "cores", d->cores) || dais_jv_set_int(caps, "threads", d->threads) ||
         dais_jv_set_int(caps, "memory_total", clamp_u64(d->memory_total)) ||
@@ -160,6 +161,8 @@ int dais_discovery_decode(const dais_msg *m, dais_msg_discovery *d, dais_err *er
         return rc;
     if ((rc = dais_jv_int(o, NULL, "heartbeat_port", true, 1, 65535, 0, &v, err)) != 0) return rc;
     d->heartbeat_port = (uint16_t)v;
+    if ((rc = dais_jv_int(o, NULL, "metrics_port", false, 0, 65535, 0, &v, err)) != 0) return rc;
+    d->metrics_port = (uint16_t)v;
     if ((rc = dais_jv_obj(o, NULL, "capabilities", true, &caps, err)) != 0 ||
         (rc = get_i32(caps, "capabilities", "cores", true, 1, 65536, 0, &d->cores, err)) != 0 ||
         (rc = get_i32(caps, "capabilities", "threads", true, 1, 65536, 0, &d->threads, err)) != 0 ||

@@ -58,6 +58,7 @@ typedef struct dais_msg_discovery {
     uint32_t protocol_version;          /* DAIS_PROTO_VERSION */
     char addr[DAIS_NAME_MAX + 1];       /* where to send heartbeats; "" = the TCP peer address */
     uint16_t heartbeat_port;            /* UDP port the worker receives HEARTBEAT on */
+    uint16_t metrics_port;              /* TCP port of its /metrics; 0 = not served (optional) */
     /* capabilities */
     int32_t cores;             /* online CPUs */
     int32_t threads;           /* compute threads the engine uses */

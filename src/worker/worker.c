@@ -592,6 +592,7 @@ static void send_discovery(worker *w)
     d.protocol_version = DAIS_PROTO_VERSION;
     snprintf(d.addr, sizeof(d.addr), "%s", w->cfg->advertise);
     d.heartbeat_port = w->hb_port;
+    d.metrics_port = w->metrics_http != NULL ? dais_metrics_http_port(w->metrics_http) : 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     d.cores = ncpu >= 1 && ncpu <= 65536 ? (int32_t)ncpu : 1;
     d.threads = w->cfg->threads;

@@ -63,6 +63,19 @@ def test_run_metrics_port_serves_every_node(tmp_path, stories):
         assert "dais_workers" in master
         for port in (base + 1, base + 2):
             scrape(port)
+        # /api/cluster lists each worker's metrics address (NODE_DISCOVERY metrics_port);
+        # /ready may precede the second worker's registration, so wait for both.
+        import json
+        import time
+        deadline = time.time() + 20
+        while True:
+            view = json.loads(http_request(run.port, "GET", "/api/cluster", timeout=5).body)
+            got = {w["id"]: w.get("metrics_address") for w in view["workers"]}
+            if len(got) == 2 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert got == {"worker-1": f"127.0.0.1:{base + 1}",
+                       "worker-2": f"127.0.0.1:{base + 2}"}, got
     finally:
         run.close()
 
