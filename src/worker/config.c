@@ -26,6 +26,7 @@ enum kind {
     K_LEVEL,
     K_FORMAT,
     K_ID,
+    K_LAYERS,
     K_HELP
 };
 
@@ -77,6 +78,8 @@ static const option options[] = {
      "most tokens in one forward pass (prompt chunks + one per decoding sequence)"},
     {"--queue", "DAIS_QUEUE", "N", K_INT, OFF(queue), sizeof(int32_t), 0, 1 << 20, "64",
      "requests that may wait for a slot; beyond that the worker answers busy"},
+    {"--layers", "DAIS_LAYERS", "FIRST:LAST", K_LAYERS, 0, 0, 0, 0, "(all)",
+     "hold only layers [FIRST, LAST) of the model: a pipeline shard (docs/sharding.md)"},
     {"--master-timeout", "DAIS_MASTER_TIMEOUT", "DURATION", K_DURATION, OFF(master_timeout_ms), 0,
      0, 0, "(8 heartbeats)", "re-register when no heartbeat arrived for this long"},
     {"--register-timeout", "DAIS_REGISTER_TIMEOUT", "DURATION", K_DURATION,
@@ -143,6 +146,21 @@ int dais_worker_parse_duration(const char *s, uint32_t *ms)
     double r = floor(v * mul + 0.5);
     if (r < 1 || r > 86400000.0) return DAIS_EINVAL;
     *ms = (uint32_t)r;
+    return 0;
+}
+
+int dais_worker_parse_layers(const char *s, int32_t *first, int32_t *last)
+{
+    if (s == NULL) return DAIS_EINVAL;
+    errno = 0;
+    char *end;
+    long a = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != ':' || a < 0) return DAIS_EINVAL;
+    const char *t = end + 1;
+    long b = strtol(t, &end, 10);
+    if (errno != 0 || end == t || *end != '\0' || b <= a || b > 1024) return DAIS_EINVAL;
+    *first = (int32_t)a;
+    *last = (int32_t)b;
     return 0;
 }
 
@@ -312,6 +330,11 @@ static int apply(dais_worker_config *c, const option *o, const char *v, const ch
     case K_FORMAT:
         if (dais_log_parse_format(v, &c->log_format) != 0)
             return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not text|json", src, v);
+        return 0;
+    case K_LAYERS:
+        if (dais_worker_parse_layers(v, &c->layer_first, &c->layer_last) != 0)
+            return dais_err_set(err, DAIS_EINVAL,
+                                "%s: '%s' is not FIRST:LAST with 0 <= FIRST < LAST <= 1024", src, v);
         return 0;
     case K_HELP:
         return 0;

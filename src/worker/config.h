@@ -31,6 +31,7 @@ typedef struct dais_worker_config {
     bool metrics_enabled;
     int threads;
     int32_t slots, ctx, batch, queue; /* ctx 0 = min(2048, the model's context) */
+    int32_t layer_first, layer_last;  /* pipeline shard [first, last); 0, 0 = the whole model */
     uint32_t master_timeout_ms;       /* 0 = 8 heartbeat intervals (at least 2 s) */
     uint32_t register_timeout_ms;
     uint32_t retry_base_ms, retry_max_ms;
@@ -55,6 +56,8 @@ void dais_worker_config_help(FILE *out);
 
 /* "5s", "200ms", "1.5m", "2h"; a bare number is seconds. 1 ms .. 24 h. 0 or DAIS_EINVAL. */
 int dais_worker_parse_duration(const char *s, uint32_t *ms);
+/* "A:B" (0 <= A < B <= DAIS_MODEL_MAX_LAYERS) → [A, B). 0 or DAIS_EINVAL. */
+int dais_worker_parse_layers(const char *s, int32_t *first, int32_t *last);
 /* "HOST:PORT", "[V6]:PORT" or "HOST" (port `def`). 0 or DAIS_EINVAL. */
 int dais_worker_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port,
                                uint16_t def);
