@@ -515,7 +515,8 @@ int dais_infer_req_encode(const dais_msg_infer_req *r, dais_msg *m)
         dais_jv_set_num(p, "repeat_penalty", q->repeat_penalty) ||
         dais_jv_set_int(p, "repeat_last_n", q->repeat_last_n) ||
         dais_jv_set_int(p, "seed", clamp_u64(q->seed)) ||
-        dais_jv_set_int(p, "max_tokens", q->max_tokens))
+        dais_jv_set_int(p, "max_tokens", q->max_tokens) ||
+        (r->pipeline && dais_jv_set_bool(o, "pipeline", true)))
         return DAIS_EINVAL;
     stop = json_array();
     if (stop == NULL || json_object_set_new(p, "stop", stop) != 0) return DAIS_ENOMEM;
@@ -561,6 +562,7 @@ int dais_infer_req_decode(const dais_msg *m, dais_msg_infer_req *r, dais_err *er
         (rc = dais_jv_str_copy(o, NULL, "model", false, 0, DAIS_NAME_MAX, r->model, err)) != 0 ||
         (rc = dais_jv_str(o, NULL, "prompt", false, 0, SIZE_MAX, &prompt, &plen, err)) != 0 ||
         (rc = dais_jv_bool(o, NULL, "add_bos", false, true, &r->add_bos, err)) != 0 ||
+        (rc = dais_jv_bool(o, NULL, "pipeline", false, false, &r->pipeline, err)) != 0 ||
         (rc = dais_jv_int(o, NULL, "deadline_ms", false, 0, UINT32_MAX, 0, &v, err)) != 0)
         goto fail;
     r->deadline_ms = (uint32_t)v;
@@ -785,6 +787,109 @@ void dais_infer_resp_clear(dais_msg_infer_resp *r)
     if (r == NULL) return;
     free((void *)r->tokens);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- SHARD_ACTIVATION ------------------------------------------------------------------ */
+
+int dais_shard_encode(const dais_msg_shard *a, dais_msg *m)
+{
+    int rc = begin(m, DAIS_MSG_SHARD_ACTIVATION);
+    if (rc != 0) return rc;
+    bool hidden = a->kind == DAIS_SHARD_HIDDEN;
+    if ((a->kind != DAIS_SHARD_TOKENS && !hidden) || a->pos < 0 || a->n_tokens < 1 ||
+        a->n_tokens > DAIS_SHARD_TOKENS_MAX || (hidden && (a->dim < 1 || a->hidden == NULL)) ||
+        (!hidden && a->tokens == NULL))
+        return DAIS_EINVAL;
+    json_t *o = m->data;
+    if (dais_jv_set_str(o, "request_id", a->request_id) ||
+        dais_jv_set_str(o, "kind", hidden ? "hidden" : "tokens") ||
+        dais_jv_set_int(o, "pos", a->pos) || dais_jv_set_int(o, "n_tokens", a->n_tokens) ||
+        (hidden && dais_jv_set_int(o, "dim", a->dim)) ||
+        (a->deadline_ms > 0 && dais_jv_set_int(o, "deadline_ms", a->deadline_ms)))
+        return DAIS_EINVAL;
+    if (!hidden) return set_tokens_bin(m, a->tokens, a->n_tokens);
+    uint64_t n = (uint64_t)a->n_tokens * (uint64_t)a->dim;
+    if (n > UINT32_MAX / 4) return DAIS_ETOOBIG;
+    uint8_t *b = malloc((size_t)n * 4);
+    if (b == NULL) return DAIS_ENOMEM;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &a->hidden[i], 4);
+        b[4 * i] = (uint8_t)u, b[4 * i + 1] = (uint8_t)(u >> 8);
+        b[4 * i + 2] = (uint8_t)(u >> 16), b[4 * i + 3] = (uint8_t)(u >> 24);
+    }
+    dais_msg_take_bin(m, b, (uint32_t)(n * 4));
+    return 0;
+}
+
+int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err)
+{
+    int rc = want_type(m, DAIS_MSG_SHARD_ACTIVATION, err);
+    if (rc != 0) return rc;
+    memset(a, 0, sizeof(*a));
+    const json_t *o = m->data;
+    char kind[8];
+    int64_t v;
+    if ((rc = get_ident(o, NULL, "request_id", true, DAIS_REQUEST_ID_MAX, a->request_id, err)) !=
+            0 ||
+        (rc = dais_jv_str_copy(o, NULL, "kind", true, 1, 7, kind, err)) != 0 ||
+        (rc = get_i32(o, NULL, "pos", true, 0, INT32_MAX, 0, &a->pos, err)) != 0 ||
+        (rc = get_i32(o, NULL, "n_tokens", true, 1, DAIS_SHARD_TOKENS_MAX, 0, &a->n_tokens,
+                      err)) != 0 ||
+        (rc = dais_jv_int(o, NULL, "deadline_ms", false, 0, UINT32_MAX, 0, &v, err)) != 0)
+        return rc;
+    a->deadline_ms = (uint32_t)v;
+    if (strcmp(kind, "tokens") == 0) {
+        a->kind = DAIS_SHARD_TOKENS;
+        if (m->bin_len != (uint64_t)a->n_tokens * 4)
+            return dais_err_set(err, DAIS_EPROTO,
+                                "tokens: %u bytes of binary payload for %d int32 ids", m->bin_len,
+                                a->n_tokens);
+        int32_t n;
+        a->tokens = tokens_from_le(m->bin, m->bin_len, &n);
+        if (a->tokens == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
+        for (int32_t i = 0; i < n; i++) {
+            if (a->tokens[i] < 0) {
+                dais_shard_clear(a);
+                return dais_err_set(err, DAIS_EPROTO, "tokens: id %d at %d is negative",
+                                    a->tokens[i], i);
+            }
+        }
+        return 0;
+    }
+    if (strcmp(kind, "hidden") != 0)
+        return dais_err_set(err, DAIS_EPROTO, "kind: '%s' is not tokens or hidden", kind);
+    a->kind = DAIS_SHARD_HIDDEN;
+    if ((rc = get_i32(o, NULL, "dim", true, 1, 65536, 0, &a->dim, err)) != 0) return rc;
+    uint64_t n = (uint64_t)a->n_tokens * (uint64_t)a->dim;
+    if (m->bin_len != n * 4)
+        return dais_err_set(err, DAIS_EPROTO,
+                            "hidden: %u bytes of binary payload for %d x %d floats", m->bin_len,
+                            a->n_tokens, a->dim);
+    a->hidden = malloc((size_t)n * sizeof(float));
+    if (a->hidden == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
+    const uint8_t *b = m->bin;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8 |
+                     (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
+        float f;
+        memcpy(&f, &u, 4);
+        if (!isfinite(f)) {
+            dais_shard_clear(a);
+            return dais_err_set(err, DAIS_EPROTO, "hidden: value %llu is not finite",
+                                (unsigned long long)i);
+        }
+        a->hidden[i] = f;
+    }
+    return 0;
+}
+
+void dais_shard_clear(dais_msg_shard *a)
+{
+    if (a == NULL) return;
+    free(a->tokens);
+    free(a->hidden);
+    memset(a, 0, sizeof(*a));
 }
 
 /* ---- CANCEL / DRAIN / ERROR ------------------------------------------------------------- */

@@ -205,6 +205,10 @@ typedef struct dais_msg_infer_req {
     dais_infer_params params;
     uint32_t deadline_ms; /* time budget from receipt, 0 = none */
     char traceparent[56]; /* W3C traceparent from metadata, "" when absent */
+    /* The worker is the last stage of a pipeline (its layers start after 0): the hidden state
+     * of every position arrives in SHARD_ACTIVATION frames, and after each sampled token it
+     * sends that token back in a SHARD_ACTIVATION of kind tokens. Default false. */
+    bool pipeline;
 } dais_msg_infer_req;
 
 int dais_infer_req_encode(const dais_msg_infer_req *r, dais_msg *m);
@@ -257,6 +261,33 @@ typedef struct dais_msg_infer_resp {
 int dais_infer_resp_encode(const dais_msg_infer_resp *r, dais_msg *m);
 int dais_infer_resp_decode(const dais_msg *m, dais_msg_infer_resp *r, dais_err *err);
 void dais_infer_resp_clear(dais_msg_infer_resp *r);
+
+/* ---- SHARD_ACTIVATION (pipeline shards: master ↔ worker, TCP) --------------------------- */
+
+#define DAIS_SHARD_TOKENS_MAX (1 << 20) /* positions in one frame */
+
+enum dais_shard_kind {
+    DAIS_SHARD_TOKENS = 1, /* "tokens": int32 ids (input of the first stage; the last stage's
+                              sampled token) */
+    DAIS_SHARD_HIDDEN = 2, /* "hidden": f32 hidden states, n_tokens x dim (between stages) */
+};
+
+typedef struct dais_msg_shard {
+    char request_id[DAIS_REQUEST_ID_MAX + 1]; /* the stage's sequence id */
+    enum dais_shard_kind kind;
+    int32_t pos;          /* position of the first token in its sequence, >= 0 */
+    int32_t n_tokens;     /* 1..DAIS_SHARD_TOKENS_MAX */
+    int32_t dim;          /* HIDDEN: floats per position (the model's embedding length) */
+    uint32_t deadline_ms; /* master → stage, pos 0: the sequence's time budget; 0 = none */
+    /* The binary payload (owned after decode; borrowed for encode): tokens for TOKENS,
+     * n_tokens * dim finite floats for HIDDEN. */
+    int32_t *tokens;
+    float *hidden;
+} dais_msg_shard;
+
+int dais_shard_encode(const dais_msg_shard *a, dais_msg *m);
+int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err);
+void dais_shard_clear(dais_msg_shard *a); /* frees tokens/hidden, zeroes */
 
 /* ---- CANCEL (master → worker), DRAIN (either way), ERROR (either way) --------------------- */
 

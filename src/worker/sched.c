@@ -11,17 +11,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- types ------------------------------------------------------------------------------ */
 
+/* A piece of pipeline input (SHARD_ACTIVATION): n positions from pos, as token ids (first
+ * stage) or hidden states (later stages). */
+typedef struct schunk {
+    struct schunk *next;
+    int32_t pos, n;
+    int32_t *tokens; /* owned, first stage */
+    float *hidden;   /* owned, n x dim, later stages */
+} schunk;
+
 typedef struct sreq {
     struct sreq *next;
-    dais_msg_infer_req r;
+    dais_msg_infer_req r; /* a stage sequence has only r.request_id */
     uint64_t owner, recv_ns, deadline_ns; /* deadline 0 = none */
     bool cancel;                          /* under mu */
+    bool stage;                           /* a first/middle stage's sequence */
+    schunk *in_head, *in_tail;            /* under mu: input the engine has not taken yet */
+    int32_t in_next;                      /* under mu: where the next input must start */
 } sreq;
 
-enum phase { SLOT_FREE = 0, SLOT_NEW, SLOT_PREFILL, SLOT_DECODE, SLOT_DONE };
+enum phase { SLOT_FREE = 0, SLOT_NEW, SLOT_PREFILL, SLOT_DECODE, SLOT_STAGE, SLOT_DONE };
+
+/* What this worker is, by the layers it holds (sched.h). */
+enum smode { MODE_WHOLE = 0, MODE_FIRST, MODE_MIDDLE, MODE_LAST };
 
 typedef struct slot {
     enum phase phase; /* engine only */
@@ -38,6 +54,9 @@ typedef struct slot {
     uint32_t index;    /* next frame index */
     int32_t logit_row; /* this step's row in s->logits, -1 when none */
     uint64_t t_start, t_first, t_prefill_done, t_last;
+    schunk *in_head, *in_tail; /* engine only: pipeline input taken from the request */
+    schunk *run;               /* engine only: the chunk in this step's batch */
+    int32_t row;               /* engine only: its first row in the batch */
 } slot;
 
 struct dais_sched {
@@ -53,6 +72,9 @@ struct dais_sched {
     dais_kv **b_kvs;                /* (slots) */
     char *piece;                    /* (piece_cap) detokenizer output of one token */
     size_t piece_cap;
+    enum smode mode;
+    int32_t layer_first, layer_last, dim;
+    float *act_in, *act_out; /* (batch, dim): pipeline hidden states in / out */
     void (*wake)(void *);
     void *wake_arg;
 
@@ -64,6 +86,8 @@ struct dais_sched {
     bool stop, closed;
     sreq *pend_head, *pend_tail;
     int32_t n_pend, n_active;
+    uint64_t input_gen; /* bumped by every submit, input and cancel: the engine sleeps only when
+                           nothing arrived since it last looked */
     dais_sched_event *out_head, *out_tail;
     dais_sched_event *free_evs;
     int32_t n_free_evs;
@@ -83,6 +107,7 @@ static void event_destroy(dais_sched_event *ev)
     if (ev == NULL) return;
     free(ev->text);
     free(ev->tokens);
+    free(ev->hidden);
     free(ev);
 }
 
@@ -99,13 +124,16 @@ static dais_sched_event *event_get(dais_sched *s, enum dais_sched_ev_kind kind, 
     }
     char *text = ev->text;
     int32_t *tokens = ev->tokens;
-    size_t tcap = ev->text_cap;
+    float *hidden = ev->hidden;
+    size_t tcap = ev->text_cap, hcap = ev->hidden_cap;
     int32_t kcap = ev->tok_cap;
     memset(ev, 0, sizeof(*ev));
     ev->text = text;
     ev->tokens = tokens;
+    ev->hidden = hidden;
     ev->text_cap = tcap;
     ev->tok_cap = kcap;
+    ev->hidden_cap = hcap;
     ev->kind = kind;
     ev->owner = q->owner;
     memcpy(ev->request_id, q->r.request_id, sizeof(ev->request_id));
@@ -139,6 +167,50 @@ static int event_fill(dais_sched_event *ev, const char *text, size_t text_len,
     return 0;
 }
 
+static int event_fill_hidden(dais_sched_event *ev, const float *rows, int32_t n, int32_t dim)
+{
+    size_t need = (size_t)n * (size_t)dim;
+    if (ev->hidden == NULL || need > ev->hidden_cap) {
+        float *h = realloc(ev->hidden, need * sizeof(float));
+        if (h == NULL) return DAIS_ENOMEM;
+        ev->hidden = h;
+        ev->hidden_cap = need;
+    }
+    memcpy(ev->hidden, rows, need * sizeof(float));
+    ev->n_hidden = n;
+    ev->dim = dim;
+    return 0;
+}
+
+static void free_chunks(schunk *c)
+{
+    while (c != NULL) {
+        schunk *n = c->next;
+        free(c->tokens);
+        free(c->hidden);
+        free(c);
+        c = n;
+    }
+}
+
+/* Drops the slot's first input chunk (it has run). */
+static void pop_chunk(slot *sl)
+{
+    schunk *c = sl->in_head;
+    if (c == NULL) return;
+    sl->in_head = c->next;
+    if (sl->in_head == NULL) sl->in_tail = NULL;
+    c->next = NULL;
+    free_chunks(c);
+    if (sl->run == c) sl->run = NULL;
+}
+
+static void drop_input(slot *sl)
+{
+    free_chunks(sl->in_head);
+    sl->in_head = sl->in_tail = sl->run = NULL;
+}
+
 static void step_push(dais_sched *s, dais_sched_event *ev)
 {
     ev->next = NULL;
@@ -161,7 +233,7 @@ static void reject(dais_sched *s, const sreq *q, enum dais_perr perr, const char
     __attribute__((format(printf, 4, 5)));
 static void reject(dais_sched *s, const sreq *q, enum dais_perr perr, const char *fmt, ...)
 {
-    s->est.requests_rejected++;
+    if (!q->stage) s->est.requests_rejected++; /* a stage sequence's error is counted by its end */
     dais_sched_event *ev = event_get(s, DAIS_SEV_REJECT, q, 0);
     if (ev == NULL) return; /* no memory: the master's deadline covers the silence */
     ev->perr = perr;
@@ -222,6 +294,24 @@ static void finish(dais_sched *s, slot *sl, enum dais_finish why, enum dais_perr
     dais_sampler_free(sl->smp);
     sl->smp = NULL;
     dais_textout_close(&sl->out);
+    drop_input(sl);
+    sl->phase = SLOT_DONE;
+}
+
+/* Ends a first/middle stage's sequence: silently when the master closed it (CANCEL), with an
+ * ERROR for the master otherwise. */
+static void stage_end(dais_sched *s, slot *sl, enum dais_perr perr, const char *msg)
+{
+    if (perr != DAIS_PERR_NONE) {
+        reject(s, sl->req, perr, "%s", msg != NULL ? msg : dais_perr_name(perr));
+        s->est.requests_error++;
+    } else {
+        s->est.requests_ok++;
+    }
+    s->est.requests_total++;
+    DAIS_DEBUG("stage sequence %s ended after %d positions%s%s", sl->req->r.request_id,
+               dais_kv_len(sl->kv), msg != NULL ? ": " : "", msg != NULL ? msg : "");
+    drop_input(sl);
     sl->phase = SLOT_DONE;
 }
 
@@ -241,6 +331,12 @@ static bool slot_setup(dais_sched *s, slot *sl, uint64_t now)
     if (q->deadline_ns != 0 && now >= q->deadline_ns) {
         reject(s, q, DAIS_PERR_TIMEOUT, "deadline of %u ms passed while queued", r->deadline_ms);
         return false;
+    }
+    if (q->stage) {
+        sl->n_prompt = 0;
+        dais_kv_truncate(sl->kv, 0);
+        sl->phase = SLOT_STAGE;
+        return true;
     }
     if (r->prompt != NULL) {
         bool bos = r->add_bos && dais_tokenizer_add_bos(s->tok);
@@ -369,36 +465,76 @@ static void on_token(dais_sched *s, slot *sl, int32_t t, uint64_t now)
     }
     sl->next_token = t;
     sl->phase = SLOT_DECODE;
+    if (s->mode == MODE_LAST) {
+        /* The token's hidden state comes from the earlier stages: the master feeds it to the
+         * first stage at this position and relays the result here. */
+        dais_sched_event *ev = event_get(s, DAIS_SEV_NEXT, sl->req, 0);
+        if (ev == NULL || event_fill(ev, "", 0, &t, 1) != 0) {
+            if (ev != NULL) ev->next = s->local_free, s->local_free = ev;
+            s->est.engine_errors++;
+            finish(s, sl, DAIS_FINISH_ERROR, DAIS_PERR_INTERNAL, "out of memory", NULL);
+            return;
+        }
+        ev->pos = dais_kv_len(sl->kv);
+        step_push(s, ev);
+    }
 }
 
 /* One engine step outside the lock: set up new requests, apply cancels and deadlines, run one
- * batched forward pass, sample. */
-static void engine_step(dais_sched *s)
+ * batched forward pass, sample. Returns false when there was nothing to do (every sequence is
+ * waiting for pipeline input). */
+static bool engine_step(dais_sched *s)
 {
     uint64_t now = dais_now_ns();
-    int32_t ns = s->cfg.slots;
+    int32_t ns = s->cfg.slots, nb = s->cfg.batch, dim = s->dim;
+    bool acted = false;
+    bool up = s->layer_first > 0; /* rows arrive as hidden states */
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
-        if (sl->phase == SLOT_NEW && !slot_setup(s, sl, now)) sl->phase = SLOT_DONE;
+        if (sl->phase != SLOT_NEW) continue;
+        acted = true;
+        if (!slot_setup(s, sl, now)) sl->phase = SLOT_DONE;
     }
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
-        if (sl->phase != SLOT_PREFILL && sl->phase != SLOT_DECODE) continue;
-        if (sl->cancel_seen)
+        bool stage = sl->phase == SLOT_STAGE;
+        if (sl->phase != SLOT_PREFILL && sl->phase != SLOT_DECODE && !stage) continue;
+        bool late = sl->req->deadline_ns != 0 && now >= sl->req->deadline_ns;
+        if (!sl->cancel_seen && !late) continue;
+        acted = true;
+        if (stage)
+            stage_end(s, sl, sl->cancel_seen ? DAIS_PERR_NONE : DAIS_PERR_TIMEOUT,
+                      sl->cancel_seen ? NULL : "deadline passed");
+        else if (sl->cancel_seen)
             finish(s, sl, DAIS_FINISH_CANCELLED, DAIS_PERR_NONE, "cancelled", NULL);
-        else if (sl->req->deadline_ns != 0 && now >= sl->req->deadline_ns)
+        else
             finish(s, sl, DAIS_FINISH_CANCELLED, DAIS_PERR_TIMEOUT, "deadline passed", NULL);
     }
-    /* Build one batch: a decode token per generating sequence, then prompt chunks. */
+    /* Build one batch: a decode token per generating sequence, then prompt chunks, then the
+     * input of pipeline stage sequences. */
     int32_t n = 0, n_seq = 0, rows = 0, n_dec = 0, n_pre = 0;
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
         sl->logit_row = -1;
         sl->chunk = 0;
+        sl->run = NULL;
         if (sl->phase != SLOT_DECODE) continue;
+        int32_t pos = dais_kv_len(sl->kv);
+        if (up) {
+            schunk *c = sl->in_head;
+            if (c == NULL) continue; /* its hidden state has not arrived yet */
+            if (c->pos != pos || c->n != 1) {
+                acted = true;
+                finish(s, sl, DAIS_FINISH_ERROR, DAIS_PERR_BAD_REQUEST,
+                       "pipeline input does not continue the sequence", NULL);
+                continue;
+            }
+            memcpy(s->act_in + (size_t)n * (size_t)dim, c->hidden, (size_t)dim * sizeof(float));
+            sl->run = c;
+        }
         s->b_kvs[n_seq] = sl->kv;
         s->b_tok[n] = sl->next_token;
-        s->b_pos[n] = dais_kv_len(sl->kv);
+        s->b_pos[n] = pos;
         s->b_seq[n] = n_seq;
         s->b_logits[n] = true;
         sl->logit_row = rows++;
@@ -406,11 +542,26 @@ static void engine_step(dais_sched *s)
         n_seq++;
         n_dec++;
     }
-    for (int32_t i = 0; i < ns && n < s->cfg.batch; i++) {
+    for (int32_t i = 0; i < ns && n < nb; i++) {
         slot *sl = &s->slots[i];
         if (sl->phase != SLOT_PREFILL) continue;
         int32_t left = sl->n_prompt - sl->n_prefilled;
-        int32_t chunk = left < s->cfg.batch - n ? left : s->cfg.batch - n;
+        int32_t chunk = left < nb - n ? left : nb - n;
+        if (up) {
+            schunk *c = sl->in_head;
+            if (c == NULL) continue;
+            if (c->pos != sl->n_prefilled || c->n > left) {
+                acted = true;
+                finish(s, sl, DAIS_FINISH_ERROR, DAIS_PERR_BAD_REQUEST,
+                       "pipeline input does not match the prompt", NULL);
+                continue;
+            }
+            if (c->n > nb - n) continue; /* whole chunks only: next step */
+            chunk = c->n;
+            memcpy(s->act_in + (size_t)n * (size_t)dim, c->hidden,
+                   (size_t)chunk * (size_t)dim * sizeof(float));
+            sl->run = c;
+        }
         s->b_kvs[n_seq] = sl->kv;
         for (int32_t k = 0; k < chunk; k++) {
             s->b_tok[n + k] = sl->prompt[sl->n_prefilled + k];
@@ -427,15 +578,46 @@ static void engine_step(dais_sched *s)
         n_pre += chunk;
         n_seq++;
     }
-    if (n == 0) return;
+    for (int32_t i = 0; i < ns && n < nb; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->phase != SLOT_STAGE || sl->in_head == NULL) continue;
+        schunk *c = sl->in_head;
+        int32_t pos = dais_kv_len(sl->kv);
+        if (c->pos != pos) {
+            acted = true;
+            stage_end(s, sl, DAIS_PERR_BAD_REQUEST, "input does not continue the sequence");
+            continue;
+        }
+        if (c->n > nb - n) continue;
+        s->b_kvs[n_seq] = sl->kv;
+        for (int32_t k = 0; k < c->n; k++) {
+            s->b_tok[n + k] = up ? 0 : c->tokens[k];
+            s->b_pos[n + k] = pos + k;
+            s->b_seq[n + k] = n_seq;
+            s->b_logits[n + k] = false;
+        }
+        if (up)
+            memcpy(s->act_in + (size_t)n * (size_t)dim, c->hidden,
+                   (size_t)c->n * (size_t)dim * sizeof(float));
+        sl->run = c;
+        sl->row = n;
+        sl->chunk = c->n;
+        n += c->n;
+        n_pre += c->n;
+        n_seq++;
+    }
+    if (n == 0) return acted;
+    bool to_logits = s->layer_last == dais_model_hparams(s->m)->n_layers;
     dais_batch b = {
         .n_tokens = n,
         .token = s->b_tok,
         .pos = s->b_pos,
         .seq = s->b_seq,
         .logits = s->b_logits,
-        .layer_first = 0,
-        .layer_last = dais_model_hparams(s->m)->n_layers,
+        .layer_first = s->layer_first,
+        .layer_last = s->layer_last,
+        .act_in = up ? s->act_in : NULL,
+        .act_out = to_logits ? NULL : s->act_out,
     };
     uint64_t t0 = dais_now_ns();
     int rc = dais_forward(s->ctx, &b, s->b_kvs, n_seq, s->logits);
@@ -448,10 +630,13 @@ static void engine_step(dais_sched *s)
         DAIS_ERROR("forward pass of %d tokens failed: %s", n, dais_strerror(rc));
         for (int32_t i = 0; i < ns; i++) {
             slot *sl = &s->slots[i];
-            if ((sl->phase == SLOT_DECODE) || (sl->phase == SLOT_PREFILL && sl->chunk > 0))
+            if (sl->phase == SLOT_STAGE && sl->run != NULL)
+                stage_end(s, sl, DAIS_PERR_INTERNAL, dais_strerror(rc));
+            else if ((sl->phase == SLOT_DECODE && (!up || sl->run != NULL)) ||
+                     (sl->phase == SLOT_PREFILL && sl->chunk > 0))
                 finish(s, sl, DAIS_FINISH_ERROR, DAIS_PERR_INTERNAL, dais_strerror(rc), NULL);
         }
-        return;
+        return true;
     }
     double secs = (double)(t1 - t0) / 1e9;
     if (secs > 0 && n_pre > 0) s->est.last_prefill_tps = n_pre / secs;
@@ -459,15 +644,33 @@ static void engine_step(dais_sched *s)
     s->est.prefill_tokens_total += (uint64_t)n_pre;
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
+        if (sl->phase == SLOT_STAGE && sl->run != NULL) {
+            /* The sequence's output for the next stage. */
+            schunk *c = sl->run;
+            dais_sched_event *ev = event_get(s, DAIS_SEV_HIDDEN, sl->req, 0);
+            if (ev == NULL || event_fill_hidden(ev, s->act_out + (size_t)sl->row * (size_t)dim,
+                                                c->n, dim) != 0) {
+                if (ev != NULL) ev->next = s->local_free, s->local_free = ev;
+                s->est.engine_errors++;
+                stage_end(s, sl, DAIS_PERR_INTERNAL, "out of memory");
+                continue;
+            }
+            ev->pos = c->pos;
+            step_push(s, ev);
+            pop_chunk(sl);
+            continue;
+        }
         if (sl->phase == SLOT_PREFILL && sl->chunk > 0) {
             sl->n_prefilled += sl->chunk;
             if (sl->n_prefilled == sl->n_prompt) sl->t_prefill_done = t1;
         }
+        if (sl->run != NULL) pop_chunk(sl);
         if (sl->logit_row < 0) continue;
         float *row = s->logits + (size_t)sl->logit_row * (size_t)s->n_vocab;
         int32_t t = dais_sampler_sample(sl->smp, row);
         on_token(s, sl, t, t1);
     }
+    return true;
 }
 
 /* ---- the engine thread ------------------------------------------------------------------ */
@@ -487,6 +690,7 @@ static void free_sreq(sreq *q)
 {
     if (q == NULL) return;
     dais_infer_req_clear(&q->r);
+    free_chunks(q->in_head);
     free(q);
 }
 
@@ -537,7 +741,10 @@ static void *engine_main(void *arg)
                     s->pend_tail = t;
             }
             s->n_pend--;
-            if (q->cancel) {
+            if (q->cancel && q->stage) {
+                s->est.requests_total++; /* closed before it started: nothing to say */
+                s->est.requests_ok++;
+            } else if (q->cancel) {
                 dais_sched_event *ev = event_get(s, DAIS_SEV_FINAL, q, 0);
                 if (ev != NULL) {
                     ev->finish = DAIS_FINISH_CANCELLED;
@@ -567,8 +774,21 @@ static void *engine_main(void *arg)
             sl->req = q;
             sl->phase = SLOT_NEW;
         }
-        for (int32_t i = 0; i < s->cfg.slots; i++)
-            s->slots[i].cancel_seen = s->slots[i].req != NULL && s->slots[i].req->cancel;
+        for (int32_t i = 0; i < s->cfg.slots; i++) {
+            slot *sl = &s->slots[i];
+            sreq *q = sl->req;
+            sl->cancel_seen = q != NULL && q->cancel;
+            /* Pipeline input moves to the engine's side of the slot. */
+            if (q != NULL && q->in_head != NULL && sl->phase != SLOT_DONE) {
+                if (sl->in_tail != NULL)
+                    sl->in_tail->next = q->in_head;
+                else
+                    sl->in_head = q->in_head;
+                sl->in_tail = q->in_tail;
+                q->in_head = q->in_tail = NULL;
+            }
+        }
+        uint64_t gen = s->input_gen;
         /* Recycle events the loop gave back. */
         if (s->local_free == NULL) {
             s->local_free = s->free_evs;
@@ -595,8 +815,17 @@ static void *engine_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        engine_step(s);
+        bool worked = engine_step(s);
         pthread_mutex_lock(&s->mu);
+        if (!worked && s->step_head == NULL && s->input_gen == gen && !s->stop) {
+            /* Every sequence waits for pipeline input: sleep until some arrives (or a while,
+             * so deadlines are still noticed). */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -632,10 +861,30 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, vo
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     int32_t ns = s->cfg.slots, nb = s->cfg.batch;
+    s->layer_first = cfg->layer_first;
+    s->layer_last = cfg->layer_last;
+    if (s->layer_first == 0 && s->layer_last == 0) s->layer_last = hp->n_layers;
+    if (s->layer_first < 0 || s->layer_first >= s->layer_last || s->layer_last > hp->n_layers) {
+        dais_err_set(err, DAIS_EINVAL, "layers [%d, %d) are not a range of the model's %d layers",
+                     cfg->layer_first, cfg->layer_last, hp->n_layers);
+        goto fail;
+    }
+    bool whole_top = s->layer_last == hp->n_layers;
+    s->mode = s->layer_first == 0 ? (whole_top ? MODE_WHOLE : MODE_FIRST)
+                                  : (whole_top ? MODE_LAST : MODE_MIDDLE);
+    s->dim = hp->dim;
+    if (s->mode != MODE_WHOLE) {
+        s->act_in = malloc((size_t)nb * (size_t)s->dim * sizeof(float));
+        s->act_out = malloc((size_t)nb * (size_t)s->dim * sizeof(float));
+        if (s->act_in == NULL || s->act_out == NULL) {
+            dais_err_set(err, DAIS_ENOMEM, "out of memory for pipeline buffers");
+            goto fail;
+        }
+    }
     s->ctx = dais_ctx_new(m, cfg->n_threads, nb, err);
     if (s->ctx == NULL) goto fail;
     s->slots = calloc((size_t)ns, sizeof(*s->slots));
-    s->logits = malloc((size_t)ns * (size_t)s->n_vocab * sizeof(float));
+    s->logits = malloc((size_t)ns * (size_t)(whole_top ? s->n_vocab : 1) * sizeof(float));
     s->b_tok = malloc((size_t)nb * sizeof(int32_t));
     s->b_pos = malloc((size_t)nb * sizeof(int32_t));
     s->b_seq = malloc((size_t)nb * sizeof(int32_t));
@@ -650,7 +899,7 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, vo
     }
     for (int32_t i = 0; i < ns; i++) {
         slot *sl = &s->slots[i];
-        sl->kv = dais_kv_new(m, s->cfg.n_ctx, 0, hp->n_layers);
+        sl->kv = dais_kv_new(m, s->cfg.n_ctx, s->layer_first, s->layer_last);
         sl->prompt = malloc((size_t)s->cfg.n_ctx * sizeof(int32_t));
         if (sl->kv == NULL || sl->prompt == NULL) {
             dais_err_set(err, DAIS_ENOMEM,
@@ -660,7 +909,7 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, vo
             goto fail;
         }
     }
-    s->st.kv_bytes_per_pos = (uint64_t)hp->n_layers * 2u * (uint64_t)hp->n_kv_heads *
+    s->st.kv_bytes_per_pos = (uint64_t)(s->layer_last - s->layer_first) * 2u * (uint64_t)hp->n_kv_heads *
                              (uint64_t)hp->head_dim * sizeof(float);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
         dais_err_set(err, DAIS_EINTERNAL, "cannot start the engine thread");
@@ -690,6 +939,7 @@ void dais_sched_free(dais_sched *s)
         dais_sampler_free(sl->smp);
         dais_textout_close(&sl->out);
         free(sl->prompt);
+        drop_input(sl);
     }
     for (sreq *q = s->pend_head; q != NULL;) {
         sreq *n = q->next;
@@ -713,6 +963,8 @@ void dais_sched_free(dais_sched *s)
     free(s->b_logits);
     free(s->b_kvs);
     free(s->piece);
+    free(s->act_in);
+    free(s->act_out);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -737,6 +989,19 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
                       enum dais_perr *perr, char *msg, size_t msg_cap)
 {
     *perr = DAIS_PERR_NONE;
+    const char *why = NULL;
+    if (s->mode == MODE_FIRST || s->mode == MODE_MIDDLE)
+        why = "this worker is a pipeline stage: it takes SHARD_ACTIVATION input, not requests";
+    else if (s->mode == MODE_LAST && !req->pipeline)
+        why = "this worker holds only the last layers: its requests come through the pipeline";
+    else if (s->mode == MODE_WHOLE && req->pipeline)
+        why = "this worker holds the whole model: a pipeline request needs a last stage";
+    if (why != NULL) {
+        *perr = DAIS_PERR_BAD_REQUEST;
+        snprintf(msg, msg_cap, "%s (layers [%d, %d))", why, s->layer_first, s->layer_last);
+        dais_infer_req_clear(req);
+        return DAIS_EINVAL;
+    }
     if (req->params.top_k > s->n_vocab) {
         *perr = DAIS_PERR_BAD_REQUEST;
         snprintf(msg, msg_cap, "params.top_k %d is above n_vocab %d", req->params.top_k,
@@ -779,10 +1044,122 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
         s->pend_tail = q;
         s->n_pend++;
         s->st.queue_depth = s->n_pend;
+        s->input_gen++;
         pthread_cond_signal(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0) free_sreq(q);
+    return rc;
+}
+
+/* The live (not cancelled) request or sequence `id` of `owner`, queued or in a slot. */
+static sreq *find_live_locked(dais_sched *s, uint64_t owner, const char *id)
+{
+    for (sreq *q = s->pend_head; q != NULL; q = q->next)
+        if (!q->cancel && q->owner == owner && strcmp(q->r.request_id, id) == 0) return q;
+    for (int32_t i = 0; i < s->cfg.slots; i++) {
+        sreq *q = s->slots[i].req;
+        if (q != NULL && !q->cancel && q->owner == owner && strcmp(q->r.request_id, id) == 0 &&
+            s->slots[i].phase != SLOT_DONE)
+            return q;
+    }
+    return NULL;
+}
+
+int dais_sched_shard_input(dais_sched *s, dais_msg_shard *a, uint64_t owner, uint64_t recv_ns,
+                           enum dais_perr *perr, char *msg, size_t msg_cap)
+{
+    *perr = DAIS_PERR_NONE;
+    bool want_tokens = s->mode == MODE_FIRST;
+    schunk *c = NULL;
+    sreq *fresh = NULL;
+    bool locked = false;
+    int rc = DAIS_EINVAL;
+#define SHARD_FAIL(code, ...)                                                                      \
+    do {                                                                                           \
+        *perr = (code);                                                                            \
+        snprintf(msg, msg_cap, __VA_ARGS__);                                                       \
+        goto out;                                                                                  \
+    } while (0)
+    if (s->mode == MODE_WHOLE)
+        SHARD_FAIL(DAIS_PERR_UNSUPPORTED, "this worker holds the whole model: it takes "
+                                          "INFERENCE_REQUEST, not pipeline input");
+    if (want_tokens != (a->kind == DAIS_SHARD_TOKENS))
+        SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "this worker holds layers [%d, %d): its input is %s",
+                   s->layer_first, s->layer_last, want_tokens ? "token ids" : "hidden states");
+    if (!want_tokens && a->dim != s->dim)
+        SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "hidden states of dim %d; the model's is %d", a->dim,
+                   s->dim);
+    if (a->n_tokens > s->cfg.batch)
+        SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "%d positions in one input; this worker's batch is %d",
+                   a->n_tokens, s->cfg.batch);
+    if ((int64_t)a->pos + a->n_tokens > s->cfg.n_ctx)
+        SHARD_FAIL(DAIS_PERR_CTX_FULL, "positions %d..%d do not fit a context of %d", a->pos,
+                   a->pos + a->n_tokens - 1, s->cfg.n_ctx);
+    for (int32_t i = 0; want_tokens && i < a->n_tokens; i++)
+        if (a->tokens[i] >= s->n_vocab)
+            SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "token id %d at %d is not below n_vocab %d",
+                       a->tokens[i], i, s->n_vocab);
+    c = calloc(1, sizeof(*c));
+    fresh = s->mode != MODE_LAST && a->pos == 0 ? calloc(1, sizeof(*fresh)) : NULL;
+    if (c == NULL || (s->mode != MODE_LAST && a->pos == 0 && fresh == NULL))
+        SHARD_FAIL(DAIS_PERR_INTERNAL, "out of memory");
+    c->pos = a->pos;
+    c->n = a->n_tokens;
+    c->tokens = a->tokens;
+    c->hidden = a->hidden;
+    a->tokens = NULL;
+    a->hidden = NULL;
+    pthread_mutex_lock(&s->mu);
+    locked = true;
+    sreq *q = find_live_locked(s, owner, a->request_id);
+    if (q == NULL) {
+        if (s->mode == MODE_LAST)
+            SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "no pipeline request '%s' is in flight",
+                       a->request_id);
+        if (fresh == NULL)
+            SHARD_FAIL(DAIS_PERR_BAD_REQUEST,
+                       "no sequence '%s' is open (input at position %d; a sequence opens at 0)",
+                       a->request_id, a->pos);
+        if (s->closed) SHARD_FAIL(DAIS_PERR_DRAINING, "worker is draining");
+        if (s->n_pend + s->n_active >= s->cfg.slots + s->cfg.queue)
+            SHARD_FAIL(DAIS_PERR_BUSY, "all %d slots and %d queue places are taken",
+                       s->cfg.slots, s->cfg.queue);
+        q = fresh;
+        fresh = NULL;
+        q->stage = true;
+        snprintf(q->r.request_id, sizeof(q->r.request_id), "%s", a->request_id);
+        q->owner = owner;
+        q->recv_ns = recv_ns;
+        q->deadline_ns = a->deadline_ms > 0 ? recv_ns + (uint64_t)a->deadline_ms * 1000000u : 0;
+        if (s->pend_tail != NULL)
+            s->pend_tail->next = q;
+        else
+            s->pend_head = q;
+        s->pend_tail = q;
+        s->n_pend++;
+    } else if (!q->stage && !q->r.pipeline) {
+        SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "'%s' is not a pipeline request", a->request_id);
+    }
+    if (a->pos != q->in_next)
+        SHARD_FAIL(DAIS_PERR_BAD_REQUEST, "input at position %d; sequence '%s' continues at %d",
+                   a->pos, a->request_id, q->in_next);
+    if (q->in_tail != NULL)
+        q->in_tail->next = c;
+    else
+        q->in_head = c;
+    q->in_tail = c;
+    q->in_next += c->n;
+    c = NULL;
+    s->input_gen++;
+    pthread_cond_signal(&s->cv);
+    rc = 0;
+#undef SHARD_FAIL
+out:
+    if (locked) pthread_mutex_unlock(&s->mu);
+    free(fresh);
+    free_chunks(c);
+    dais_shard_clear(a);
     return rc;
 }
 
@@ -810,7 +1187,10 @@ static int cancel_where(dais_sched *s, bool all, uint64_t owner, const char *id)
             q->cancel = true;
         }
     }
-    if (n > 0) pthread_cond_signal(&s->cv);
+    if (n > 0) {
+        s->input_gen++;
+        pthread_cond_signal(&s->cv);
+    }
     pthread_mutex_unlock(&s->mu);
     return n;
 }

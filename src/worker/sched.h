@@ -37,6 +37,14 @@ typedef struct dais_sched_config {
     int32_t batch;              /* most tokens per forward pass (raised to slots if lower) */
     int32_t queue;              /* requests that may wait beyond the slots (>= 0) */
     dais_histogram *batch_hist; /* optional: sequences per forward pass are observed here */
+    /* The layers this worker holds, [layer_first, layer_last); 0, 0 = the whole model. A
+     * worker that holds only part of the model is one stage of a pipeline (docs/sharding.md):
+     *   first stage  [0, k):    SHARD_ACTIVATION tokens in, hidden states out
+     *   middle stage [j, k):    hidden states in, hidden states out
+     *   last stage   [j, n):    pipeline INFERENCE_REQUESTs (prompt, sampling, text) whose
+     *                           positions arrive as hidden states; each sampled token goes out
+     *                           as a NEXT event for the master to feed the first stage. */
+    int32_t layer_first, layer_last;
 } dais_sched_config;
 
 enum dais_sched_ev_kind {
@@ -44,6 +52,9 @@ enum dais_sched_ev_kind {
     DAIS_SEV_PIECE,      /* committed text + its tokens (a partial frame) */
     DAIS_SEV_FINAL,      /* the end: finish reason, usage, timings (+ last text/tokens) */
     DAIS_SEV_REJECT,     /* refused before it started: send ERROR perr/message */
+    DAIS_SEV_HIDDEN,     /* a stage's output: hidden states of n_hidden positions from pos */
+    DAIS_SEV_NEXT,       /* last stage: tokens[0] is the input at position pos (feed it to the
+                            first stage) */
 };
 
 typedef struct dais_sched_event {
@@ -63,6 +74,11 @@ typedef struct dais_sched_event {
     /* FINAL with finish == ERROR, and REJECT */
     enum dais_perr perr;
     char message[256];
+    /* HIDDEN / NEXT */
+    int32_t pos;
+    float *hidden; /* (hidden_cap) n_hidden x dim floats */
+    int32_t n_hidden, dim;
+    size_t hidden_cap;
 } dais_sched_event;
 
 typedef struct dais_sched_stats {
@@ -98,6 +114,18 @@ void dais_sched_free(dais_sched *s);
  * top_k > n_vocab), DRAINING (after dais_sched_close_admission). Loop thread. */
 int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, uint64_t recv_ns,
                       enum dais_perr *perr, char *msg, size_t msg_cap);
+
+/* Input for a pipeline sequence (a SHARD_ACTIVATION from the master); takes ownership of
+ * a->tokens / a->hidden (a is left cleared) on success AND on failure. On the first and middle
+ * stage, position 0 of an unknown request id opens a sequence (it takes a slot like a request;
+ * CANCEL or the connection's end frees it); on the last stage the id must be a pipeline request
+ * submitted before. Input must continue exactly where the sequence's input ended, carry at
+ * most `batch` positions, match the stage (tokens for the first stage, hidden states of the
+ * model's dim otherwise) and fit the context. Returns 0 or a negative code with *perr and msg
+ * set (BAD_REQUEST, CTX_FULL, BUSY, DRAINING, UNSUPPORTED on a whole-model worker). Loop
+ * thread. */
+int dais_sched_shard_input(dais_sched *s, dais_msg_shard *a, uint64_t owner, uint64_t recv_ns,
+                           enum dais_perr *perr, char *msg, size_t msg_cap);
 
 /* Asks request `request_id` of `owner` to stop: at its next step (FINAL cancelled), or at once
  * if still queued. Returns true if it was in flight. Any thread. */

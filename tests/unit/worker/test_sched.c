@@ -142,6 +142,10 @@ static void absorb(collector *c)
             r->done = r->rejected = true;
             r->perr = ev->perr;
             break;
+        case DAIS_SEV_HIDDEN:
+        case DAIS_SEV_NEXT:
+            fail_msg("%s: a pipeline event from a whole-model scheduler", r->id);
+            break;
         }
         dais_sched_event_release(c->s, ev);
         ev = next;
@@ -488,6 +492,213 @@ static void test_chunked_prefill(void **state)
     stop(c);
 }
 
+
+/* ---- pipeline shards -------------------------------------------------------------------- */
+
+static collector *start_range(int32_t slots, int32_t batch, int32_t first, int32_t last)
+{
+    collector *c = calloc(1, sizeof(*c));
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    dais_sched_config cfg = {.n_threads = 1,
+                             .slots = slots,
+                             .n_ctx = 512,
+                             .batch = batch,
+                             .queue = 4,
+                             .layer_first = first,
+                             .layer_last = last};
+    dais_err err;
+    c->s = dais_sched_new(g_model, &cfg, wake, c, &err);
+    if (c->s == NULL) fail_msg("dais_sched_new: %s", err.msg);
+    return c;
+}
+
+static int feed(collector *to, const char *id, enum dais_shard_kind kind, int32_t pos, int32_t n,
+                const int32_t *tokens, const float *hidden, int32_t dim)
+{
+    dais_msg_shard a;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.request_id, sizeof(a.request_id), "%s", id);
+    a.kind = kind;
+    a.pos = pos;
+    a.n_tokens = n;
+    a.dim = dim;
+    if (tokens != NULL) {
+        a.tokens = malloc((size_t)n * sizeof(int32_t));
+        memcpy(a.tokens, tokens, (size_t)n * sizeof(int32_t));
+    }
+    if (hidden != NULL) {
+        a.hidden = malloc((size_t)n * (size_t)dim * sizeof(float));
+        memcpy(a.hidden, hidden, (size_t)n * (size_t)dim * sizeof(float));
+    }
+    enum dais_perr perr;
+    char msg[256];
+    int rc = dais_sched_shard_input(to->s, &a, 7, dais_now_ns(), &perr, msg, sizeof(msg));
+    assert_null(a.tokens);
+    assert_null(a.hidden);
+    return rc == 0 ? 0 : (int)perr;
+}
+
+/* Three stages [0,2) [2,3) [3,5) and a relay doing the master's part: the last stage's prompt
+ * ids (in chunks of 2) and each NEXT token go to the first stage, hidden states go on to the
+ * next stage. Two requests at once; each must equal the whole-model greedy reference. */
+static void test_pipeline_equals_whole(void **state)
+{
+    (void)state;
+    collector *st[3] = {start_range(2, 4, 0, 2), start_range(2, 4, 2, 3),
+                        start_range(2, 4, 3, 5)};
+    collector *last = st[2];
+    int32_t dim = dais_model_hparams(g_model)->dim;
+    const char *ids[] = {"p1", "p2"};
+    for (int k = 0; k < 2; k++) {
+        dais_msg_infer_req r;
+        memset(&r, 0, sizeof(r));
+        snprintf(r.request_id, sizeof(r.request_id), "%s", ids[k]);
+        r.prompt = strdup("Once upon a time");
+        r.prompt_len = strlen(r.prompt);
+        r.add_bos = true;
+        r.pipeline = true;
+        dais_infer_params_default(&r.params);
+        r.params.temperature = 0;
+        r.params.max_tokens = 60;
+        enum dais_perr perr;
+        char msg[256];
+        assert_int_equal(dais_sched_submit(last->s, &r, 7, dais_now_ns(), &perr, msg, sizeof(msg)),
+                         0);
+    }
+    int done = 0, nexts = 0;
+    uint64_t until = dais_now_ns() + 60ull * 1000000000ull;
+    while (done < 2) {
+        if (dais_now_ns() > until) fail_msg("pipeline timed out");
+        bool any = false;
+        for (int k = 0; k < 2; k++) {
+            for (dais_sched_event *ev = dais_sched_poll(st[k]->s); ev != NULL;) {
+                dais_sched_event *next = ev->next;
+                any = true;
+                if (ev->kind != DAIS_SEV_HIDDEN)
+                    fail_msg("stage %d: event %d for %s: %s", k, ev->kind, ev->request_id,
+                             ev->message);
+                assert_int_equal(ev->dim, dim);
+                int rc = feed(st[k + 1], ev->request_id, DAIS_SHARD_HIDDEN, ev->pos, ev->n_hidden,
+                              NULL, ev->hidden, dim);
+                assert_int_equal(rc, 0);
+                dais_sched_event_release(st[k]->s, ev);
+                ev = next;
+            }
+        }
+        for (dais_sched_event *ev = dais_sched_poll(last->s); ev != NULL;) {
+            dais_sched_event *next = ev->next;
+            any = true;
+            result *r = find(last, ev->request_id);
+            switch (ev->kind) {
+            case DAIS_SEV_PROMPT:
+                memcpy(r->prompt, ev->tokens, (size_t)ev->n_tokens * sizeof(int32_t));
+                r->n_prompt = ev->n_tokens;
+                for (int32_t p = 0; p < ev->n_tokens; p += 2) {
+                    int32_t n = ev->n_tokens - p < 2 ? ev->n_tokens - p : 2;
+                    assert_int_equal(feed(st[0], ev->request_id, DAIS_SHARD_TOKENS, p, n,
+                                          ev->tokens + p, NULL, 0),
+                                     0);
+                }
+                break;
+            case DAIS_SEV_NEXT:
+                nexts++;
+                assert_int_equal(ev->n_tokens, 1);
+                assert_int_equal(
+                    feed(st[0], ev->request_id, DAIS_SHARD_TOKENS, ev->pos, 1, ev->tokens, NULL, 0),
+                    0);
+                break;
+            case DAIS_SEV_PIECE:
+            case DAIS_SEV_FINAL:
+                memcpy(r->text + r->text_len, ev->text, ev->text_len);
+                r->text_len += ev->text_len;
+                memcpy(r->tokens + r->n_tokens, ev->tokens, (size_t)ev->n_tokens * 4);
+                r->n_tokens += ev->n_tokens;
+                if (ev->kind == DAIS_SEV_FINAL) {
+                    r->done = true;
+                    r->finish = ev->finish;
+                    r->prompt_tokens = ev->prompt_tokens;
+                    r->completion_tokens = ev->completion_tokens;
+                    done++;
+                    /* the master closes the earlier stages' sequences */
+                    assert_true(dais_sched_cancel(st[0]->s, 7, ev->request_id));
+                    assert_true(dais_sched_cancel(st[1]->s, 7, ev->request_id));
+                }
+                break;
+            default:
+                fail_msg("last stage: event %d for %s: %s", ev->kind, ev->request_id,
+                         ev->message);
+            }
+            dais_sched_event_release(last->s, ev);
+            ev = next;
+        }
+        if (!any) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        result *r = find(last, ids[k]);
+        expect_reference(r, 60);
+        assert_int_equal(r->finish, DAIS_FINISH_LENGTH);
+    }
+    assert_int_equal(nexts, 2 * 59); /* every sampled token but the last goes round */
+    /* the stages free their slots once closed */
+    for (int k = 0; k < 2; k++) {
+        uint64_t t = dais_now_ns() + 5000000000ull;
+        while (dais_sched_in_flight(st[k]->s) != 0 && dais_now_ns() < t) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        assert_int_equal(dais_sched_in_flight(st[k]->s), 0);
+    }
+    for (int k = 0; k < 3; k++)
+        stop(st[k]);
+}
+
+/* Pipeline input that does not fit the stage is refused with a reason, and nothing runs. */
+static void test_pipeline_refusals(void **state)
+{
+    (void)state;
+    int32_t dim = dais_model_hparams(g_model)->dim;
+    collector *whole = start(1, 64, 8, 0);
+    collector *first = start_range(1, 4, 0, 2), *mid = start_range(1, 4, 2, 3);
+    collector *last = start_range(1, 4, 3, 5);
+    int32_t toks[8] = {1, 403, 407, 261, 378, 1, 1, 1};
+    float *h = calloc(8 * (size_t)dim, sizeof(float));
+    assert_int_equal(feed(whole, "a", DAIS_SHARD_TOKENS, 0, 1, toks, NULL, 0),
+                     DAIS_PERR_UNSUPPORTED);
+    assert_int_equal(feed(first, "a", DAIS_SHARD_HIDDEN, 0, 1, NULL, h, dim),
+                     DAIS_PERR_BAD_REQUEST); /* wrong kind */
+    assert_int_equal(feed(mid, "a", DAIS_SHARD_HIDDEN, 0, 1, NULL, h, dim + 1),
+                     DAIS_PERR_BAD_REQUEST); /* wrong dim */
+    assert_int_equal(feed(first, "a", DAIS_SHARD_TOKENS, 0, 5, toks, NULL, 0),
+                     DAIS_PERR_BAD_REQUEST); /* over the batch of 4 */
+    assert_int_equal(feed(first, "a", DAIS_SHARD_TOKENS, 3, 1, toks, NULL, 0),
+                     DAIS_PERR_BAD_REQUEST); /* no open sequence */
+    int32_t bad = 100000;
+    assert_int_equal(feed(first, "a", DAIS_SHARD_TOKENS, 0, 1, &bad, NULL, 0),
+                     DAIS_PERR_BAD_REQUEST); /* id >= n_vocab */
+    assert_int_equal(feed(first, "a", DAIS_SHARD_TOKENS, 0, 2, toks, NULL, 0), 0);
+    assert_int_equal(feed(first, "a", DAIS_SHARD_TOKENS, 1, 1, toks, NULL, 0),
+                     DAIS_PERR_BAD_REQUEST); /* does not continue at 2 */
+    assert_int_equal(feed(first, "b", DAIS_SHARD_TOKENS, 0, 1, toks, NULL, 0), 0); /* queued */
+    assert_int_equal(feed(first, "c", DAIS_SHARD_TOKENS, 0, 1, toks, NULL, 0), 0);
+    assert_int_equal(feed(last, "z", DAIS_SHARD_HIDDEN, 0, 1, NULL, h, dim),
+                     DAIS_PERR_BAD_REQUEST); /* no such pipeline request */
+    /* requests: a stage takes none; a last stage only pipeline ones; a whole model no pipeline */
+    enum dais_perr perr = DAIS_PERR_NONE;
+    assert_int_not_equal(submit_text(first, "r", "Once", 4, &perr), 0);
+    assert_int_equal(perr, DAIS_PERR_BAD_REQUEST);
+    assert_int_not_equal(submit_text(last, "r", "Once", 4, &perr), 0);
+    assert_int_equal(perr, DAIS_PERR_BAD_REQUEST);
+    free(h);
+    stop(whole);
+    stop(first);
+    stop(mid);
+    stop(last);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -535,6 +746,8 @@ int main(void)
         cmocka_unit_test(test_stop_string_and_eos_limits),
         cmocka_unit_test(test_cancel_deadline_reject),
         cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_pipeline_equals_whole),
+        cmocka_unit_test(test_pipeline_refusals),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
