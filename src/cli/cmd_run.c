@@ -21,6 +21,7 @@
  */
 #include "common/log.h"
 #include "engine/dtype.h"
+#include "engine/model.h"
 #include "engine/synth.h"
 #include "master/config.h"
 
@@ -46,6 +47,7 @@
 int dais_cmd_run(int argc, char **argv);
 
 #define MAX_WORKERS     64
+#define DAIS_RUN_MAX_SHARDS 16
 #define READY_TIMEOUT_S 300
 #define STOP_GRACE_S    10
 #define DEMO_NAME       "dais-demo-v2.gguf"
@@ -66,19 +68,23 @@ typedef struct run_opts {
     const char *log_level;
     uint16_t metrics_port; /* 0: free ports */
     const char *otlp_endpoint;
+    uint32_t shards;      /* pipeline stages the model is split into; 0/1 = whole */
+    bool workers_given;
 } run_opts;
 
 static void usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: dais run [-m MODEL.gguf] [--workers N] [--port P] [--metrics-port P]\n"
-        "                [--threads T] [--otlp-endpoint URL]\n\n"
+        "usage: dais run [-m MODEL.gguf] [--workers N] [--shards S] [--port P]\n"
+        "                [--metrics-port P] [--threads T] [--otlp-endpoint URL]\n\n"
         "Starts a master and N workers as separate processes on 127.0.0.1, waits until the\n"
         "cluster is ready, prints how to call it, and stops everything on Ctrl-C/SIGTERM.\n\n"
         "  -m, --model PATH           GGUF Llama model to serve [the demo model, synthesized\n"
         "                             into $XDG_CACHE_HOME/dais or ~/.cache/dais on first use]\n"
-        "  --workers N                worker processes, 1..%d [2]\n"
+        "  --workers N                worker processes, 1..%d [2, or S with --shards]\n"
+        "  --shards S                 split the model's layers into S pipeline stages; worker\n"
+        "                             i holds stage i mod S (docs/sharding.md) [1: whole]\n"
         "  --port P                   HTTP API port [8080]; other ports are picked free\n"
         "  --metrics-port P           master /metrics on P, worker i on P+i (a free port when\n"
         "                             P+i is taken); all listed at startup [free ports]\n"
@@ -107,7 +113,7 @@ static int parse_opts(run_opts *o, int argc, char **argv)
         }
         bool known = IS("-m") || IS("--model") || IS("--workers") || IS("--port") ||
                      IS("--threads") || IS("--heartbeat-interval") || IS("--log-level") ||
-                     IS("--metrics-port") || IS("--otlp-endpoint");
+                     IS("--metrics-port") || IS("--otlp-endpoint") || IS("--shards");
         if (!known) {
             fprintf(stderr, "dais run: unknown option '%s' (see --help)\n", a);
             return -1;
@@ -119,7 +125,13 @@ static int parse_opts(run_opts *o, int argc, char **argv)
         if (eq == NULL) i++;
         if (IS("-m") || IS("--model")) {
             o->model = v;
+        } else if (IS("--shards")) {
+            if (dais_parse_u32(v, 1, DAIS_RUN_MAX_SHARDS, &o->shards) != 0) {
+                fprintf(stderr, "dais run: --shards must be 1..%d\n", DAIS_RUN_MAX_SHARDS);
+                return -1;
+            }
         } else if (IS("--workers")) {
+            o->workers_given = true;
             if (dais_parse_u32(v, 1, MAX_WORKERS, &o->workers) != 0) {
                 fprintf(stderr, "dais run: --workers must be 1..%d\n", MAX_WORKERS);
                 return -1;
@@ -387,6 +399,28 @@ int dais_cmd_run(int argc, char **argv)
     } else if (demo_model(model, sizeof(model)) != 0) {
         return 1;
     }
+    int32_t n_layers = 0;
+    if (o.shards > 1) {
+        if (!o.workers_given) o.workers = o.shards;
+        if (o.workers < o.shards) {
+            fprintf(stderr, "dais run: --shards %u needs at least %u workers (one per stage)\n",
+                    o.shards, o.shards);
+            return 2;
+        }
+        dais_err err;
+        dais_model *mm = dais_model_load(model, &err);
+        if (mm == NULL) {
+            fprintf(stderr, "dais run: %s: %s\n", model, err.msg);
+            return 1;
+        }
+        n_layers = dais_model_hparams(mm)->n_layers;
+        dais_model_free(mm);
+        if ((int32_t)o.shards > n_layers) {
+            fprintf(stderr, "dais run: --shards %u: the model has only %d layers\n", o.shards,
+                    n_layers);
+            return 2;
+        }
+    }
     if (o.threads == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         long t = ncpu > 0 ? ncpu / (long)o.workers : 1;
@@ -495,11 +529,11 @@ int dais_cmd_run(int argc, char **argv)
     snprintf(master_addr, sizeof(master_addr), "127.0.0.1:%u", (unsigned)ports[P_CLUSTER]);
     snprintf(threads, sizeof(threads), "%u", o.threads);
     for (uint32_t i = 0; i < o.workers; i++) {
-        char id[32], hb[16], mp[16];
+        char id[32], hb[16], mp[16], layers[32];
         snprintf(id, sizeof(id), "worker-%u", i + 1);
         snprintf(hb, sizeof(hb), "%u", (unsigned)ports[P_FIXED + 2 * i]);
         snprintf(mp, sizeof(mp), "%u", (unsigned)ports[P_FIXED + 2 * i + 1]);
-        char *wargv[24];
+        char *wargv[28];
         int j = 0;
         wargv[j++] = "dais";
         wargv[j++] = "worker";
@@ -517,6 +551,14 @@ int dais_cmd_run(int argc, char **argv)
         wargv[j++] = mp;
         wargv[j++] = "--threads";
         wargv[j++] = threads;
+        if (o.shards > 1) {
+            /* stage k of S holds layers [k*n/S, (k+1)*n/S) */
+            uint32_t stage = i % o.shards;
+            snprintf(layers, sizeof(layers), "%d:%d", (int)((int64_t)stage * n_layers / o.shards),
+                     (int)((int64_t)(stage + 1) * n_layers / o.shards));
+            wargv[j++] = "--layers";
+            wargv[j++] = layers;
+        }
         if (o.log_level != NULL) {
             wargv[j++] = "--log-level";
             wargv[j++] = (char *)o.log_level;
@@ -579,6 +621,10 @@ int dais_cmd_run(int argc, char **argv)
             for (uint32_t i = 0; i < o.workers; i++)
                 printf("         http://127.0.0.1:%u/metrics (worker-%u)\n",
                        (unsigned)ports[P_FIXED + 2 * i + 1], i + 1);
+            if (o.shards > 1)
+                printf("The model's %d layers are split into %u pipeline stages (worker i holds "
+                       "stage i mod %u).\n",
+                       n_layers, o.shards, o.shards);
             printf("Ctrl-C stops the cluster.\n");
             fflush(stdout);
         }

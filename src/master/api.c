@@ -92,6 +92,7 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
 {
     json_t *a = json_array();
     *all_ready = true;
+    bool any_ready = false;
     if (m->cfg.n_models == 0) {
         /* Any model: list what the workers bring. */
         for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
@@ -107,13 +108,15 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
                 active += o->state == DAIS_WORKER_ACTIVE && !o->draining &&
                           strcmp(o->caps.model.name, w->caps.model.name) == 0;
             }
+            bool ready = dais_router_model_ready(m, w->caps.model.name);
+            any_ready = any_ready || ready;
             json_array_append_new(
-                a, json_pack("{s:o,s:I,s:I}", "name",
+                a, json_pack("{s:o,s:I,s:b,s:I}", "name",
                              dais_json_text(w->caps.model.name, strlen(w->caps.model.name)),
-                             "active_workers", (json_int_t)active, "queued",
+                             "active_workers", (json_int_t)active, "ready", ready, "queued",
                              (json_int_t)dais_router_queued(m, w->caps.model.name)));
         }
-        *all_ready = dais_registry_count_state(m->reg, DAIS_WORKER_ACTIVE) > 0;
+        *all_ready = any_ready;
         return a;
     }
     for (size_t i = 0; i < m->cfg.n_models; i++) {
@@ -124,11 +127,13 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
             active += o->state == DAIS_WORKER_ACTIVE && !o->draining &&
                       strcmp(o->caps.model.name, name) == 0;
         }
-        if (active == 0) *all_ready = false;
-        json_array_append_new(a,
-                              json_pack("{s:o,s:I,s:I}", "name", dais_json_text(name, strlen(name)),
-                                        "active_workers", (json_int_t)active, "queued",
-                                        (json_int_t)dais_router_queued(m, name)));
+        /* an active whole-model worker, or active shards covering every layer */
+        bool ready = dais_router_model_ready(m, name);
+        if (!ready) *all_ready = false;
+        json_array_append_new(
+            a, json_pack("{s:o,s:I,s:b,s:I}", "name", dais_json_text(name, strlen(name)),
+                         "active_workers", (json_int_t)active, "ready", ready, "queued",
+                         (json_int_t)dais_router_queued(m, name)));
     }
     return a;
 }

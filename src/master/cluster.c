@@ -369,8 +369,14 @@ static bool on_frame(dais_mconn *c, const dais_msg *msg)
         w->draining = true;
         return true;
     }
-    case DAIS_MSG_MODEL_UPDATE:
     case DAIS_MSG_SHARD_ACTIVATION:
+        if (dais_router_on_shard(m, w, msg) != 0) {
+            send_proto_error(c, "proto", "malformed SHARD_ACTIVATION");
+            conn_close(c, "malformed SHARD_ACTIVATION");
+            return false;
+        }
+        return true;
+    case DAIS_MSG_MODEL_UPDATE:
     case DAIS_MSG_MODEL_SYNC_REQUEST:
     case DAIS_MSG_MODEL_SYNC_CHUNK: {
         char text[96];
@@ -535,7 +541,8 @@ void dais_cluster_worker_lost(dais_master *m, dais_worker *w, const char *reason
 
 void dais_cluster_worker_remove(dais_master *m, dais_worker *w)
 {
-    if (w->conn != NULL || w->reqs != NULL) dais_cluster_worker_lost(m, w, "removed");
+    if (w->conn != NULL || w->reqs != NULL || w->stage_seqs != NULL)
+        dais_cluster_worker_lost(m, w, "removed");
     dais_registry_remove(m->reg, w);
 }
 

@@ -69,6 +69,19 @@ enum dais_mreq_state {
 typedef struct dais_model_queue dais_model_queue;
 typedef struct dais_mreq dais_mreq;
 
+/* Most stages one pipeline may have (docs/sharding.md). */
+#define DAIS_MAX_STAGES 16
+
+/* A request's sequence on a first or middle pipeline stage (the last stage is the request's
+ * worker). Linked into the stage worker's stage_seqs while the attempt lasts. */
+typedef struct dais_mstage {
+    dais_mreq *r;
+    dais_worker *w; /* NULL once unlinked */
+    struct dais_mstage *prev, *next;
+    uint64_t ticket; /* the stage worker's breaker admission */
+    bool blamed;     /* the attempt failed because of this stage */
+} dais_mstage;
+
 struct dais_mreq {
     struct dais_master *m;
     char id[37]; /* request id (uuid4), also the worker's request_id */
@@ -112,6 +125,14 @@ struct dais_mreq {
     bool waiting_worker;  /* QUEUED for that reason (wait_ev pending) */
     dais_trace_ctx trace; /* this request's span context */
     dais_span *span;
+    /* Pipeline attempt (docs/sharding.md): `worker` is the last stage; these are the stages
+     * before it, in layer order. n_stages == 0 for a whole-model worker. */
+    int32_t n_stages;
+    dais_mstage stages[DAIS_MAX_STAGES - 1];
+    char seq_id[DAIS_REQUEST_ID_MAX + 1]; /* the stages' sequence id: "<id>.<attempt>" */
+    int32_t chunk;                        /* most positions per SHARD_ACTIVATION */
+    int32_t waiting_stage;                /* stage last fed (for a stall's blame), -1 = last */
+    char stage_ids[DAIS_MAX_STAGES * (DAIS_NODE_ID_MAX + 3)]; /* "\"w0\",\"w1\"" for the reply */
 };
 
 struct dais_model_queue {
@@ -241,6 +262,13 @@ void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *
 void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reason);
 /* w may take more work (became active, finished a request): serve the queue of its model. */
 void dais_router_worker_ready(dais_master *m, dais_worker *w);
+/* A SHARD_ACTIVATION from w: a stage's hidden states (relayed to the next stage) or the last
+ * stage's next token (relayed to the first). Returns 0, or a negative code on a protocol
+ * violation (the caller closes the connection). */
+int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg);
+/* Whether `model` can be served now: an active whole-model worker, or active shards that
+ * cover every layer (a complete pipeline). */
+bool dais_router_model_ready(const dais_master *m, const char *model);
 /* Shutdown: fail every queued and dispatched request with 503. */
 void dais_router_shutdown(dais_master *m);
 /* Fails the queued requests only (503), at the start of a graceful shutdown. */

@@ -89,7 +89,9 @@ typedef struct dais_worker {
 
     /* owned by other modules */
     void *conn;             /* cluster connection (master.c) */
-    struct dais_mreq *reqs; /* requests in flight on it (router) */
+    struct dais_mreq *reqs;         /* requests in flight on it (router) */
+    struct dais_mstage *stage_seqs; /* pipeline sequences open on it as a first or middle stage
+                                       (router) */
 } dais_worker;
 
 typedef struct dais_registry dais_registry;

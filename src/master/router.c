@@ -44,6 +44,7 @@
 #define NO_WORKER_WAIT_MIN_MS 2000u
 
 static void route(dais_mreq *r);
+static void stage_failed(dais_mreq *r, int32_t i, const char *why);
 
 static double ns_to_ms(uint64_t ns)
 {
@@ -143,11 +144,62 @@ static void stall_arm(dais_mreq *r)
     if (r->stall_set) evtimer_add(&r->stall_ev, r->m->stall_tv);
 }
 
+static void stage_link(dais_mreq *r, int32_t i, dais_worker *w, uint64_t ticket)
+{
+    dais_mstage *st = &r->stages[i];
+    st->r = r;
+    st->w = w;
+    st->ticket = ticket;
+    st->blamed = false;
+    st->prev = NULL;
+    st->next = w->stage_seqs;
+    if (w->stage_seqs != NULL) w->stage_seqs->prev = st;
+    w->stage_seqs = st;
+    w->inflight++;
+    w->requests_total++;
+}
+
+/* The attempt's pipeline is over: each earlier stage is told to close its sequence (CANCEL)
+ * and unlinked; its breaker hears a failure if it is to blame, else the attempt's outcome. */
+static void stages_end(dais_mreq *r, enum outcome o)
+{
+    uint64_t now = dais_now_ns();
+    for (int32_t i = 0; i < r->n_stages; i++) {
+        dais_mstage *st = &r->stages[i];
+        dais_worker *w = st->w;
+        if (w == NULL) continue;
+        if (w->conn != NULL && !st->blamed) {
+            dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, r->m->cfg.node_id, w->id);
+            dais_msg_cancel c;
+            memset(&c, 0, sizeof(c));
+            snprintf(c.request_id, sizeof(c.request_id), "%s", r->seq_id);
+            snprintf(c.reason, sizeof(c.reason), "%s", o == O_SUCCESS ? "done" : "attempt_ended");
+            if (msg != NULL && dais_cancel_encode(&c, msg) == 0) dais_cluster_send(r->m, w, msg);
+            dais_msg_free(msg);
+        }
+        enum outcome so = st->blamed ? O_FAILURE : o;
+        if (so == O_NEUTRAL)
+            dais_breaker_cancel(&w->breaker, st->ticket);
+        else
+            dais_breaker_record(&w->breaker, now, st->ticket, so == O_SUCCESS);
+        if (st->prev != NULL)
+            st->prev->next = st->next;
+        else
+            w->stage_seqs = st->next;
+        if (st->next != NULL) st->next->prev = st->prev;
+        st->prev = st->next = NULL;
+        st->w = NULL;
+        if (w->inflight > 0) w->inflight--;
+    }
+    r->n_stages = 0;
+}
+
 static void worker_unlink(dais_mreq *r, enum outcome o)
 {
     dais_worker *w = r->worker;
     if (w == NULL) return;
     stall_disarm(r);
+    if (r->n_stages > 0) stages_end(r, o == O_FAILURE ? O_NEUTRAL : o);
     if (o == O_NEUTRAL)
         dais_breaker_cancel(&w->breaker, r->ticket);
     else if (dais_breaker_record(&w->breaker, dais_now_ns(), r->ticket, o == O_SUCCESS) ==
@@ -336,14 +388,16 @@ static void answer_json(dais_mreq *r, uint64_t now, struct evbuffer *b)
         ",\"finish_reason\":\"%s\",\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
         "\"total_tokens\":%d},\"worker\":\"%s\",\"attempts\":%u,\"seed\":%llu,\"timings\":{"
         "\"queue_ms\":%.3f,\"ttft_ms\":%.3f,\"total_ms\":%.3f,\"prefill_ms\":%.3f,"
-        "\"decode_ms\":%.3f,\"decode_tokens_per_s\":%.1f}%s}",
+        "\"decode_ms\":%.3f,\"decode_tokens_per_s\":%.1f}",
         dais_finish_name(r->finish), r->prompt_tokens, r->completion_tokens,
         r->prompt_tokens + r->completion_tokens, r->worker_id, r->attempts,
         (unsigned long long)r->api.params.seed, queue, ttft, total,
         isfinite(r->wt.prefill_ms) ? r->wt.prefill_ms : 0.0,
         isfinite(r->wt.decode_ms) ? r->wt.decode_ms : 0.0,
-        isfinite(r->wt.decode_tokens_per_s) ? r->wt.decode_tokens_per_s : 0.0,
-        r->api.stream ? ",\"done\":true" : "");
+        isfinite(r->wt.decode_tokens_per_s) ? r->wt.decode_tokens_per_s : 0.0);
+    if (r->stage_ids[0] != '\0') /* a pipeline: every stage, in layer order */
+        evbuffer_add_printf(b, ",\"stages\":[%s,\"%s\"]", r->stage_ids, r->worker_id);
+    evbuffer_add_printf(b, "%s}", r->api.stream ? ",\"done\":true" : "");
 }
 
 /* The request finished on its worker: the JSON reply or the SSE "done" event. */
@@ -425,7 +479,9 @@ static void recover_or_fail(dais_mreq *r, const char *why)
     fail(r, 502, "worker_failed", msg, NULL);
 }
 
-static int dispatch(dais_mreq *r, dais_worker *w)
+/* Sends r to w — a whole-model worker, or the last stage of a pipeline whose earlier stages
+ * are stages[0 .. n_stages) (they open their sequences when the prompt's ids reach them). */
+static int dispatch(dais_mreq *r, dais_worker *w, dais_worker *const *stages, int32_t n_stages)
 {
     dais_master *m = r->m;
     dais_msg *msg = dais_msg_new(DAIS_MSG_INFERENCE_REQUEST, m->cfg.node_id, w->id);
@@ -461,13 +517,23 @@ static int dispatch(dais_mreq *r, dais_worker *w)
         q.deadline_ms = end > now ? (uint32_t)((end - now + 999999) / 1000000) : 1;
     }
     if (r->trace.valid) dais_traceparent_format(&r->trace, q.traceparent);
+    q.pipeline = n_stages > 0;
     int rc = dais_infer_req_encode(&q, msg);
     free(ids);
     if (rc != 0) {
         dais_msg_free(msg);
         return rc == DAIS_ENOMEM ? DAIS_ENOMEM : DAIS_EINVAL; /* the request, not the worker */
     }
-    if (!dais_breaker_allow(&w->breaker, now, &r->ticket)) {
+    uint64_t tickets[DAIS_MAX_STAGES];
+    int32_t allowed = 0;
+    while (allowed < n_stages && dais_breaker_allow(&stages[allowed]->breaker, now,
+                                                    &tickets[allowed]))
+        allowed++;
+    if (allowed < n_stages || !dais_breaker_allow(&w->breaker, now, &r->ticket)) {
+        while (allowed > 0) {
+            allowed--;
+            dais_breaker_cancel(&stages[allowed]->breaker, tickets[allowed]);
+        }
         dais_msg_free(msg);
         return DAIS_EAGAIN; /* a half-open breaker with its probes taken */
     }
@@ -475,9 +541,25 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     dais_msg_free(msg);
     if (rc != 0) {
         dais_breaker_record(&w->breaker, now, r->ticket, false);
+        for (int32_t i = 0; i < n_stages; i++)
+            dais_breaker_cancel(&stages[i]->breaker, tickets[i]);
         return rc == DAIS_EINVAL ? DAIS_EIO : rc;
     }
     worker_link(r, w);
+    r->n_stages = n_stages;
+    r->waiting_stage = -1;
+    r->chunk = w->caps.batch > 0 ? w->caps.batch : 1;
+    snprintf(r->seq_id, sizeof(r->seq_id), "%s.%u", r->id, r->attempts + 1);
+    size_t used = 0;
+    r->stage_ids[0] = '\0';
+    for (int32_t i = 0; i < n_stages; i++) {
+        stage_link(r, i, stages[i], tickets[i]);
+        if (stages[i]->caps.batch > 0 && stages[i]->caps.batch < r->chunk)
+            r->chunk = stages[i]->caps.batch;
+        int k = snprintf(r->stage_ids + used, sizeof(r->stage_ids) - used, "%s\"%s\"",
+                         i > 0 ? "," : "", stages[i]->id);
+        if (k > 0 && (size_t)k < sizeof(r->stage_ids) - used) used += (size_t)k;
+    }
     r->state = DAIS_MREQ_DISPATCHED;
     r->attempts++;
     r->t_dispatch_ns = now;
@@ -488,18 +570,31 @@ static int dispatch(dais_mreq *r, dais_worker *w)
     return 0;
 }
 
-/* Balancer filter: the worker's breaker would admit a request now (not OPEN, and a
- * HALF_OPEN one still has a probe free). */
+/* Balancer filter: the worker holds what is asked for — the whole model (first < 0), or a
+ * pipeline shard of the file `hash` starting at layer `first` — and its breaker would admit a
+ * request now (not OPEN, and a HALF_OPEN one still has a probe free). */
 struct pick_ctx {
     uint64_t now;
     const dais_worker *avoid; /* a worker that just stalled on this request, or NULL */
+    int32_t first;            /* -1: a whole-model worker; else a shard starting here */
+    const char *hash;         /* shards: the model file's hash */
 };
+
+static bool is_whole(const dais_worker *w)
+{
+    const dais_model_info *mi = &w->caps.model;
+    return mi->layer_first == 0 && mi->layer_last == mi->n_layers;
+}
 
 static bool breaker_admits(dais_worker *w, void *arg)
 {
     const struct pick_ctx *c = arg;
     uint64_t now = c->now;
     if (w == c->avoid) return false;
+    if (c->first < 0 ? !is_whole(w)
+                     : is_whole(w) || w->caps.model.layer_first != c->first ||
+                           strcmp(w->caps.model.hash, c->hash) != 0)
+        return false;
     enum dais_breaker_state st = dais_breaker_state_at(&w->breaker, now);
     if (st == DAIS_BREAKER_OPEN) return false;
     return !(w->breaker.state == DAIS_BREAKER_HALF_OPEN &&
@@ -545,6 +640,93 @@ static void wait_for_worker(dais_mreq *r)
               r->id, r->model, (unsigned long long)ms, r->n_out);
 }
 
+/* A pipeline for `model`: shards of one model file whose layer ranges chain from 0 to the
+ * last layer, each picked by the balancer among the shards that start where the previous one
+ * ends. Returns the number of stages (the last is the pipeline's last stage), or 0 with *why
+ * (FULL when shards cover the model but one stage is at capacity). */
+static int32_t pick_pipeline(dais_master *m, const char *model, const dais_worker *avoid,
+                             dais_worker **out, enum dais_pick_result *why)
+{
+    *why = DAIS_PICK_NONE;
+    /* the model files that have shards here (in practice one) */
+    const char *hashes[4];
+    int n_hashes = 0;
+    for (size_t i = 0; i < dais_registry_count(m->reg) && n_hashes < 4; i++) {
+        const dais_worker *w = dais_registry_at(m->reg, i);
+        if (w->state == DAIS_WORKER_DEAD || is_whole(w) || strcmp(w->caps.model.name, model) != 0)
+            continue;
+        bool seen = false;
+        for (int k = 0; k < n_hashes; k++)
+            seen = seen || strcmp(hashes[k], w->caps.model.hash) == 0;
+        if (!seen) hashes[n_hashes++] = w->caps.model.hash;
+    }
+    for (int k = 0; k < n_hashes; k++) {
+        int32_t n = 0, layer = 0, n_layers = -1;
+        enum dais_pick_result res = DAIS_PICK_OK;
+        while (n < DAIS_MAX_STAGES) {
+            struct pick_ctx pc = {dais_now_ns(), avoid, layer, hashes[k]};
+            dais_worker *w = dais_balancer_pick(&m->bal, m->reg, model, breaker_admits, &pc, &res);
+            if (w == NULL) break;
+            out[n++] = w;
+            layer = w->caps.model.layer_last;
+            n_layers = w->caps.model.n_layers;
+            if (layer >= n_layers) {
+                *why = DAIS_PICK_OK;
+                return n;
+            }
+        }
+        if (res == DAIS_PICK_FULL) *why = DAIS_PICK_FULL;
+    }
+    return 0;
+}
+
+/* Where r can go now: a whole-model worker (preferred: no relaying), else a pipeline. Returns
+ * the number of workers in *out (1 = whole model; the last is the pipeline's last stage), or 0
+ * with *why. */
+static int32_t pick_route(dais_master *m, const char *model, const dais_worker *avoid,
+                          dais_worker **out, enum dais_pick_result *why)
+{
+    struct pick_ctx pc = {dais_now_ns(), avoid, -1, NULL};
+    out[0] = dais_balancer_pick(&m->bal, m->reg, model, breaker_admits, &pc, why);
+    if (out[0] != NULL) return 1;
+    enum dais_pick_result why2;
+    int32_t n = pick_pipeline(m, model, avoid, out, &why2);
+    if (n > 0 || why2 == DAIS_PICK_FULL) *why = why2;
+    return n;
+}
+
+bool dais_router_model_ready(const dais_master *m, const char *model)
+{
+    for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+        const dais_worker *w = dais_registry_at(m->reg, i);
+        if (w->state == DAIS_WORKER_ACTIVE && is_whole(w) &&
+            (model[0] == '\0' || strcmp(w->caps.model.name, model) == 0))
+            return true;
+    }
+    /* a complete chain of active shards: layers reachable from 0 */
+    for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+        const dais_worker *s = dais_registry_at(m->reg, i);
+        if (s->state != DAIS_WORKER_ACTIVE || is_whole(s) || s->caps.model.layer_first != 0 ||
+            (model[0] != '\0' && strcmp(s->caps.model.name, model) != 0))
+            continue;
+        int32_t reach = s->caps.model.layer_last, n_layers = s->caps.model.n_layers;
+        for (bool grew = true; grew && reach < n_layers;) {
+            grew = false;
+            for (size_t j = 0; j < dais_registry_count(m->reg); j++) {
+                const dais_worker *w = dais_registry_at(m->reg, j);
+                if (w->state == DAIS_WORKER_ACTIVE && !is_whole(w) &&
+                    strcmp(w->caps.model.hash, s->caps.model.hash) == 0 &&
+                    w->caps.model.layer_first <= reach && w->caps.model.layer_last > reach) {
+                    reach = w->caps.model.layer_last;
+                    grew = true;
+                }
+            }
+        }
+        if (reach >= n_layers) return true;
+    }
+    return false;
+}
+
 static void route(dais_mreq *r)
 {
     dais_master *m = r->m;
@@ -558,8 +740,9 @@ static void route(dais_mreq *r)
             return;
         }
         enum dais_pick_result why;
-        struct pick_ctx pc = {dais_now_ns(), r->avoid};
-        dais_worker *w = dais_balancer_pick(&m->bal, m->reg, r->model, breaker_admits, &pc, &why);
+        dais_worker *picked[DAIS_MAX_STAGES];
+        int32_t n_picked = pick_route(m, r->model, r->avoid, picked, &why);
+        dais_worker *w = n_picked > 0 ? picked[n_picked - 1] : NULL;
         if (w == NULL && r->avoid != NULL && why != DAIS_PICK_FULL) {
             /* nobody else serves it: the silent worker is the only chance (it may resume) */
             r->avoid = NULL;
@@ -567,7 +750,7 @@ static void route(dais_mreq *r)
         }
         r->avoid = NULL;
         if (w != NULL) {
-            int rc = dispatch(r, w);
+            int rc = dispatch(r, w, picked, n_picked - 1);
             if (rc == 0) return;
             if (rc == DAIS_EINVAL || rc == DAIS_ENOMEM) {
                 fail(r, 500, "internal", "the request could not be encoded for a worker", NULL);
@@ -685,6 +868,12 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
     dais_master *m = r->m;
     char why[128];
     snprintf(why, sizeof(why), "no frame for %u ms (stalled)", m->cfg.stall_timeout_ms);
+    if (r->n_stages > 0 && r->waiting_stage >= 0 && r->waiting_stage < r->n_stages) {
+        /* a pipeline waits on the stage it fed last */
+        r->avoid = r->stages[r->waiting_stage].w;
+        stage_failed(r, r->waiting_stage, why);
+        return;
+    }
     DAIS_WARN("request %s: worker %s sent nothing for %u ms; giving up on it", r->id, w->id,
               m->cfg.stall_timeout_ms);
     send_cancel(r, "stalled");
@@ -879,6 +1068,130 @@ static void fail_from_worker(dais_mreq *r, const char *code, const char *message
     }
 }
 
+/* ---- pipelines (docs/sharding.md) ---------------------------------------------------------- */
+
+/* Sends one SHARD_ACTIVATION to `to`. */
+static int send_shard(dais_mreq *r, dais_worker *to, const char *id, enum dais_shard_kind kind,
+                      int32_t pos, int32_t n, const int32_t *tokens, const float *hidden,
+                      int32_t dim)
+{
+    dais_msg *msg = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, r->m->cfg.node_id, to->id);
+    if (msg == NULL) return DAIS_ENOMEM;
+    dais_msg_shard a;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.request_id, sizeof(a.request_id), "%s", id);
+    a.kind = kind;
+    a.pos = pos;
+    a.n_tokens = n;
+    a.dim = dim;
+    a.tokens = (int32_t *)tokens; /* borrowed for the encode */
+    a.hidden = (float *)hidden;
+    if (pos == 0 && r->m->cfg.request_timeout_ms > 0) {
+        uint64_t now = dais_now_ns();
+        uint64_t end = r->t_start_ns + (uint64_t)r->m->cfg.request_timeout_ms * 1000000ull;
+        a.deadline_ms = end > now ? (uint32_t)((end - now + 999999) / 1000000) : 1;
+    }
+    int rc = dais_shard_encode(&a, msg);
+    if (rc == 0) rc = dais_cluster_send(r->m, to, msg);
+    dais_msg_free(msg);
+    return rc;
+}
+
+/* Token ids at positions pos.. go to the first stage, in chunks every stage's batch takes. */
+static int feed_first_stage(dais_mreq *r, const int32_t *ids, int32_t n, int32_t pos)
+{
+    for (int32_t done = 0; done < n;) {
+        int32_t k = n - done < r->chunk ? n - done : r->chunk;
+        int rc = send_shard(r, r->stages[0].w, r->seq_id, DAIS_SHARD_TOKENS, pos + done, k,
+                            ids + done, NULL, 0);
+        if (rc != 0) return rc;
+        done += k;
+    }
+    r->waiting_stage = 0;
+    return 0;
+}
+
+/* Stage i of r's pipeline failed (it refused, vanished or stalled): the attempt ends on every
+ * stage (CANCEL), the stage's breaker hears a failure, and the request goes on like after any
+ * worker failure — routed again, or continued from its tokens (recover_or_fail). */
+static void stage_failed(dais_mreq *r, int32_t i, const char *why)
+{
+    dais_worker *sw = r->stages[i].w;
+    char id[DAIS_NODE_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", sw != NULL ? sw->id : "?");
+    DAIS_WARN("request %s: pipeline stage %d (%s) failed: %s", r->id, i, id, why);
+    r->stages[i].blamed = true;
+    if (sw != NULL) sw->failures_total++;
+    dais_worker *last = r->worker;
+    send_cancel(r, "stage_failed");
+    worker_unlink(r, O_NEUTRAL);
+    snprintf(r->worker_id, sizeof(r->worker_id), "%s", id);
+    recover_or_fail(r, why);
+    if (last != NULL) dais_router_worker_ready(r->m, last);
+}
+
+static dais_mstage *find_stage(dais_worker *w, const char *seq_id)
+{
+    for (dais_mstage *st = w->stage_seqs; st != NULL; st = st->next)
+        if (strcmp(st->r->seq_id, seq_id) == 0) return st;
+    return NULL;
+}
+
+int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg)
+{
+    (void)m;
+    dais_msg_shard a;
+    dais_err err;
+    if (dais_shard_decode(msg, &a, &err) != 0) {
+        DAIS_WARN("worker %s: bad SHARD_ACTIVATION: %s", w->id, err.msg);
+        return DAIS_EPROTO;
+    }
+    int rc = 0;
+    dais_mstage *st = find_stage(w, a.request_id);
+    if (st != NULL) {
+        /* a first or middle stage's output: on to the next stage */
+        dais_mreq *r = st->r;
+        int32_t i = (int32_t)(st - r->stages);
+        if (a.kind != DAIS_SHARD_HIDDEN) {
+            DAIS_WARN("worker %s: a stage sent token ids", w->id);
+            rc = DAIS_EPROTO;
+            goto out;
+        }
+        stall_arm(r);
+        bool to_last = i + 1 >= r->n_stages;
+        dais_worker *next = to_last ? r->worker : r->stages[i + 1].w;
+        r->waiting_stage = to_last ? -1 : i + 1;
+        if (send_shard(r, next, to_last ? r->id : r->seq_id, DAIS_SHARD_HIDDEN, a.pos, a.n_tokens,
+                       NULL, a.hidden, a.dim) != 0) {
+            if (to_last) {
+                dais_worker *last = r->worker;
+                send_cancel(r, "stage_failed");
+                worker_unlink(r, O_FAILURE);
+                last->failures_total++;
+                recover_or_fail(r, "cannot relay to the last stage");
+                dais_router_worker_ready(m, last);
+            } else {
+                stage_failed(r, i + 1, "cannot relay hidden states to it");
+            }
+        }
+        goto out;
+    }
+    /* the last stage's next input token: round to the first stage */
+    dais_mreq *r = find_on_worker(w, a.request_id);
+    if (r == NULL) goto out; /* cancelled or ended here already */
+    if (r->n_stages == 0 || a.kind != DAIS_SHARD_TOKENS || a.n_tokens != 1) {
+        DAIS_WARN("worker %s: request %s: unexpected SHARD_ACTIVATION", w->id, r->id);
+        rc = DAIS_EPROTO;
+        goto out;
+    }
+    stall_arm(r);
+    if (feed_first_stage(r, a.tokens, 1, a.pos) != 0)
+        stage_failed(r, 0, "cannot send the next token to the first stage");
+out:
+    dais_shard_clear(&a);
+    return rc;
+}
+
 int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
 {
     dais_msg_infer_resp resp;
@@ -901,6 +1214,10 @@ int dais_router_on_response(dais_master *m, dais_worker *w, const dais_msg *msg)
     if (resp.prompt_token_ids) {
         if (resp.index != 0 || resp.final) {
             rc = DAIS_EPROTO;
+            goto out;
+        }
+        if (r->n_stages > 0 && feed_first_stage(r, resp.tokens, resp.n_tokens, 0) != 0) {
+            stage_failed(r, 0, "cannot send the prompt to the first stage");
             goto out;
         }
         if (r->prompt_ids != NULL)
@@ -954,6 +1271,27 @@ out:
 
 void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *e)
 {
+    dais_mstage *st = find_stage(w, e->request_id);
+    if (st != NULL) {
+        dais_mreq *r = st->r;
+        int32_t i = (int32_t)(st - r->stages);
+        enum dais_perr code = dais_perr_from_name(e->code);
+        char why[DAIS_TEXT_MAX + 64];
+        snprintf(why, sizeof(why), "%s: %s", e->code, e->message);
+        if (code == DAIS_PERR_BAD_REQUEST || code == DAIS_PERR_CTX_FULL) {
+            /* about the request, not the stage: no retry elsewhere would do better */
+            dais_worker *last = r->worker;
+            send_cancel(r, "stage_refused");
+            snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
+            worker_unlink(r, O_NEUTRAL);
+            fail_from_worker(r, e->code, e->message);
+            if (last != NULL) dais_router_worker_ready(m, last);
+            return;
+        }
+        if (code == DAIS_PERR_DRAINING) w->draining = true;
+        stage_failed(r, i, why);
+        return;
+    }
     dais_mreq *r = find_on_worker(w, e->request_id);
     if (r == NULL) return;
     enum dais_perr code = dais_perr_from_name(e->code);
@@ -973,6 +1311,10 @@ void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *
 
 void dais_router_worker_failed(dais_master *m, dais_worker *w, const char *reason)
 {
+    while (w->stage_seqs != NULL) {
+        dais_mstage *st = w->stage_seqs;
+        stage_failed(st->r, (int32_t)(st - st->r->stages), reason);
+    }
     while (w->reqs != NULL) {
         dais_mreq *r = w->reqs;
         worker_unlink(r, O_FAILURE);
@@ -1008,10 +1350,8 @@ void dais_router_worker_ready(dais_master *m, dais_worker *w)
     dais_model_queue *q = queue_get(m, w->caps.model.name, false);
     while (q != NULL && q->head != NULL) {
         enum dais_pick_result why;
-        struct pick_ctx pc = {dais_now_ns(), NULL};
-        dais_worker *pick =
-            dais_balancer_pick(&m->bal, m->reg, q->model, breaker_admits, &pc, &why);
-        if (pick == NULL) return;
+        dais_worker *picked[DAIS_MAX_STAGES];
+        if (pick_route(m, q->model, NULL, picked, &why) == 0) return;
         dais_mreq *r = q->head;
         queue_unlink(r);
         route(r);

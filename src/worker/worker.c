@@ -229,6 +229,31 @@ static void send_event(worker *w, const dais_sched_event *ev)
         send_error(w, ev->perr, ev->request_id, NULL, "%s", ev->message);
         return;
     }
+    if (ev->kind == DAIS_SEV_HIDDEN || ev->kind == DAIS_SEV_NEXT) {
+        /* pipeline: a stage's hidden states, or the last stage's next input token */
+        dais_msg_shard a;
+        memset(&a, 0, sizeof(a));
+        snprintf(a.request_id, sizeof(a.request_id), "%s", ev->request_id);
+        a.pos = ev->pos;
+        if (ev->kind == DAIS_SEV_HIDDEN) {
+            a.kind = DAIS_SHARD_HIDDEN;
+            a.n_tokens = ev->n_hidden;
+            a.dim = ev->dim;
+            a.hidden = ev->hidden;
+        } else {
+            a.kind = DAIS_SHARD_TOKENS;
+            a.n_tokens = ev->n_tokens;
+            a.tokens = ev->tokens;
+        }
+        dais_msg *m = msg_new(w, DAIS_MSG_SHARD_ACTIVATION);
+        if (m == NULL || dais_shard_encode(&a, m) != 0) {
+            DAIS_ERROR("sequence %s: cannot encode a SHARD_ACTIVATION", ev->request_id);
+            dais_msg_free(m);
+            return;
+        }
+        send_msg(w, m);
+        return;
+    }
     dais_msg_infer_resp r;
     memset(&r, 0, sizeof(r));
     snprintf(r.request_id, sizeof(r.request_id), "%s", ev->request_id);
@@ -396,6 +421,33 @@ static void handle_request(worker *w, dais_msg *m)
     DAIS_DEBUG("request %s queued", id);
 }
 
+/* Pipeline input from the master: the first stage's tokens, or hidden states relayed from the
+ * stage before this one. A refusal is an ERROR naming the sequence (the master ends the
+ * request's attempt on every stage). */
+static void handle_shard(worker *w, dais_msg *m)
+{
+    dais_msg_shard a;
+    dais_err err;
+    if (dais_shard_decode(m, &a, &err) != 0) {
+        count_proto_error(w, "payload");
+        send_error(w, DAIS_PERR_PROTO, NULL, m->id, "SHARD_ACTIVATION: %s", err.msg);
+        conn_close(w, err.msg, true);
+        return;
+    }
+    char id[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", a.request_id);
+    if ((w->draining || w->shutting_down) && a.pos == 0 && a.kind == DAIS_SHARD_TOKENS) {
+        send_error(w, DAIS_PERR_DRAINING, id, m->id, "worker is draining");
+        dais_shard_clear(&a);
+        return;
+    }
+    enum dais_perr perr;
+    char msg[256];
+    if (dais_sched_shard_input(w->sched, &a, w->conn_gen, dais_now_ns(), &perr, msg,
+                               sizeof(msg)) != 0)
+        send_error(w, perr, id, m->id, "%s", msg);
+}
+
 static void handle_drain(worker *w, const dais_msg *m)
 {
     dais_msg_drain d;
@@ -449,6 +501,9 @@ static bool dispatch(worker *w, dais_msg *m)
     switch (m->type) {
     case DAIS_MSG_INFERENCE_REQUEST:
         handle_request(w, m);
+        break;
+    case DAIS_MSG_SHARD_ACTIVATION:
+        handle_shard(w, m);
         break;
     case DAIS_MSG_CANCEL: {
         dais_msg_cancel c;
@@ -1088,6 +1143,10 @@ static void model_info(worker *w, const char *path)
     mi->n_layers = hp->n_layers;
     mi->layer_first = 0;
     mi->layer_last = hp->n_layers;
+    if (w->cfg->layer_last > 0) {
+        mi->layer_first = w->cfg->layer_first;
+        mi->layer_last = w->cfg->layer_last;
+    }
     mi->n_ctx_train = hp->n_ctx_train;
 }
 
@@ -1123,8 +1182,20 @@ int dais_worker_run(const dais_worker_config *cfg)
         dais_model_free(w->model);
         return 1;
     }
+    if (cfg->layer_last > hp->n_layers) {
+        DAIS_ERROR("--layers %d:%d: the model has %d layers", cfg->layer_first, cfg->layer_last,
+                   hp->n_layers);
+        dais_model_free(w->model);
+        return 1;
+    }
     DAIS_INFO("loaded %s (%s, sha256 %.12s…, %d layers, vocab %d) in %.2f s", cfg->model,
               w->minfo.name, w->minfo.hash, hp->n_layers, hp->n_vocab, load_s);
+    if (w->minfo.layer_first != 0 || w->minfo.layer_last != hp->n_layers)
+        DAIS_INFO("pipeline shard: layers [%d, %d) of %d (%s stage)", w->minfo.layer_first,
+                  w->minfo.layer_last, hp->n_layers,
+                  w->minfo.layer_first == 0              ? "first"
+                  : w->minfo.layer_last == hp->n_layers ? "last"
+                                                         : "middle");
 
     if (evthread_use_pthreads() != 0) {
         DAIS_ERROR("libevent has no pthreads support");
@@ -1189,7 +1260,9 @@ int dais_worker_run(const dais_worker_config *cfg)
                             .n_ctx = w->n_ctx,
                             .batch = cfg->batch,
                             .queue = cfg->queue,
-                            .batch_hist = w->h_batch};
+                            .batch_hist = w->h_batch,
+                            .layer_first = cfg->layer_first,
+                            .layer_last = cfg->layer_last};
     w->sched = dais_sched_new(w->model, &sc, sched_wake, w, &err);
     if (w->sched == NULL) {
         DAIS_ERROR("cannot start the engine: %s", err.msg);

@@ -81,6 +81,19 @@ static inline void fuzz_all_decoders(dais_msg *m)
             }
             break;
         }
+        case DAIS_MSG_SHARD_ACTIVATION: {
+            dais_msg_shard a;
+            if (dais_shard_decode(m, &a, &err) == 0) {
+                if (a.n_tokens < 1 || (a.kind == DAIS_SHARD_TOKENS) == (a.tokens == NULL)) abort();
+                for (int32_t i = 0; a.tokens != NULL && i < a.n_tokens; i++)
+                    sink += (size_t)a.tokens[i];
+                for (int64_t i = 0; a.hidden != NULL && i < (int64_t)a.n_tokens * a.dim; i++)
+                    if (!(a.hidden[i] == a.hidden[i])) abort(); /* no NaN gets through */
+                if (dais_shard_encode(&a, out) != 0) abort();
+                dais_shard_clear(&a);
+            }
+            break;
+        }
         case DAIS_MSG_CANCEL: {
             dais_msg_cancel c;
             if (dais_cancel_decode(m, &c, &err) == 0) dais_cancel_encode(&c, out);

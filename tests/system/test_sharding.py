@@ -1,0 +1,184 @@
+"""Pipeline sharding (spec step 7, docs/sharding.md): workers that hold only a layer range of
+the model, a master that chains them into a pipeline and relays hidden states between them, and
+the answer that must be exactly the whole model's. Real processes on loopback."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import DAIS_BIN, free_port, http_request, parse_sse, reference_text, wait_for
+
+
+def start_pipeline(cluster, ranges, *extra, prefix="s", **kw):
+    ids = []
+    for i, rng in enumerate(ranges):
+        wid = f"{prefix}{i}"
+        cluster.start_worker(wid, "--layers", rng, *extra, **kw)
+        ids.append(wid)
+    return ids
+
+
+def test_three_shards_give_the_whole_models_answer(cluster, stories):
+    cluster.start_master()
+    ids = start_pipeline(cluster, ["0:2", "2:3", "3:5"])
+    cluster.wait_ready()
+    view = {w["id"]: w for w in cluster.cluster_view()["workers"]}
+    assert [(view[i]["capabilities"]["model"]["layer_first"], view[i]["capabilities"]["model"]["layer_last"]) for i in ids] == \
+        [(0, 2), (2, 3), (3, 5)]
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+    assert r.status == 200, r.body
+    out = r.json()
+    assert out["text"] == reference_text(64)
+    assert out["stages"] == ids and out["worker"] == "s2"
+    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 60, "total_tokens": 65}
+    long = cluster.infer("Once upon a time", max_tokens=252, temperature=0).json()
+    assert long["text"] == reference_text(256)
+    # streamed: the same text, piece by piece
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0, stream=True)
+    events = parse_sse(r.body)
+    text = "".join(d["text"] for e, d in events if e == "token")
+    assert text == reference_text(64)
+    done = [d for e, d in events if e == "done"]
+    assert done and done[0]["stages"] == ids
+
+
+def test_concurrent_requests_share_the_pipeline(cluster, stories):
+    cluster.start_master()
+    start_pipeline(cluster, ["0:3", "3:5"], "--slots", "4")
+    cluster.wait_ready()
+    results = [None] * 8
+
+    def one(i):
+        results[i] = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in results:
+        assert r is not None and r.status == 200, r
+        assert r.json()["text"] == reference_text(64)
+
+
+def test_an_incomplete_pipeline_is_not_ready(cluster, stories):
+    cluster.start_master()
+    start_pipeline(cluster, ["0:2", "3:5"])
+    time.sleep(0.3)
+    r = cluster.get("/ready")
+    assert r.status == 503
+    assert [m["ready"] for m in r.json()["models"]] == [False]
+    r = cluster.infer("Once upon a time", max_tokens=4)
+    assert r.status == 503 and r.header("Retry-After") is not None
+    assert r.json()["error"]["code"] == "no_worker"
+    cluster.start_worker("mid", "--layers", "2:3")
+    cluster.wait_ready()
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+    assert r.status == 200 and r.json()["text"] == reference_text(64)
+    assert r.json()["stages"] == ["s0", "mid", "s1"]
+
+
+def test_a_whole_model_worker_is_preferred(cluster, stories):
+    cluster.start_master()
+    start_pipeline(cluster, ["0:2", "2:5"])
+    cluster.start_worker("whole")
+    cluster.wait_ready()
+    for _ in range(4):
+        out = cluster.infer("Once upon a time", max_tokens=8, temperature=0).json()
+        assert out["worker"] == "whole" and "stages" not in out
+
+
+def test_a_stage_refuses_what_it_cannot_take(cluster, stories):
+    """A prompt longer than a middle stage's context ends the request with the stage's reason
+    (400), and the pipeline keeps serving."""
+    cluster.start_master()
+    cluster.start_worker("a", "--layers", "0:2")
+    cluster.start_worker("b", "--layers", "2:3", "--ctx", "16")
+    cluster.start_worker("c", "--layers", "3:5")
+    cluster.wait_ready()
+    r = cluster.infer("Once upon a time " * 8, max_tokens=4, temperature=0)
+    assert r.status == 400, r.body
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    r = cluster.infer("Once upon a time", max_tokens=8, temperature=0)
+    assert r.status == 200 and r.json()["text"] == reference_text(64)[:len(r.json()["text"])]
+
+
+def test_a_killed_stage_fails_over_to_its_replica(cluster, slow_model):
+    """kill -9 of the middle stage while a greedy request streams: the request continues on a
+    pipeline through the other replica from prompt + tokens so far, and the client gets exactly
+    the undisturbed answer."""
+    cluster.start_master("--stall-timeout", "3s")
+    cluster.start_worker("whole", model=slow_model)
+    cluster.wait_ready()
+    want = cluster.infer("hello", max_tokens=300, temperature=0, timeout=120).json()["text"]
+    cluster.workers["whole"].stop()
+    cluster.start_worker("head", "--layers", "0:4", model=slow_model)
+    cluster.start_worker("tail-a", "--layers", "4:8", model=slow_model)
+    cluster.start_worker("tail-b", "--layers", "4:8", model=slow_model)
+    wait_for(lambda: cluster.state("whole") in (None, "dead"), 30, what="whole worker gone")
+    cluster.wait_ready()
+    got = {}
+
+    def stream():
+        got["r"] = cluster.infer("hello", max_tokens=300, temperature=0, stream=True,
+                                 timeout=120)
+
+    t = threading.Thread(target=stream)
+    t.start()
+
+    def serving():
+        for w in cluster.cluster_view()["workers"]:
+            if w["id"].startswith("tail") and w.get("inflight", 0) > 0:
+                return w["id"]
+        return None
+
+    victim = wait_for(serving, 20, interval=0.01, what="a last stage to take the request")
+    time.sleep(0.5)
+    cluster.workers[victim].signal(signal.SIGKILL)
+    t.join(120)
+    r = got["r"]
+    assert r.status == 200
+    events = parse_sse(r.body)
+    text = "".join(d["text"] for e, d in events if e == "token")
+    done = [d for e, d in events if e == "done"]
+    assert done, events[-3:]
+    assert text == want
+    assert done[0]["attempts"] >= 2
+    other = "tail-b" if victim == "tail-a" else "tail-a"
+    assert done[0]["stages"] == ["head", other]
+
+
+def test_dais_run_shards(tmp_path, stories):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAIS_")}
+    log = open(tmp_path / "run.log", "wb")
+    p = subprocess.Popen([DAIS_BIN, "run", "--port", str(port), "-m", stories, "--shards", "2",
+                          "--threads", "1", "--heartbeat-interval", "200ms"],
+                         stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+    try:
+        def ready():
+            assert p.poll() is None, "dais run exited"
+            try:
+                return http_request(port, "GET", "/ready", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_for(ready, 60, interval=0.1, what="dais run --shards 2 to be ready")
+        r = http_request(port, "POST", "/api/inference",
+                         {"prompt": "Once upon a time", "max_tokens": 60, "temperature": 0})
+        assert r.status == 200 and r.json()["text"] == reference_text(64)
+        assert r.json()["stages"] == ["worker-1", "worker-2"]
+        view = http_request(port, "GET", "/api/cluster").json()
+        ranges = sorted((w["capabilities"]["model"]["layer_first"], w["capabilities"]["model"]["layer_last"])
+                        for w in view["workers"])
+        assert ranges == [(0, 2), (2, 5)]
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        log.close()
