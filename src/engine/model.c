@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ============================================================================================
  * Structures
@@ -537,6 +538,9 @@ const char *dais_model_hash(const dais_model *m)
         while (ok && left > 0) {
             size_t n = left < ((size_t)16 << 20) ? left : ((size_t)16 << 20);
             ok = EVP_DigestUpdate(md, p, n) == 1;
+            /* Hand the pages back: a pipeline shard then keeps only its own layers resident
+             * (what it uses is faulted in again from the page cache). */
+            madvise((void *)(uintptr_t)p, n, MADV_DONTNEED);
             p += n;
             left -= n;
         }
