@@ -436,11 +436,6 @@ static void handle_shard(worker *w, dais_msg *m)
     }
     char id[DAIS_REQUEST_ID_MAX + 1];
     snprintf(id, sizeof(id), "%s", a.request_id);
-    if ((w->draining || w->shutting_down) && a.pos == 0 && a.kind == DAIS_SHARD_TOKENS) {
-        send_error(w, DAIS_PERR_DRAINING, id, m->id, "worker is draining");
-        dais_shard_clear(&a);
-        return;
-    }
     enum dais_perr perr;
     char msg[256];
     if (dais_sched_shard_input(w->sched, &a, w->conn_gen, dais_now_ns(), &perr, msg,
