@@ -46,11 +46,11 @@
 
 int dais_cmd_run(int argc, char **argv);
 
-#define MAX_WORKERS     64
+#define MAX_WORKERS         64
 #define DAIS_RUN_MAX_SHARDS 16
-#define READY_TIMEOUT_S 300
-#define STOP_GRACE_S    10
-#define DEMO_NAME       "dais-demo-v2.gguf"
+#define READY_TIMEOUT_S     300
+#define STOP_GRACE_S        10
+#define DEMO_NAME           "dais-demo-v2.gguf"
 
 typedef struct child {
     pid_t pid;
@@ -68,7 +68,7 @@ typedef struct run_opts {
     const char *log_level;
     uint16_t metrics_port; /* 0: free ports */
     const char *otlp_endpoint;
-    uint32_t shards;      /* pipeline stages the model is split into; 0/1 = whole */
+    uint32_t shards; /* pipeline stages the model is split into; 0/1 = whole */
     bool workers_given;
 } run_opts;
 

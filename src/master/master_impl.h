@@ -118,7 +118,7 @@ struct dais_mreq {
     struct event stall_ev; /* DISPATCHED with a stall timeout: armed at dispatch and on every
                               frame from the worker; fires when the worker went silent */
     bool stall_set;
-    dais_worker *avoid; /* after a stall: the silent worker, not picked again if another can */
+    dais_worker *avoid;   /* after a stall: the silent worker, not picked again if another can */
     struct event wait_ev; /* QUEUED after its worker died with output already sent and no other
                              worker left: bounds the wait for a returning one */
     bool wait_set;        /* wait_ev assigned */

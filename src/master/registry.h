@@ -88,7 +88,7 @@ typedef struct dais_worker {
     dais_breaker breaker;
 
     /* owned by other modules */
-    void *conn;             /* cluster connection (master.c) */
+    void *conn;                     /* cluster connection (master.c) */
     struct dais_mreq *reqs;         /* requests in flight on it (router) */
     struct dais_mstage *stage_seqs; /* pipeline sequences open on it as a first or middle stage
                                        (router) */

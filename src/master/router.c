@@ -526,8 +526,8 @@ static int dispatch(dais_mreq *r, dais_worker *w, dais_worker *const *stages, in
     }
     uint64_t tickets[DAIS_MAX_STAGES];
     int32_t allowed = 0;
-    while (allowed < n_stages && dais_breaker_allow(&stages[allowed]->breaker, now,
-                                                    &tickets[allowed]))
+    while (allowed < n_stages &&
+           dais_breaker_allow(&stages[allowed]->breaker, now, &tickets[allowed]))
         allowed++;
     if (allowed < n_stages || !dais_breaker_allow(&w->breaker, now, &r->ticket)) {
         while (allowed > 0) {

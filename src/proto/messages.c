@@ -834,8 +834,8 @@ int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err)
             0 ||
         (rc = dais_jv_str_copy(o, NULL, "kind", true, 1, 7, kind, err)) != 0 ||
         (rc = get_i32(o, NULL, "pos", true, 0, INT32_MAX, 0, &a->pos, err)) != 0 ||
-        (rc = get_i32(o, NULL, "n_tokens", true, 1, DAIS_SHARD_TOKENS_MAX, 0, &a->n_tokens,
-                      err)) != 0 ||
+        (rc = get_i32(o, NULL, "n_tokens", true, 1, DAIS_SHARD_TOKENS_MAX, 0, &a->n_tokens, err)) !=
+            0 ||
         (rc = dais_jv_int(o, NULL, "deadline_ms", false, 0, UINT32_MAX, 0, &v, err)) != 0)
         return rc;
     a->deadline_ms = (uint32_t)v;

@@ -26,7 +26,7 @@ typedef struct schunk {
 
 typedef struct sreq {
     struct sreq *next;
-    dais_msg_infer_req r; /* a stage sequence has only r.request_id */
+    dais_msg_infer_req r;                 /* a stage sequence has only r.request_id */
     uint64_t owner, recv_ns, deadline_ns; /* deadline 0 = none */
     bool cancel;                          /* under mu */
     bool stage;                           /* a first/middle stage's sequence */
@@ -648,8 +648,8 @@ static bool engine_step(dais_sched *s)
             /* The sequence's output for the next stage. */
             schunk *c = sl->run;
             dais_sched_event *ev = event_get(s, DAIS_SEV_HIDDEN, sl->req, 0);
-            if (ev == NULL || event_fill_hidden(ev, s->act_out + (size_t)sl->row * (size_t)dim,
-                                                c->n, dim) != 0) {
+            if (ev == NULL ||
+                event_fill_hidden(ev, s->act_out + (size_t)sl->row * (size_t)dim, c->n, dim) != 0) {
                 if (ev != NULL) ev->next = s->local_free, s->local_free = ev;
                 s->est.engine_errors++;
                 stage_end(s, sl, DAIS_PERR_INTERNAL, "out of memory");
@@ -909,8 +909,8 @@ dais_sched *dais_sched_new(const dais_model *m, const dais_sched_config *cfg, vo
             goto fail;
         }
     }
-    s->st.kv_bytes_per_pos = (uint64_t)(s->layer_last - s->layer_first) * 2u * (uint64_t)hp->n_kv_heads *
-                             (uint64_t)hp->head_dim * sizeof(float);
+    s->st.kv_bytes_per_pos = (uint64_t)(s->layer_last - s->layer_first) * 2u *
+                             (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim * sizeof(float);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
         dais_err_set(err, DAIS_EINTERNAL, "cannot start the engine thread");
         goto fail;
@@ -1123,8 +1123,8 @@ int dais_sched_shard_input(dais_sched *s, dais_msg_shard *a, uint64_t owner, uin
                        a->request_id, a->pos);
         if (s->closed) SHARD_FAIL(DAIS_PERR_DRAINING, "worker is draining");
         if (s->n_pend + s->n_active >= s->cfg.slots + s->cfg.queue)
-            SHARD_FAIL(DAIS_PERR_BUSY, "all %d slots and %d queue places are taken",
-                       s->cfg.slots, s->cfg.queue);
+            SHARD_FAIL(DAIS_PERR_BUSY, "all %d slots and %d queue places are taken", s->cfg.slots,
+                       s->cfg.queue);
         q = fresh;
         fresh = NULL;
         q->stage = true;

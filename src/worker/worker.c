@@ -438,8 +438,8 @@ static void handle_shard(worker *w, dais_msg *m)
     snprintf(id, sizeof(id), "%s", a.request_id);
     enum dais_perr perr;
     char msg[256];
-    if (dais_sched_shard_input(w->sched, &a, w->conn_gen, dais_now_ns(), &perr, msg,
-                               sizeof(msg)) != 0)
+    if (dais_sched_shard_input(w->sched, &a, w->conn_gen, dais_now_ns(), &perr, msg, sizeof(msg)) !=
+        0)
         send_error(w, perr, id, m->id, "%s", msg);
 }
 
@@ -1188,9 +1188,9 @@ int dais_worker_run(const dais_worker_config *cfg)
     if (w->minfo.layer_first != 0 || w->minfo.layer_last != hp->n_layers)
         DAIS_INFO("pipeline shard: layers [%d, %d) of %d (%s stage)", w->minfo.layer_first,
                   w->minfo.layer_last, hp->n_layers,
-                  w->minfo.layer_first == 0              ? "first"
+                  w->minfo.layer_first == 0             ? "first"
                   : w->minfo.layer_last == hp->n_layers ? "last"
-                                                         : "middle");
+                                                        : "middle");
 
     if (evthread_use_pthreads() != 0) {
         DAIS_ERROR("libevent has no pthreads support");

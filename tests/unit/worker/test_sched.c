@@ -492,7 +492,6 @@ static void test_chunked_prefill(void **state)
     stop(c);
 }
 
-
 /* ---- pipeline shards -------------------------------------------------------------------- */
 
 static collector *start_range(int32_t slots, int32_t batch, int32_t first, int32_t last)
@@ -545,8 +544,7 @@ static int feed(collector *to, const char *id, enum dais_shard_kind kind, int32_
 static void test_pipeline_equals_whole(void **state)
 {
     (void)state;
-    collector *st[3] = {start_range(2, 4, 0, 2), start_range(2, 4, 2, 3),
-                        start_range(2, 4, 3, 5)};
+    collector *st[3] = {start_range(2, 4, 0, 2), start_range(2, 4, 2, 3), start_range(2, 4, 3, 5)};
     collector *last = st[2];
     int32_t dim = dais_model_hparams(g_model)->dim;
     const char *ids[] = {"p1", "p2"};
@@ -626,8 +624,7 @@ static void test_pipeline_equals_whole(void **state)
                 }
                 break;
             default:
-                fail_msg("last stage: event %d for %s: %s", ev->kind, ev->request_id,
-                         ev->message);
+                fail_msg("last stage: event %d for %s: %s", ev->kind, ev->request_id, ev->message);
             }
             dais_sched_event_release(last->s, ev);
             ev = next;
