@@ -38,6 +38,10 @@
 /* counters: attempts retried on another try, requests moved to another worker */
 #define DAIS_M_RETRIES   "dais_request_retries_total"
 #define DAIS_M_FAILOVERS "dais_request_failovers_total"
+/* counters: attempts sent through a pipeline of shards; SHARD_ACTIVATION frames the master
+ * relayed between stages (docs/sharding.md) */
+#define DAIS_M_PIPELINE_ATTEMPTS "dais_pipeline_attempts_total"
+#define DAIS_M_SHARD_RELAYS      "dais_shard_relays_total"
 
 /* ---- master: cluster --------------------------------------------------------------------- */
 /* gauge {state}: workers by state (e.g. joining, healthy, suspect, draining, dead) */

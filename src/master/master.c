@@ -249,6 +249,10 @@ static int metrics_init(dais_master *m, dais_err *err)
                                   "producing output");
     x->failovers = dais_counter_new(x->reg, DAIS_M_FAILOVERS,
                                     "Generations continued on another worker after output");
+    x->pipeline_attempts = dais_counter_new(x->reg, DAIS_M_PIPELINE_ATTEMPTS,
+                                            "Request attempts sent through a pipeline of shards");
+    x->shard_relays = dais_counter_new(x->reg, DAIS_M_SHARD_RELAYS,
+                                       "SHARD_ACTIVATION frames relayed between pipeline stages");
     dais_metrics_collector_new(x->reg, DAIS_METRIC_GAUGE, DAIS_M_WORKERS, "Workers by state", 1,
                                state, collect_workers, m);
     static const char *const worker_state[2] = {"worker", "state"};

@@ -159,6 +159,7 @@ typedef struct dais_master_metrics {
     dais_counter *hb_sent, *hb_answered, *hb_lost, *hb_forged;
     dais_counter *retries;   /* requests routed again (busy, worker lost early) */
     dais_counter *failovers; /* generations continued elsewhere (issue 4) */
+    dais_counter *pipeline_attempts, *shard_relays; /* docs/sharding.md */
     dais_histogram *hb_rtt;
 } dais_master_metrics;
 

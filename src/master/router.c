@@ -546,6 +546,7 @@ static int dispatch(dais_mreq *r, dais_worker *w, dais_worker *const *stages, in
         return rc == DAIS_EINVAL ? DAIS_EIO : rc;
     }
     worker_link(r, w);
+    if (n_stages > 0) dais_counter_inc(m->mx.pipeline_attempts);
     r->n_stages = n_stages;
     r->waiting_stage = -1;
     r->chunk = w->caps.batch > 0 ? w->caps.batch : 1;
@@ -1094,6 +1095,7 @@ static int send_shard(dais_mreq *r, dais_worker *to, const char *id, enum dais_s
     int rc = dais_shard_encode(&a, msg);
     if (rc == 0) rc = dais_cluster_send(r->m, to, msg);
     dais_msg_free(msg);
+    if (rc == 0) dais_counter_inc(r->m->mx.shard_relays);
     return rc;
 }
 

@@ -44,6 +44,12 @@ def test_three_shards_give_the_whole_models_answer(cluster, stories):
     assert text == reference_text(64)
     done = [d for e, d in events if e == "done"]
     assert done and done[0]["stages"] == ids
+    metrics = http_request(cluster.metrics_port, "GET", "/metrics").body
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                  if line.startswith(("dais_pipeline_attempts_total", "dais_shard_relays_total")))
+    assert float(values["dais_pipeline_attempts_total"]) == 3
+    # every request: the prompt chunk and each generated token go round all three stages
+    assert float(values["dais_shard_relays_total"]) >= 3 * (60 + 252 + 60)
 
 
 def test_concurrent_requests_share_the_pipeline(cluster, stories):
