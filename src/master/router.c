@@ -407,6 +407,7 @@ static void succeed(dais_mreq *r)
     observe(r, now);
     if (r->span != NULL) {
         dais_span_set_str(r->span, "dais.worker", r->worker_id);
+        if (r->stage_ids[0] != '\0') dais_span_set_str(r->span, "dais.pipeline", r->stage_ids);
         dais_span_set_int(r->span, "dais.completion_tokens", r->completion_tokens);
         dais_span_set_int(r->span, "http.status_code", 200);
         dais_span_set_status(r->span, DAIS_SPAN_OK, NULL);
