@@ -1,9 +1,14 @@
-/* The JSON envelope: message type names, uuid4, validation and serialisation (envelope.h). */
+/* The JSON envelope: message type names, uuid4, validation and serialisation (envelope.h).
+ * Envelopes are read with proto/json.c's reader and written with its writer (the master
+ * handles several per request; jansson's own reader and json_dumps were most of its CPU). */
 #include "proto/envelope.h"
 #include "common/clock.h"
+#include "proto/json.h"
 #include "proto/jsonv.h"
 
+#include <math.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,10 +54,39 @@ bool dais_uuid4_valid(const char *s, size_t len)
     return s[14] == '4' && (v == '8' || v == '9' || v == 'a' || v == 'b' || v == 'A' || v == 'B');
 }
 
+/* Random bytes for uuids, drawn from OpenSSL 4 KiB at a time per thread: RAND_bytes costs a
+ * lock, a DRBG step and a getpid() (its fork check) per call, which for 16 bytes is most of
+ * the work. A forked child must not hand out the bytes its parent still holds (both would
+ * produce the same ids), so the pool is emptied in the child by a pthread_atfork handler,
+ * registered before the first refill. */
+#define UUID_POOL_BYTES 4096
+
+static _Thread_local struct {
+    unsigned char bytes[UUID_POOL_BYTES];
+    size_t used;
+} uuid_pool = {.used = UUID_POOL_BYTES};
+
+static pthread_once_t uuid_atfork_once = PTHREAD_ONCE_INIT;
+
+static void uuid_pool_reset_in_child(void)
+{
+    uuid_pool.used = UUID_POOL_BYTES;
+}
+
+static void uuid_atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, uuid_pool_reset_in_child);
+}
+
 int dais_uuid4(char out[37])
 {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof(b)) != 1) return DAIS_EINTERNAL;
+    if (uuid_pool.used > UUID_POOL_BYTES - 16) {
+        pthread_once(&uuid_atfork_once, uuid_atfork_register);
+        if (RAND_bytes(uuid_pool.bytes, UUID_POOL_BYTES) != 1) return DAIS_EINTERNAL;
+        uuid_pool.used = 0;
+    }
+    unsigned char *b = uuid_pool.bytes + uuid_pool.used;
+    uuid_pool.used += 16;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     static const char hx[] = "0123456789abcdef";
@@ -63,6 +97,7 @@ int dais_uuid4(char out[37])
         out[o++] = hx[b[i] & 15];
     }
     out[o] = '\0';
+    memset(b, 0, 16); /* each byte is used once */
     return 0;
 }
 
@@ -91,7 +126,9 @@ dais_msg *dais_msg_new(enum dais_msg_type type, const char *source, const char *
     m->type = type;
     snprintf(m->source, sizeof(m->source), "%s", source);
     snprintf(m->target, sizeof(m->target), "%s", target);
-    m->timestamp = m->payload_timestamp = dais_wall_time();
+    /* Microseconds are all a timestamp carries, and a value with at most six decimals is one
+     * the JSON writer prints exactly without "%.17g". */
+    m->timestamp = m->payload_timestamp = round(dais_wall_time() * 1e6) / 1e6;
     m->data = json_object();
     m->metadata = json_object();
     if (m->data == NULL || m->metadata == NULL || dais_uuid4(m->id) != 0) {
@@ -142,29 +179,34 @@ int dais_envelope_encode(const dais_msg *m, char **out, size_t *out_len)
     if ((int)m->type <= 0 || m->type >= DAIS_MSG__COUNT || !json_is_object(m->data) ||
         !json_is_object(m->metadata))
         return DAIS_EINVAL;
-    int rc = DAIS_ENOMEM;
-    json_t *root = json_object();
-    json_t *payload = json_object();
-    if (root == NULL || payload == NULL) goto fail;
-    if (dais_jv_set_str(root, "message_id", m->id) != 0 ||
-        dais_jv_set_str(root, "message_type", dais_msg_type_name(m->type)) != 0 ||
-        dais_jv_set_str(root, "source_node", m->source) != 0 ||
-        dais_jv_set_str(root, "target_node", m->target) != 0 ||
-        json_object_set(payload, "data", m->data) != 0 ||
-        dais_jv_set_num(payload, "timestamp", m->payload_timestamp) != 0 ||
-        json_object_set(payload, "metadata", m->metadata) != 0 ||
-        json_object_set(root, "payload", payload) != 0 ||
-        dais_jv_set_num(root, "timestamp", m->timestamp) != 0)
-        goto fail;
-    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (s == NULL) goto fail;
+#define RAW(b, lit) dais_json_buf_raw((b), (lit), sizeof(lit) - 1)
+    /* Written directly, in the documented key order, instead of building a tree to dump. */
+    dais_json_buf b;
+    dais_json_buf_init(&b, 0);
+    RAW(&b, "{\"message_id\":");
+    dais_json_buf_str(&b, m->id, strlen(m->id));
+    RAW(&b, ",\"message_type\":");
+    const char *type = dais_msg_type_name(m->type);
+    dais_json_buf_str(&b, type, strlen(type));
+    RAW(&b, ",\"source_node\":");
+    dais_json_buf_str(&b, m->source, strlen(m->source));
+    RAW(&b, ",\"target_node\":");
+    dais_json_buf_str(&b, m->target, strlen(m->target));
+    RAW(&b, ",\"payload\":{\"data\":");
+    dais_json_buf_value(&b, m->data);
+    RAW(&b, ",\"timestamp\":");
+    dais_json_buf_real(&b, isfinite(m->payload_timestamp) ? m->payload_timestamp : 0.0);
+    RAW(&b, ",\"metadata\":");
+    dais_json_buf_value(&b, m->metadata);
+    RAW(&b, "},\"timestamp\":");
+    dais_json_buf_real(&b, isfinite(m->timestamp) ? m->timestamp : 0.0);
+    RAW(&b, "}");
+#undef RAW
+    int rc = b.err;
+    char *s = dais_json_buf_take(&b, out_len);
+    if (s == NULL) return rc != 0 ? rc : DAIS_ENOMEM;
     *out = s;
-    *out_len = strlen(s);
-    rc = 0;
-fail:
-    json_decref(payload);
-    json_decref(root);
-    return rc;
+    return 0;
 }
 
 /* ---- parse ------------------------------------------------------------------------------ */
@@ -188,8 +230,8 @@ int dais_envelope_parse(const char *json, size_t len, dais_msg **out, dais_err *
     if (json == NULL || len == 0) return dais_err_set(err, DAIS_EFORMAT, "empty envelope");
     if (memchr(json, '\0', len) != NULL)
         return dais_err_set(err, DAIS_EFORMAT, "envelope contains a NUL byte");
-    json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    dais_json_error jerr;
+    json_t *root = dais_json_parse(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
         return dais_err_set(err, DAIS_EFORMAT, "envelope JSON: %s at line %d column %d", jerr.text,
                             jerr.line, jerr.column);
