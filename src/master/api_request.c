@@ -1,5 +1,6 @@
 /* Validation of the POST /api/inference body (see api_request.h). */
 #include "master/api_request.h"
+#include "proto/json.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -173,8 +174,8 @@ int dais_api_request_parse(const char *body, size_t len, const dais_api_limits *
     dais_infer_params_default(&out->params);
     out->params.max_tokens = (int32_t)lim->default_max_tokens;
 
-    json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    dais_json_error je; /* jansson's line, column and wording (proto/json.h) */
+    json_t *root = dais_json_parse(body, len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
         e->status = 400;
         snprintf(e->code, sizeof(e->code), "invalid_json");
