@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/options.h"
 #include "master/detector.h"
 #include "proto/envelope.h"
 
@@ -104,16 +105,9 @@ void dais_master_detector_config(const dais_master_config *c, dais_detector_conf
  * may be NULL (not checked). */
 bool dais_master_config_serves(const dais_master_config *c, const char *name, const char *hash);
 
-/* ---- parsers shared with `dais run` and tests ------------------------------------------- */
+/* The value parsers dais_parse_duration_ms, dais_parse_size, dais_parse_u32 and dais_parse_port
+ * (shared with `dais run` and tests) are in common/options.h. */
 
-/* "5s", "200ms", "1.5s", "2m", or a bare number of seconds → milliseconds (1 .. 1 day). */
-int dais_parse_duration_ms(const char *s, uint32_t *out);
-/* "1048576", "64k", "64KiB", "1m", "1MiB" (binary units) → bytes (1 .. 1 GiB). */
-int dais_parse_size(const char *s, size_t *out);
-/* Decimal integer in [lo, hi], nothing else. */
-int dais_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
-/* A TCP/UDP port: 0 .. 65535. */
-int dais_parse_port(const char *s, uint16_t *out);
 /* Model name: 1..128 bytes, no control characters, no leading or trailing space (also used
  * to validate requests; names come from GGUF metadata and may hold spaces or UTF-8). */
 bool dais_model_name_valid(const char *s, size_t len);

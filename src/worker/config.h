@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/options.h"
 #include "proto/envelope.h"
 
 #include <stdbool.h>
@@ -42,10 +43,8 @@ typedef struct dais_worker_config {
     enum dais_log_format log_format;
 } dais_worker_config;
 
-/* Looks up an environment variable (getenv in the product; a table in tests). */
-typedef const char *(*dais_env_fn)(const char *name);
-
-/* Fills c from defaults, then the environment, then argv (argv[0] is the command name).
+/* Fills c from defaults, then the environment (`env`, dais_env_fn in common/options.h), then
+ * argv (argv[0] is the command name).
  * Returns 0, 1 when --help was given (help printed to `out`), or DAIS_EINVAL with err naming
  * the option and the problem. */
 int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_env_fn env,
@@ -54,11 +53,12 @@ int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_
 /* Prints the option table (flags, variables, defaults) to out. */
 void dais_worker_config_help(FILE *out);
 
-/* "5s", "200ms", "1.5m", "2h"; a bare number is seconds. 1 ms .. 24 h. 0 or DAIS_EINVAL. */
+/* "5s", "200ms", "1.5m", "2h"; a bare number is seconds. 1 ms .. 24 h. 0 or DAIS_EINVAL.
+ * (dais_parse_duration_ms with one error code.) */
 int dais_worker_parse_duration(const char *s, uint32_t *ms);
 /* "A:B" (0 <= A < B <= DAIS_MODEL_MAX_LAYERS) → [A, B). 0 or DAIS_EINVAL. */
 int dais_worker_parse_layers(const char *s, int32_t *first, int32_t *last);
-/* "HOST:PORT", "[V6]:PORT" or "HOST" (port `def`). 0 or DAIS_EINVAL. */
+/* "HOST:PORT", "[V6]:PORT" or "HOST" (port `def`, else 1..65535). 0 or DAIS_EINVAL. */
 int dais_worker_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port,
                                uint16_t def);
 

@@ -97,6 +97,14 @@ static void test_flag_wins_over_env(void **state)
     assert_string_equal(c.models[0].name, "a");
     assert_string_equal(c.models[1].name, "b");
     assert_int_equal(c.http_port, 1234);
+
+    /* A specific bind address wins over --addr even when it comes from a variable. */
+    setenv("DAIS_HTTP_ADDR", "10.0.0.1", 1);
+    const char *argv3[] = {"master", "--addr", "10.0.0.2"};
+    assert_int_equal(parse(&c, 3, argv3, &e), 0);
+    assert_string_equal(c.http_addr, "10.0.0.1");
+    assert_string_equal(c.cluster_addr, "10.0.0.2");
+    assert_string_equal(c.metrics_addr, "10.0.0.2");
 }
 
 static void test_bad_values(void **state)

@@ -133,12 +133,22 @@ static void test_token_file(void **state)
     assert_int_equal(parse(&c, env, NULL, &err), 0);
     assert_string_equal(c.token, "from-file");
     assert_int_equal(c.token_len, 9);
+    /* The token variable wins over the file variable, as in the master. */
+    const char *both[] = {
+        "DAIS_MODEL", "/m.gguf", "DAIS_CLUSTER_TOKEN_FILE", path, "DAIS_CLUSTER_TOKEN",
+        "direct",     NULL};
+    assert_int_equal(parse(&c, both, NULL, &err), 0);
+    assert_string_equal(c.token, "direct");
     fd = open(path, O_WRONLY | O_TRUNC);
     close(fd);
     assert_int_equal(parse(&c, env, NULL, &err), DAIS_EINVAL);
     assert_non_null(strstr(err.msg, "DAIS_CLUSTER_TOKEN_FILE"));
     unlink(path);
     assert_int_equal(parse(&c, env, NULL, &err), DAIS_EINVAL);
+    /* A --token flag wins over both variables: the file is not even opened. */
+    const char *flag[] = {"--token", "t", NULL};
+    assert_int_equal(parse(&c, env, flag, &err), 0);
+    assert_string_equal(c.token, "t");
 }
 
 static void test_invalid(void **state)
@@ -147,7 +157,7 @@ static void test_invalid(void **state)
     static dais_worker_config c;
     const char *env[] = {"DAIS_MODEL", "/m.gguf", "DAIS_CLUSTER_TOKEN", "t", NULL};
     struct {
-        const char *args[4];
+        const char *args[5]; /* NULL-terminated: at most 4 arguments */
         const char *needle;
     } cases[] = {
         {{"--slots", "0"}, "--slots"},
