@@ -448,7 +448,7 @@ static void succeed(dais_mreq *r)
  * complete answer — with greedy decoding the same one an undisturbed run gives. With no
  * worker left to continue on, it waits in the model's queue for one to come back (route()).
  * Without the prompt's ids (the worker died before sending them) or attempts left, it fails
- * (502, or an SSE error event once streaming). */
+ * (503 with Retry-After, or an SSE error event once streaming). */
 static void recover_or_fail(dais_mreq *r, const char *why)
 {
     char msg[320];
@@ -477,7 +477,10 @@ static void recover_or_fail(dais_mreq *r, const char *why)
         route(r);
         return;
     }
-    fail(r, 502, "worker_failed", msg, NULL);
+    /* Workers kept failing under it (each lost before or while serving it): the cluster cannot
+     * serve it now, which is a 503 with Retry-After like every other unavailability, not a
+     * 502 (no worker answered wrongly). */
+    fail(r, 503, "worker_failed", msg, dais_api_retry_after(r->m));
 }
 
 /* Sends r to w — a whole-model worker, or the last stage of a pipeline whose earlier stages
