@@ -144,6 +144,19 @@ static void stall_arm(dais_mreq *r)
     if (r->stall_set) evtimer_add(&r->stall_ev, r->m->stall_tv);
 }
 
+/* CANCEL for request (or stage sequence) `id` to w. */
+static void cancel_on(dais_master *m, dais_worker *w, const char *id, const char *reason)
+{
+    dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, m->cfg.node_id, w->id);
+    if (msg == NULL) return;
+    dais_msg_cancel c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.request_id, sizeof(c.request_id), "%s", id);
+    snprintf(c.reason, sizeof(c.reason), "%s", reason);
+    if (dais_cancel_encode(&c, msg) == 0) dais_cluster_send(m, w, msg);
+    dais_msg_free(msg);
+}
+
 static void stage_link(dais_mreq *r, int32_t i, dais_worker *w, uint64_t ticket)
 {
     dais_mstage *st = &r->stages[i];
@@ -168,15 +181,8 @@ static void stages_end(dais_mreq *r, enum outcome o)
         dais_mstage *st = &r->stages[i];
         dais_worker *w = st->w;
         if (w == NULL) continue;
-        if (w->conn != NULL && !st->blamed) {
-            dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, r->m->cfg.node_id, w->id);
-            dais_msg_cancel c;
-            memset(&c, 0, sizeof(c));
-            snprintf(c.request_id, sizeof(c.request_id), "%s", r->seq_id);
-            snprintf(c.reason, sizeof(c.reason), "%s", o == O_SUCCESS ? "done" : "attempt_ended");
-            if (msg != NULL && dais_cancel_encode(&c, msg) == 0) dais_cluster_send(r->m, w, msg);
-            dais_msg_free(msg);
-        }
+        if (w->conn != NULL && !st->blamed)
+            cancel_on(r->m, w, r->seq_id, o == O_SUCCESS ? "done" : "attempt_ended");
         enum outcome so = st->blamed ? O_FAILURE : o;
         if (so == O_NEUTRAL)
             dais_breaker_cancel(&w->breaker, st->ticket);
@@ -256,16 +262,7 @@ static void req_free(dais_mreq *r)
 
 static void send_cancel(dais_mreq *r, const char *reason)
 {
-    dais_worker *w = r->worker;
-    if (w == NULL) return;
-    dais_msg *msg = dais_msg_new(DAIS_MSG_CANCEL, r->m->cfg.node_id, w->id);
-    if (msg == NULL) return;
-    dais_msg_cancel c;
-    memset(&c, 0, sizeof(c));
-    snprintf(c.request_id, sizeof(c.request_id), "%s", r->id);
-    snprintf(c.reason, sizeof(c.reason), "%s", reason);
-    if (dais_cancel_encode(&c, msg) == 0) dais_cluster_send(r->m, w, msg);
-    dais_msg_free(msg);
+    if (r->worker != NULL) cancel_on(r->m, r->worker, r->id, reason);
 }
 
 /* ---- replies ------------------------------------------------------------------------------ */
