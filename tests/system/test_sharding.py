@@ -113,18 +113,20 @@ def test_a_stage_refuses_what_it_cannot_take(cluster, stories):
     assert r.status == 200 and r.json()["text"] == reference_text(64)[:len(r.json()["text"])]
 
 
-def test_a_killed_stage_fails_over_to_its_replica(cluster, slow_model):
-    """kill -9 of the middle stage while a greedy request streams: the request continues on a
-    pipeline through the other replica from prompt + tokens so far, and the client gets exactly
-    the undisturbed answer."""
+@pytest.mark.parametrize("role", ["last", "first"])
+def test_a_killed_stage_fails_over_to_its_replica(cluster, slow_model, role):
+    """kill -9 of a stage (the last, or the first) while a greedy request streams: the request
+    continues on a pipeline through the stage's replica from prompt + tokens so far, and the
+    client gets exactly the undisturbed answer."""
     cluster.start_master("--stall-timeout", "3s")
     cluster.start_worker("whole", model=slow_model)
     cluster.wait_ready()
     want = cluster.infer("hello", max_tokens=300, temperature=0, timeout=120).json()["text"]
     cluster.workers["whole"].stop()
-    cluster.start_worker("head", "--layers", "0:4", model=slow_model)
-    cluster.start_worker("tail-a", "--layers", "4:8", model=slow_model)
-    cluster.start_worker("tail-b", "--layers", "4:8", model=slow_model)
+    pair = ("0:4", "4:8") if role == "first" else ("4:8", "0:4")
+    cluster.start_worker("rep-a", "--layers", pair[0], model=slow_model)
+    cluster.start_worker("rep-b", "--layers", pair[0], model=slow_model)
+    cluster.start_worker("other", "--layers", pair[1], model=slow_model)
     wait_for(lambda: cluster.state("whole") in (None, "dead"), 30, what="whole worker gone")
     cluster.wait_ready()
     got = {}
@@ -138,11 +140,11 @@ def test_a_killed_stage_fails_over_to_its_replica(cluster, slow_model):
 
     def serving():
         for w in cluster.cluster_view()["workers"]:
-            if w["id"].startswith("tail") and w.get("inflight", 0) > 0:
+            if w["id"].startswith("rep") and w.get("inflight", 0) > 0:
                 return w["id"]
         return None
 
-    victim = wait_for(serving, 20, interval=0.01, what="a last stage to take the request")
+    victim = wait_for(serving, 20, interval=0.01, what="a replica to take the request")
     time.sleep(0.5)
     cluster.workers[victim].signal(signal.SIGKILL)
     t.join(120)
@@ -154,8 +156,8 @@ def test_a_killed_stage_fails_over_to_its_replica(cluster, slow_model):
     assert done, events[-3:]
     assert text == want
     assert done[0]["attempts"] >= 2
-    other = "tail-b" if victim == "tail-a" else "tail-a"
-    assert done[0]["stages"] == ["head", other]
+    survivor = "rep-b" if victim == "rep-a" else "rep-a"
+    assert done[0]["stages"] == ([survivor, "other"] if role == "first" else ["other", survivor])
 
 
 def test_dais_run_shards(tmp_path, stories):
