@@ -208,6 +208,29 @@ static const unsigned char str_plain[256] = {
 };
 /* clang-format on */
 
+/* The first byte at or after q that is not str_plain (or end). Eight bytes at a time: in
+ * (x - 0x0101..01 * n) & ~x & 0x8080..80 the lowest set bit marks the first byte below n
+ * exactly (a borrow only runs upwards from a byte that is itself below n), so one mask
+ * finds the first control character, '"', '\\' or byte >= 0x80. */
+static const unsigned char *skip_plain(const unsigned char *q, const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - q >= 8) {
+        uint64_t x;
+        memcpy(&x, q, 8);
+        uint64_t qt = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+        uint64_t m = ((x - ones * 0x20) & ~x) | ((qt - ones) & ~qt) | ((bs - ones) & ~bs) | x;
+        m &= highs;
+        if (m != 0) return q + (__builtin_ctzll(m) >> 3);
+        q += 8;
+    }
+#endif
+    while (q < end && str_plain[*q])
+        q++;
+    return q;
+}
+
 static bool is_digit(unsigned c)
 {
     return c - '0' < 10;
@@ -263,8 +286,7 @@ static int lex_string(reader *r, const unsigned char *p)
     uint32_t hi = 0;    /* a high surrogate waiting for its pair (the next escape) */
     char pend[64] = ""; /* the first surrogate error, reported at the closing quote */
     for (;;) {
-        while (q < end && str_plain[*q])
-            q++;
+        q = skip_plain(q, end);
         if (q == end) {
             set_error_at(r, q, p, (size_t)(q - p), false, "premature end of input");
             return lex_fail(r);
@@ -610,6 +632,27 @@ static int lex(reader *r)
     return r->tok = TOK_INVALID;
 }
 
+/* lex() with the tokens that follow most others tried first, without the whitespace loop
+ * and the dispatch: compact JSON has a ':' after every key, a ',' or a closing bracket after
+ * every value, and mostly strings after those. */
+static inline int lex_next(reader *r)
+{
+    const unsigned char *p = r->p;
+    if (p < r->end) {
+        unsigned c = *p;
+        if (c == '"') {
+            r->tok_start = p;
+            return lex_string(r, p);
+        }
+        if (c == ':' || c == ',' || c == '}' || c == ']') {
+            r->tok_start = p;
+            r->p = p + 1;
+            return r->tok = (int)c;
+        }
+    }
+    return lex(r);
+}
+
 /* ---- parser ----------------------------------------------------------------------------- */
 
 static void oom(reader *r)
@@ -717,7 +760,7 @@ value:
                 cap = ncap;
             }
             stack[depth++] = v;
-            if (lex(&r) == TOK_ERROR) goto fail;
+            if (lex_next(&r) == TOK_ERROR) goto fail;
             if (json_is_object(v)) {
                 if (r.tok == '}') {
                     depth--;
@@ -750,17 +793,17 @@ value:
     /* A value is complete; what may follow depends on the innermost open container. */
 after_value:
     if (depth == 0) {
-        if (lex(&r) == TOK_ERROR) goto fail;
+        if (lex_next(&r) == TOK_ERROR) goto fail;
         if (r.tok != TOK_EOF) {
             TOKEN_ERROR(&r, "end of file expected");
             goto fail;
         }
         goto done;
     }
-    if (lex(&r) == TOK_ERROR) goto fail;
+    if (lex_next(&r) == TOK_ERROR) goto fail;
     if (json_is_array(stack[depth - 1])) {
         if (r.tok == ',') {
-            if (lex(&r) == TOK_ERROR) goto fail;
+            if (lex_next(&r) == TOK_ERROR) goto fail;
             if (r.tok == TOK_EOF) {
                 TOKEN_ERROR(&r, "']' expected");
                 goto fail;
@@ -775,7 +818,7 @@ after_value:
         goto after_value;
     }
     if (r.tok == ',') {
-        if (lex(&r) == TOK_ERROR) goto fail;
+        if (lex_next(&r) == TOK_ERROR) goto fail;
         goto key;
     }
     if (r.tok != '}') {
@@ -805,12 +848,12 @@ key:
     r.keyp = r.str;
     r.key_len = r.str_len;
     if (r.str_dec) r.cur ^= 1;
-    if (lex(&r) == TOK_ERROR) goto fail;
+    if (lex_next(&r) == TOK_ERROR) goto fail;
     if (r.tok != ':') {
         TOKEN_ERROR(&r, "':' expected");
         goto fail;
     }
-    lex(&r);
+    lex_next(&r);
     goto value;
 
 done:
@@ -877,7 +920,9 @@ static bool buf_room(dais_json_buf *b, size_t more)
     }
     if (more < b->cap - b->len) return true; /* cap == len == 0 at first: grows */
     size_t need = b->len + more + 1;
-    size_t cap = b->cap != 0 ? b->cap : 1024; /* one allocation for a typical envelope */
+    /* One allocation holds a typical envelope. 992 and not 1024: glibc serves a request of
+     * a 1 KiB chunk or more from its large bins, and consolidates all its fast bins first. */
+    size_t cap = b->cap != 0 ? b->cap : 992;
     while (cap < need)
         cap = cap > BUF_NO_LIMIT / 2 ? need : cap * 2;
     if (cap > b->max + 1) cap = b->max + 1; /* still >= need */
