@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #define HELLO_TIMEOUT_MS   10000
 #define CLOSING_TIMEOUT_MS 2000
@@ -54,12 +55,87 @@ static void conn_unlink(dais_master *m, dais_mconn *c)
     c->prev = c->next = NULL;
 }
 
+/* Every dais_mconn is allocated here as the first member of this, so cluster.c can keep its
+ * write batching state without widening the shared struct. */
+typedef struct mconn_full {
+    dais_mconn c;
+    struct event *flush; /* flush_cb, made active by send_msg */
+} mconn_full;
+
+static struct event *conn_flush_event(dais_mconn *c)
+{
+    return ((mconn_full *)c)->flush;
+}
+
+/* Writes as much of `out` as the socket takes now: non-blocking, and without SIGPIPE for a
+ * peer that is gone. Returns false on a socket error other than "try again". (httpd.c has the
+ * same helper for its connections.) */
+static bool out_send(struct evbuffer *out, evutil_socket_t fd)
+{
+    while (evbuffer_get_length(out) > 0) {
+        struct evbuffer_iovec v[16];
+        struct iovec iov[16];
+        int n = evbuffer_peek(out, -1, NULL, v, 16);
+        if (n > 16) n = 16;
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+            total += v[i].iov_len;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        /* A bufferevent freezes the front of its output buffer; libevent's own write thaws
+         * it the same way around the drain. */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_drain(out, (size_t)w);
+        evbuffer_freeze(out, 1);
+        if ((size_t)w < total) break; /* the socket is full */
+    }
+    return true;
+}
+
+/* Sends the queued frames now instead of enabling EV_WRITE and waiting for writability (an
+ * epoll_ctl to add the event, an epoll_wait, a writev and an epoll_ctl to remove it). It runs
+ * from flush_cb, activated by send_msg: the loop runs active events before it polls again, so
+ * every frame queued in one iteration (requests dispatched for many HTTP clients at once)
+ * leaves in one sendmsg, and none waits for a poll. EV_WRITE is enabled only while output is
+ * left over, and write_cb disables it when the buffer drains; while it is enabled the loop
+ * owns the writing. After a socket error the data stays queued with EV_WRITE enabled, so
+ * libevent's own write fails the same way and event_cb closes the connection, as before. */
+static void conn_flush(dais_mconn *c)
+{
+    struct bufferevent *bev = c->bev;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE)) return;
+    out_send(out, bufferevent_getfd(bev));
+    if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) bufferevent_disable(bev, EV_WRITE);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_flush(arg);
+}
+
 static void conn_free(dais_mconn *c)
 {
     dais_master *m = c->m;
     conn_unlink(m, c);
     if (c->w != NULL && c->w->conn == c) c->w->conn = NULL;
     if (c->timer != NULL) event_free(c->timer);
+    if (conn_flush_event(c) != NULL) event_free(conn_flush_event(c));
     if (c->bev != NULL) bufferevent_free(c->bev);
     free(c);
 }
@@ -101,6 +177,7 @@ static void conn_close_after_flush(dais_mconn *c)
     c->state = DAIS_MCONN_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setcb(c->bev, NULL, closing_write_cb, closing_event_cb, c);
+    conn_flush(c);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return;
@@ -114,11 +191,15 @@ static void conn_close_after_flush(dais_mconn *c)
     }
 }
 
+/* Queues a frame. It goes out with the others queued in the same loop iteration when
+ * flush_cb runs (see conn_flush). */
 static int send_msg(dais_mconn *c, const dais_msg *msg)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) > WORKER_OUTPUT_MAX) return DAIS_EBUSY;
-    return dais_frame_write(out, msg, &c->m->limits);
+    int rc = dais_frame_write(out, msg, &c->m->limits);
+    if (rc == 0) event_active(conn_flush_event(c), EV_TIMEOUT, 0);
+    return rc;
 }
 
 int dais_cluster_send(dais_master *m, dais_worker *w, const dais_msg *msg)
@@ -450,7 +531,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     size_t hello = 0;
     for (dais_mconn *o = m->conns; o != NULL && hello < HELLO_MAX_CONNS; o = o->next)
         hello += o->state == DAIS_MCONN_HELLO;
-    dais_mconn *c = hello < HELLO_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+    mconn_full *full = hello < HELLO_MAX_CONNS ? calloc(1, sizeof(*full)) : NULL;
+    dais_mconn *c = full != NULL ? &full->c : NULL;
     if (c == NULL) {
         DAIS_WARN("cluster port: refusing a connection (%zu unregistered ones open)", hello);
         evutil_closesocket(fd);
@@ -467,11 +549,13 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     snprintf(c->peer, sizeof(c->peer), "%s:%s", host, serv);
     c->bev = bufferevent_socket_new(m->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(m->base, hello_timeout_cb, c);
-    if (c->bev == NULL || c->timer == NULL) {
+    full->flush = event_new(m->base, -1, 0, flush_cb, c);
+    if (c->bev == NULL || c->timer == NULL || full->flush == NULL) {
         if (c->bev == NULL) evutil_closesocket(fd);
         if (c->timer != NULL) event_free(c->timer);
+        if (full->flush != NULL) event_free(full->flush);
         if (c->bev != NULL) bufferevent_free(c->bev);
-        free(c);
+        free(full);
         return;
     }
     c->next = m->conns;
@@ -479,8 +563,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     m->conns = c;
     struct timeval tv = {HELLO_TIMEOUT_MS / 1000, 0};
     evtimer_add(c->timer, &tv);
-    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only while output waits (conn_flush) */
 }
 
 static void accept_error_cb(struct evconnlistener *lis, void *arg)

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,6 +104,7 @@ void dais_httpd_config_default(dais_httpd_config *c)
 
 static void conn_free(conn *c);
 static void process(conn *c);
+static void conn_flush(conn *c);
 
 static struct timeval ms_tv(uint32_t ms)
 {
@@ -232,7 +234,9 @@ static void set_read_timeout(conn *c, uint32_t ms)
 static void start_closing(conn *c)
 {
     c->state = C_CLOSING;
-    bufferevent_enable(c->bev, EV_WRITE);
+    conn_flush(c);
+    if (c->doomed) return;
+    /* Anything the socket did not take is written by the loop; write_cb comes back here. */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         shutdown(bufferevent_getfd(c->bev), SHUT_WR);
         evbuffer_drain(bufferevent_get_input(c->bev),
@@ -243,6 +247,56 @@ static void start_closing(conn *c)
 }
 
 /* ---- writing responses ------------------------------------------------------------------ */
+
+/* Writes as much of `out` as the socket takes now: non-blocking, and without SIGPIPE for a
+ * peer that is gone. Returns false on a socket error other than "try again". */
+static bool out_send(struct evbuffer *out, evutil_socket_t fd)
+{
+    while (evbuffer_get_length(out) > 0) {
+        struct evbuffer_iovec v[16];
+        struct iovec iov[16];
+        int n = evbuffer_peek(out, -1, NULL, v, 16);
+        if (n > 16) n = 16;
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+            total += v[i].iov_len;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        /* A bufferevent freezes the front of its output buffer; libevent's own write thaws
+         * it the same way around the drain. */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_drain(out, (size_t)w);
+        evbuffer_freeze(out, 1);
+        if ((size_t)w < total) break; /* the socket is full */
+    }
+    return true;
+}
+
+/* Sends queued output at once, from the caller's stack, instead of enabling EV_WRITE and
+ * waiting a loop turn for writability (an epoll_ctl to add the event, an epoll_wait, a writev
+ * and an epoll_ctl to remove it, per response). EV_WRITE is enabled only while output is left
+ * over (the client reads slower than we write), and write_cb disables it when the buffer has
+ * drained. While it is enabled the loop owns the writing and this does nothing. A socket
+ * error dooms the connection (closed from the loop, as a failed libevent write would). */
+static void conn_flush(conn *c)
+{
+    if (c->doomed) return;
+    struct bufferevent *bev = c->bev;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE)) return;
+    if (!out_send(out, bufferevent_getfd(bev))) {
+        conn_doom(c);
+        return;
+    }
+    if (evbuffer_get_length(out) > 0) bufferevent_enable(bev, EV_WRITE);
+}
 
 static bool output_over(conn *c)
 {
@@ -304,7 +358,10 @@ void dais_http_reply(dais_http_req *r, int status, const char *content_type, con
     if (!c->doomed) {
         write_head(r, status, content_type, headers, true, len);
         if (!r->is_head_method && len > 0) evbuffer_add(bufferevent_get_output(c->bev), body, len);
-        if (output_over(c)) conn_doom(c);
+        if (output_over(c))
+            conn_doom(c);
+        else
+            conn_flush(c);
     }
     req_finish(r);
 }
@@ -318,7 +375,10 @@ void dais_http_reply_buffer(dais_http_req *r, int status, const char *content_ty
     if (!c->doomed) {
         write_head(r, status, content_type, headers, true, len);
         if (!r->is_head_method) evbuffer_add_buffer(bufferevent_get_output(c->bev), body);
-        if (output_over(c)) conn_doom(c);
+        if (output_over(c))
+            conn_doom(c);
+        else
+            conn_flush(c);
     }
     evbuffer_drain(body, evbuffer_get_length(body));
     req_finish(r);
@@ -340,7 +400,8 @@ int dais_http_stream_start(dais_http_req *r, int status, const char *content_typ
         conn_doom(c);
         return DAIS_ECLOSED;
     }
-    return 0;
+    conn_flush(c);
+    return c->doomed ? DAIS_ECLOSED : 0;
 }
 
 int dais_http_stream_write(dais_http_req *r, const void *data, size_t len)
@@ -361,7 +422,8 @@ int dais_http_stream_write(dais_http_req *r, const void *data, size_t len)
         conn_doom(c);
         return DAIS_ECLOSED;
     }
-    return 0;
+    conn_flush(c);
+    return c->doomed ? DAIS_ECLOSED : 0;
 }
 
 int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
@@ -385,7 +447,8 @@ int dais_http_stream_write_buffer(dais_http_req *r, struct evbuffer *data)
         conn_doom(c);
         return DAIS_ECLOSED;
     }
-    return 0;
+    conn_flush(c);
+    return c->doomed ? DAIS_ECLOSED : 0;
 }
 
 void dais_http_stream_end(dais_http_req *r)
@@ -394,6 +457,7 @@ void dais_http_stream_end(dais_http_req *r)
     conn *c = r->c;
     if (!c->doomed && !r->stream_close_delimited && !r->is_head_method)
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    conn_flush(c);
     req_finish(r);
 }
 
@@ -580,8 +644,10 @@ static bool parse_head(conn *c)
         dispatch(c);
         return true;
     }
-    if (r->head.expect_continue && evbuffer_get_length(in) == 0 && r->head.minor == 1)
+    if (r->head.expect_continue && evbuffer_get_length(in) == 0 && r->head.minor == 1) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_flush(c);
+    }
     c->state = C_BODY;
     return true;
 }
@@ -670,11 +736,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
     process(c);
 }
 
+/* The loop wrote the last of what conn_flush left over. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
-    if (c->state == C_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        start_closing(c);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0) return;
+    bufferevent_disable(bev, EV_WRITE);
+    if (c->state == C_CLOSING) start_closing(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -744,7 +812,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     listener_update(s);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     set_read_timeout(c, s->cfg.idle_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE only while output waits for the socket (conn_flush). */
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
