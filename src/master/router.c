@@ -1072,10 +1072,11 @@ static void fail_from_worker(dais_mreq *r, const char *code, const char *message
 
 /* ---- pipelines (docs/sharding.md) ---------------------------------------------------------- */
 
-/* Sends one SHARD_ACTIVATION to `to`. */
+/* Sends one SHARD_ACTIVATION to `to`: token ids, or hidden states exactly as a stage sent them
+ * (`raw`, raw_len bytes of little-endian f32, passed through unconverted). */
 static int send_shard(dais_mreq *r, dais_worker *to, const char *id, enum dais_shard_kind kind,
-                      int32_t pos, int32_t n, const int32_t *tokens, const float *hidden,
-                      int32_t dim)
+                      int32_t pos, int32_t n, const int32_t *tokens, const uint8_t *raw,
+                      uint32_t raw_len, int32_t dim)
 {
     dais_msg *msg = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, r->m->cfg.node_id, to->id);
     if (msg == NULL) return DAIS_ENOMEM;
@@ -1087,13 +1088,14 @@ static int send_shard(dais_mreq *r, dais_worker *to, const char *id, enum dais_s
     a.n_tokens = n;
     a.dim = dim;
     a.tokens = (int32_t *)tokens; /* borrowed for the encode */
-    a.hidden = (float *)hidden;
     if (pos == 0 && r->m->cfg.request_timeout_ms > 0) {
         uint64_t now = dais_now_ns();
         uint64_t end = r->t_start_ns + (uint64_t)r->m->cfg.request_timeout_ms * 1000000ull;
         a.deadline_ms = end > now ? (uint32_t)((end - now + 999999) / 1000000) : 1;
     }
-    int rc = dais_shard_encode(&a, msg);
+    int rc =
+        kind == DAIS_SHARD_TOKENS ? dais_shard_encode(&a, msg) : dais_shard_encode_meta(&a, msg);
+    if (rc == 0 && kind == DAIS_SHARD_HIDDEN) rc = dais_msg_set_bin(msg, raw, raw_len);
     if (rc == 0) rc = dais_cluster_send(r->m, to, msg);
     dais_msg_free(msg);
     if (rc == 0) dais_counter_inc(r->m->mx.shard_relays);
@@ -1106,7 +1108,7 @@ static int feed_first_stage(dais_mreq *r, const int32_t *ids, int32_t n, int32_t
     for (int32_t done = 0; done < n;) {
         int32_t k = n - done < r->chunk ? n - done : r->chunk;
         int rc = send_shard(r, r->stages[0].w, r->seq_id, DAIS_SHARD_TOKENS, pos + done, k,
-                            ids + done, NULL, 0);
+                            ids + done, NULL, 0, 0);
         if (rc != 0) return rc;
         done += k;
     }
@@ -1145,7 +1147,9 @@ int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg)
     (void)m;
     dais_msg_shard a;
     dais_err err;
-    if (dais_shard_decode(msg, &a, &err) != 0) {
+    /* The fields and the payload's length only: hidden states pass through as they came (the
+     * next stage checks every value), token ids are read below. */
+    if (dais_shard_decode_meta(msg, &a, &err) != 0) {
         DAIS_WARN("worker %s: bad SHARD_ACTIVATION: %s", w->id, err.msg);
         return DAIS_EPROTO;
     }
@@ -1165,7 +1169,7 @@ int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg)
         dais_worker *next = to_last ? r->worker : r->stages[i + 1].w;
         r->waiting_stage = to_last ? -1 : i + 1;
         if (send_shard(r, next, to_last ? r->id : r->seq_id, DAIS_SHARD_HIDDEN, a.pos, a.n_tokens,
-                       NULL, a.hidden, a.dim) != 0) {
+                       NULL, msg->bin, msg->bin_len, a.dim) != 0) {
             if (to_last) {
                 dais_worker *last = r->worker;
                 send_cancel(r, "stage_failed");
@@ -1182,7 +1186,8 @@ int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg)
     /* the last stage's next input token: round to the first stage */
     dais_mreq *r = find_on_worker(w, a.request_id);
     if (r == NULL) goto out; /* cancelled or ended here already */
-    if (r->n_stages == 0 || a.kind != DAIS_SHARD_TOKENS || a.n_tokens != 1) {
+    if (r->n_stages == 0 || a.kind != DAIS_SHARD_TOKENS || a.n_tokens != 1 ||
+        dais_shard_decode(msg, &a, &err) != 0) {
         DAIS_WARN("worker %s: request %s: unexpected SHARD_ACTIVATION", w->id, r->id);
         rc = DAIS_EPROTO;
         goto out;

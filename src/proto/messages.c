@@ -791,14 +791,13 @@ void dais_infer_resp_clear(dais_msg_infer_resp *r)
 
 /* ---- SHARD_ACTIVATION ------------------------------------------------------------------ */
 
-int dais_shard_encode(const dais_msg_shard *a, dais_msg *m)
+int dais_shard_encode_meta(const dais_msg_shard *a, dais_msg *m)
 {
     int rc = begin(m, DAIS_MSG_SHARD_ACTIVATION);
     if (rc != 0) return rc;
     bool hidden = a->kind == DAIS_SHARD_HIDDEN;
     if ((a->kind != DAIS_SHARD_TOKENS && !hidden) || a->pos < 0 || a->n_tokens < 1 ||
-        a->n_tokens > DAIS_SHARD_TOKENS_MAX || (hidden && (a->dim < 1 || a->hidden == NULL)) ||
-        (!hidden && a->tokens == NULL))
+        a->n_tokens > DAIS_SHARD_TOKENS_MAX || (hidden && (a->dim < 1 || a->dim > 65536)))
         return DAIS_EINVAL;
     json_t *o = m->data;
     if (dais_jv_set_str(o, "request_id", a->request_id) ||
@@ -807,6 +806,15 @@ int dais_shard_encode(const dais_msg_shard *a, dais_msg *m)
         (hidden && dais_jv_set_int(o, "dim", a->dim)) ||
         (a->deadline_ms > 0 && dais_jv_set_int(o, "deadline_ms", a->deadline_ms)))
         return DAIS_EINVAL;
+    return 0;
+}
+
+int dais_shard_encode(const dais_msg_shard *a, dais_msg *m)
+{
+    bool hidden = a->kind == DAIS_SHARD_HIDDEN;
+    if (hidden ? a->hidden == NULL : a->tokens == NULL) return DAIS_EINVAL;
+    int rc = dais_shard_encode_meta(a, m);
+    if (rc != 0) return rc;
     if (!hidden) return set_tokens_bin(m, a->tokens, a->n_tokens);
     uint64_t n = (uint64_t)a->n_tokens * (uint64_t)a->dim;
     if (n > UINT32_MAX / 4) return DAIS_ETOOBIG;
@@ -822,7 +830,7 @@ int dais_shard_encode(const dais_msg_shard *a, dais_msg *m)
     return 0;
 }
 
-int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err)
+int dais_shard_decode_meta(const dais_msg *m, dais_msg_shard *a, dais_err *err)
 {
     int rc = want_type(m, DAIS_MSG_SHARD_ACTIVATION, err);
     if (rc != 0) return rc;
@@ -845,27 +853,37 @@ int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err)
             return dais_err_set(err, DAIS_EPROTO,
                                 "tokens: %u bytes of binary payload for %d int32 ids", m->bin_len,
                                 a->n_tokens);
-        int32_t n;
-        a->tokens = tokens_from_le(m->bin, m->bin_len, &n);
-        if (a->tokens == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
-        for (int32_t i = 0; i < n; i++) {
-            if (a->tokens[i] < 0) {
-                dais_shard_clear(a);
-                return dais_err_set(err, DAIS_EPROTO, "tokens: id %d at %d is negative",
-                                    a->tokens[i], i);
-            }
-        }
         return 0;
     }
     if (strcmp(kind, "hidden") != 0)
         return dais_err_set(err, DAIS_EPROTO, "kind: '%s' is not tokens or hidden", kind);
     a->kind = DAIS_SHARD_HIDDEN;
     if ((rc = get_i32(o, NULL, "dim", true, 1, 65536, 0, &a->dim, err)) != 0) return rc;
-    uint64_t n = (uint64_t)a->n_tokens * (uint64_t)a->dim;
-    if (m->bin_len != n * 4)
+    if (m->bin_len != (uint64_t)a->n_tokens * (uint64_t)a->dim * 4)
         return dais_err_set(err, DAIS_EPROTO,
                             "hidden: %u bytes of binary payload for %d x %d floats", m->bin_len,
                             a->n_tokens, a->dim);
+    return 0;
+}
+
+int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err)
+{
+    int rc = dais_shard_decode_meta(m, a, err);
+    if (rc != 0) return rc;
+    if (a->kind == DAIS_SHARD_TOKENS) {
+        int32_t n;
+        a->tokens = tokens_from_le(m->bin, m->bin_len, &n);
+        if (a->tokens == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
+        for (int32_t i = 0; i < n; i++) {
+            if (a->tokens[i] < 0) {
+                int32_t bad = a->tokens[i];
+                dais_shard_clear(a);
+                return dais_err_set(err, DAIS_EPROTO, "tokens: id %d at %d is negative", bad, i);
+            }
+        }
+        return 0;
+    }
+    uint64_t n = (uint64_t)a->n_tokens * (uint64_t)a->dim;
     a->hidden = malloc((size_t)n * sizeof(float));
     if (a->hidden == NULL) return dais_err_set(err, DAIS_ENOMEM, "out of memory");
     const uint8_t *b = m->bin;

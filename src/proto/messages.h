@@ -287,6 +287,11 @@ typedef struct dais_msg_shard {
 
 int dais_shard_encode(const dais_msg_shard *a, dais_msg *m);
 int dais_shard_decode(const dais_msg *m, dais_msg_shard *a, dais_err *err);
+/* The same without the payload: a relay that forwards the binary payload as it came (the
+ * receiving stage validates the values) checks only the fields and the payload's length.
+ * encode_meta leaves m's binary payload alone; decode_meta leaves tokens/hidden NULL. */
+int dais_shard_encode_meta(const dais_msg_shard *a, dais_msg *m);
+int dais_shard_decode_meta(const dais_msg *m, dais_msg_shard *a, dais_err *err);
 void dais_shard_clear(dais_msg_shard *a); /* frees tokens/hidden, zeroes */
 
 /* ---- CANCEL (master → worker), DRAIN (either way), ERROR (either way) --------------------- */

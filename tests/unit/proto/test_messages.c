@@ -6,6 +6,7 @@
 #include "proto/frame.h"
 #include "proto/messages.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -498,6 +499,124 @@ static void test_cancel_drain_error(void **state)
     assert_int_equal(dais_perr_from_name("nope"), DAIS_PERR_NONE);
 }
 
+/* SHARD_ACTIVATION: token ids and hidden states round-trip; the payload must match the fields
+ * (length, finite floats, non-negative ids); the meta codec passes a payload through as is. */
+static void test_shard_activation(void **state)
+{
+    (void)state;
+    dais_err err;
+    int32_t ids[3] = {1, 403, 407};
+    dais_msg_shard a = {.kind = DAIS_SHARD_TOKENS,
+                        .pos = 7,
+                        .n_tokens = 3,
+                        .deadline_ms = 900,
+                        .tokens = ids},
+                   b;
+    snprintf(a.request_id, sizeof(a.request_id), "req.1");
+    dais_msg *m = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, "master", "s0");
+    assert_int_equal(dais_shard_encode(&a, m), 0);
+    dais_msg *r = wire(m);
+    assert_int_equal(dais_shard_decode(r, &b, &err), 0);
+    assert_string_equal(b.request_id, "req.1");
+    assert_int_equal(b.kind, DAIS_SHARD_TOKENS);
+    assert_int_equal(b.pos, 7);
+    assert_int_equal(b.n_tokens, 3);
+    assert_int_equal(b.deadline_ms, 900);
+    assert_null(b.hidden);
+    assert_memory_equal(b.tokens, ids, sizeof(ids));
+    dais_shard_clear(&b);
+    int32_t neg = -1;
+    dais_msg_set_bin(r, &neg, 4);
+    json_object_set_new(r->data, "n_tokens", json_integer(1));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO); /* negative id */
+    assert_non_null(strstr(err.msg, "negative"));
+    json_object_set_new(r->data, "n_tokens", json_integer(2));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO); /* 4 bytes for 2 ids */
+    dais_msg_free(r);
+    dais_msg_free(m);
+
+    float h[6] = {0.5f, -1.25f, 3e10f, 0, -0.0f, 1e-30f};
+    a = (dais_msg_shard){.kind = DAIS_SHARD_HIDDEN, .pos = 0, .n_tokens = 2, .dim = 3, .hidden = h};
+    snprintf(a.request_id, sizeof(a.request_id), "req.1");
+    m = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, "s0", "master");
+    assert_int_equal(dais_shard_encode(&a, m), 0);
+    r = wire(m);
+    assert_int_equal(r->bin_len, sizeof(h));
+    assert_int_equal(dais_shard_decode(r, &b, &err), 0);
+    assert_int_equal(b.kind, DAIS_SHARD_HIDDEN);
+    assert_int_equal(b.dim, 3);
+    assert_memory_equal(b.hidden, h, sizeof(h)); /* bit exact, -0 included */
+    dais_shard_clear(&b);
+    /* the relay: fields only, then the same bytes under a new envelope */
+    assert_int_equal(dais_shard_decode_meta(r, &b, &err), 0);
+    assert_null(b.hidden);
+    assert_null(b.tokens);
+    dais_msg *fwd = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, "master", "s1");
+    assert_int_equal(dais_shard_encode_meta(&b, fwd), 0);
+    assert_int_equal(dais_msg_set_bin(fwd, r->bin, r->bin_len), 0);
+    dais_msg *r2 = wire(fwd);
+    assert_int_equal(dais_shard_decode(r2, &b, &err), 0);
+    assert_memory_equal(b.hidden, h, sizeof(h));
+    dais_shard_clear(&b);
+    dais_msg_free(r2);
+    dais_msg_free(fwd);
+    /* a NaN, a wrong length, a missing dim, an unknown kind */
+    float nan_row[6];
+    memcpy(nan_row, h, sizeof(h));
+    nan_row[4] = NAN;
+    dais_msg_set_bin(r, nan_row, sizeof(nan_row));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO);
+    assert_non_null(strstr(err.msg, "finite"));
+    assert_int_equal(dais_shard_decode_meta(r, &b, &err),
+                     0); /* the relay leaves that to the stage */
+    dais_msg_set_bin(r, h, sizeof(h) - 4);
+    assert_int_equal(dais_shard_decode_meta(r, &b, &err), DAIS_EPROTO);
+    dais_msg_set_bin(r, h, sizeof(h));
+    json_object_del(r->data, "dim");
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO);
+    json_object_set_new(r->data, "dim", json_integer(3));
+    json_object_set_new(r->data, "kind", json_string("logits"));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO);
+    json_object_set_new(r->data, "kind", json_string("hidden"));
+    json_object_set_new(r->data, "n_tokens", json_integer(0));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO);
+    json_object_set_new(r->data, "n_tokens", json_integer(2));
+    json_object_set_new(r->data, "pos", json_integer(-1));
+    assert_int_equal(dais_shard_decode(r, &b, &err), DAIS_EPROTO);
+    dais_msg_free(r);
+    dais_msg_free(m);
+    /* encode refuses what decode would */
+    a.dim = 0;
+    m = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, "s0", "master");
+    assert_int_equal(dais_shard_encode(&a, m), DAIS_EINVAL);
+    a.dim = 3;
+    a.hidden = NULL;
+    assert_int_equal(dais_shard_encode(&a, m), DAIS_EINVAL);
+    dais_msg_free(m);
+    /* the pipeline flag of INFERENCE_REQUEST */
+    dais_msg_infer_req q, q2;
+    memset(&q, 0, sizeof(q));
+    snprintf(q.request_id, sizeof(q.request_id), "req");
+    q.prompt = "hi";
+    q.prompt_len = 2;
+    q.pipeline = true;
+    dais_infer_params_default(&q.params);
+    m = dais_msg_new(DAIS_MSG_INFERENCE_REQUEST, "master", "s1");
+    assert_int_equal(dais_infer_req_encode(&q, m), 0);
+    r = wire(m);
+    assert_int_equal(dais_infer_req_decode(r, &q2, &err), 0);
+    assert_true(q2.pipeline);
+    dais_infer_req_clear(&q2);
+    json_object_del(r->data, "pipeline");
+    assert_int_equal(dais_infer_req_decode(r, &q2, &err), 0);
+    assert_false(q2.pipeline); /* absent: an ordinary request */
+    dais_infer_req_clear(&q2);
+    json_object_set_new(r->data, "pipeline", json_string("yes"));
+    assert_int_equal(dais_infer_req_decode(r, &q2, &err), DAIS_EPROTO);
+    dais_msg_free(r);
+    dais_msg_free(m);
+}
+
 static void test_simd(void **state)
 {
     (void)state;
@@ -515,7 +634,7 @@ int main(void)
         cmocka_unit_test(test_discovery),      cmocka_unit_test(test_accept_reject),
         cmocka_unit_test(test_heartbeats),     cmocka_unit_test(test_infer_request),
         cmocka_unit_test(test_infer_response), cmocka_unit_test(test_cancel_drain_error),
-        cmocka_unit_test(test_simd),
+        cmocka_unit_test(test_simd),           cmocka_unit_test(test_shard_activation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
