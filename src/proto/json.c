@@ -749,8 +749,8 @@ value:
             }
             if (depth == cap) {
                 size_t ncap = cap * 2;
-                json_t **ns = stack == inline_stack ? malloc(ncap * sizeof(*ns))
-                                                    : realloc(stack, ncap * sizeof(*ns));
+                json_t **ns = stack == inline_stack ? malloc(ncap * sizeof(json_t *))
+                                                    : realloc(stack, ncap * sizeof(json_t *));
                 if (ns == NULL) {
                     oom(&r);
                     goto fail;
