@@ -1002,3 +1002,142 @@ int dais_error_decode(const dais_msg *m, dais_msg_error *e, dais_err *err)
         return rc;
     return 0;
 }
+
+/* ---- MODEL_SYNC_REQUEST / MODEL_SYNC_CHUNK ---------------------------------------------- */
+
+/* A model as a sync request names it: 1..128 bytes, no control characters (so no newline in
+ * the auth subject), no leading or trailing space — the master's model-name rule. */
+static int get_sync_model(const json_t *o, char *dst, dais_err *err)
+{
+    int rc = dais_jv_str_copy(o, NULL, "model", true, 1, DAIS_NAME_MAX, dst, err);
+    if (rc != 0) return rc;
+    size_t n = strlen(dst);
+    if (dst[0] == ' ' || dst[n - 1] == ' ')
+        return dais_err_set(err, DAIS_EPROTO, "model: leading or trailing space");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)dst[i] < 0x20 || dst[i] == 0x7f)
+            return dais_err_set(err, DAIS_EPROTO, "model: control character at byte %zu", i);
+    return 0;
+}
+
+static int get_sync_u64(const json_t *o, const char *key, uint64_t *out, dais_err *err)
+{
+    int64_t v;
+    int rc = dais_jv_int(o, NULL, key, true, 0, (int64_t)DAIS_SYNC_SIZE_MAX, 0, &v, err);
+    if (rc == 0) *out = (uint64_t)v;
+    return rc;
+}
+
+int dais_sync_auth_subject(const char *node_id, const char *model, uint64_t offset, char *out,
+                           size_t cap)
+{
+    if (node_id == NULL || model == NULL || strchr(node_id, '\n') != NULL ||
+        strchr(model, '\n') != NULL)
+        return DAIS_EINVAL;
+    int n =
+        snprintf(out, cap, "model-sync\n%s\n%s\n%llu", node_id, model, (unsigned long long)offset);
+    return n < 0 || (size_t)n >= cap ? DAIS_EINVAL : 0;
+}
+
+int dais_sync_req_encode(const dais_msg_sync_req *r, dais_msg *m)
+{
+    int rc = begin(m, DAIS_MSG_MODEL_SYNC_REQUEST);
+    if (rc != 0) return rc;
+    if (r->offset > DAIS_SYNC_SIZE_MAX || r->model[0] == '\0') return DAIS_EINVAL;
+    json_t *o = m->data, *auth;
+    if (dais_jv_set_str(o, "node_id", r->node_id) ||
+        dais_jv_set_int(o, "protocol_version", r->protocol_version) ||
+        dais_jv_set_str(o, "model", r->model) || dais_jv_set_int(o, "offset", (int64_t)r->offset) ||
+        (auth = dais_jv_set_obj(o, "auth")) == NULL ||
+        dais_jv_set_int(auth, "timestamp_ms", r->auth.timestamp_ms) ||
+        dais_jv_set_str(auth, "nonce", r->auth.nonce) ||
+        dais_jv_set_str(auth, "hmac", r->auth.hmac))
+        return DAIS_EINVAL;
+    return 0;
+}
+
+int dais_sync_req_decode(const dais_msg *m, dais_msg_sync_req *r, dais_err *err)
+{
+    int rc = want_type(m, DAIS_MSG_MODEL_SYNC_REQUEST, err);
+    if (rc != 0) return rc;
+    memset(r, 0, sizeof(*r));
+    const json_t *o = m->data;
+    json_t *auth;
+    int64_t v;
+    if ((rc = get_ident(o, NULL, "node_id", true, DAIS_NODE_ID_MAX, r->node_id, err)) != 0)
+        return rc;
+    if (strcmp(r->node_id, m->source) != 0)
+        return dais_err_set(err, DAIS_EPROTO, "node_id '%s' differs from source_node '%s'",
+                            r->node_id, m->source);
+    if ((rc = dais_jv_int(o, NULL, "protocol_version", true, 0, UINT32_MAX, 0, &v, err)) != 0)
+        return rc;
+    r->protocol_version = (uint32_t)v;
+    if ((rc = get_sync_model(o, r->model, err)) != 0) return rc;
+    if ((rc = dais_jv_int(o, NULL, "offset", false, 0, (int64_t)DAIS_SYNC_SIZE_MAX, 0, &v, err)) !=
+        0)
+        return rc;
+    r->offset = (uint64_t)v;
+    if ((rc = dais_jv_obj(o, NULL, "auth", true, &auth, err)) != 0 ||
+        (rc = dais_jv_int(auth, "auth", "timestamp_ms", true, INT64_MIN, INT64_MAX, 0,
+                          &r->auth.timestamp_ms, err)) != 0 ||
+        (rc = get_hex(auth, "auth", "nonce", DAIS_NONCE_HEX_LEN, r->auth.nonce, err)) != 0 ||
+        (rc = get_hex(auth, "auth", "hmac", DAIS_MAC_HEX_LEN, r->auth.hmac, err)) != 0)
+        return rc;
+    return 0;
+}
+
+/* The chunk invariants both directions check: the bytes lie within the file and `final`
+ * says whether they reach its end; only the final chunk may be empty. */
+static bool sync_chunk_consistent(uint64_t size, uint64_t offset, uint32_t len, bool final)
+{
+    if (size > DAIS_SYNC_SIZE_MAX || offset > size || len > size - offset) return false;
+    if (final != (offset + len == size)) return false;
+    return final || len > 0;
+}
+
+int dais_sync_chunk_encode(const dais_msg_sync_chunk *c, dais_msg *m)
+{
+    int rc = begin(m, DAIS_MSG_MODEL_SYNC_CHUNK);
+    if (rc != 0) return rc;
+    if (!sync_chunk_consistent(c->size, c->offset, c->len, c->final) || c->model[0] == '\0' ||
+        !dais_hex_valid(c->sha256, 64))
+        return DAIS_EINVAL;
+    json_t *o = m->data;
+    if (dais_jv_set_str(o, "model", c->model) || dais_jv_set_str(o, "sha256", c->sha256) ||
+        dais_jv_set_int(o, "size", (int64_t)c->size) ||
+        dais_jv_set_int(o, "offset", (int64_t)c->offset) || dais_jv_set_bool(o, "final", c->final))
+        return DAIS_EINVAL;
+    if (c->data != NULL) return dais_msg_set_bin(m, c->data, c->len);
+    dais_msg_take_bin(m, NULL, 0);
+    return 0;
+}
+
+int dais_sync_chunk_decode(const dais_msg *m, dais_msg_sync_chunk *c, dais_err *err)
+{
+    int rc = want_type(m, DAIS_MSG_MODEL_SYNC_CHUNK, err);
+    if (rc != 0) return rc;
+    memset(c, 0, sizeof(*c));
+    const json_t *o = m->data;
+    if ((rc = get_sync_model(o, c->model, err)) != 0 ||
+        (rc = get_hex(o, NULL, "sha256", 64, c->sha256, err)) != 0 ||
+        (rc = get_sync_u64(o, "size", &c->size, err)) != 0 ||
+        (rc = get_sync_u64(o, "offset", &c->offset, err)) != 0 ||
+        (rc = dais_jv_bool(o, NULL, "final", true, false, &c->final, err)) != 0)
+        return rc;
+    if (c->offset > c->size)
+        return dais_err_set(err, DAIS_EPROTO, "offset %llu beyond size %llu",
+                            (unsigned long long)c->offset, (unsigned long long)c->size);
+    if (m->bin_len > c->size - c->offset)
+        return dais_err_set(err, DAIS_EPROTO, "%u bytes at offset %llu run past size %llu",
+                            m->bin_len, (unsigned long long)c->offset, (unsigned long long)c->size);
+    uint64_t end = c->offset + m->bin_len;
+    if (c->final != (end == c->size))
+        return dais_err_set(err, DAIS_EPROTO, "final: %s, but the chunk ends at %llu of %llu",
+                            c->final ? "true" : "false", (unsigned long long)end,
+                            (unsigned long long)c->size);
+    if (!sync_chunk_consistent(c->size, c->offset, m->bin_len, c->final))
+        return dais_err_set(err, DAIS_EPROTO, "an empty chunk must be the final one");
+    c->data = m->bin;
+    c->len = m->bin_len;
+    return 0;
+}

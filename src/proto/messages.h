@@ -345,4 +345,61 @@ typedef struct dais_msg_error {
 int dais_error_encode(const dais_msg_error *e, dais_msg *m);
 int dais_error_decode(const dais_msg *m, dais_msg_error *e, dais_err *err);
 
+/* ---- MODEL_SYNC_REQUEST (worker → master) / MODEL_SYNC_CHUNK (master → worker), TCP 8890 -- */
+
+/* Model synchronisation (docs/protocol.md, "Model synchronisation"): a worker without the
+ * model file asks the master's sync port for it by name or SHA-256 and gets the file's bytes
+ * from `offset` on in MODEL_SYNC_CHUNK frames. */
+
+/* Most bytes one MODEL_SYNC_CHUNK carries by default (a sender may be configured lower or
+ * higher; a receiver bounds it with its frame limits). */
+#define DAIS_SYNC_CHUNK_DEFAULT (4u << 20)
+/* The largest file size and offset on the wire (a JSON integer the peer can hold exactly). */
+#define DAIS_SYNC_SIZE_MAX ((uint64_t)1 << 53)
+
+/* ERROR codes a sync request may get besides the DAIS_PERR ones (busy, bad_request,
+ * unknown_model, unsupported, internal, proto): the authentication verdicts. */
+#define DAIS_SYNC_ERR_BAD_TOKEN  "bad_token"
+#define DAIS_SYNC_ERR_CLOCK_SKEW "clock_skew"
+#define DAIS_SYNC_ERR_REPLAY     "replay"
+#define DAIS_SYNC_ERR_OVERLOADED "overloaded"
+
+typedef struct dais_msg_sync_req {
+    char node_id[DAIS_NODE_ID_MAX + 1]; /* must equal the envelope's source_node */
+    uint32_t protocol_version;          /* DAIS_PROTO_VERSION */
+    char model[DAIS_NAME_MAX + 1];      /* a served name, or 64 lowercase hex (the SHA-256) */
+    uint64_t offset;                    /* first byte wanted, 0..DAIS_SYNC_SIZE_MAX */
+    dais_auth auth;                     /* proof over dais_sync_auth_subject(...) */
+} dais_msg_sync_req;
+
+int dais_sync_req_encode(const dais_msg_sync_req *r, dais_msg *m);
+int dais_sync_req_decode(const dais_msg *m, dais_msg_sync_req *r, dais_err *err);
+
+/* The string a MODEL_SYNC_REQUEST's auth proves, used as the node id of proto/auth.h's
+ * discovery proof (dais_auth_make_discovery / dais_auth_verify_discovery, so the replay
+ * window and verdicts are the same):
+ *     "model-sync\n" node_id "\n" model "\n" offset(decimal)
+ * A NODE_DISCOVERY node id never holds a newline, so a sync proof never passes as a
+ * registration (nor for another model or offset). Writes out[cap]; 0, or DAIS_EINVAL when it
+ * does not fit or a part holds a newline. */
+int dais_sync_auth_subject(const char *node_id, const char *model, uint64_t offset, char *out,
+                           size_t cap);
+
+typedef struct dais_msg_sync_chunk {
+    char model[DAIS_NAME_MAX + 1]; /* the served name (also when asked by hash) */
+    char sha256[65];               /* lowercase hex SHA-256 of the whole file */
+    uint64_t size;                 /* the whole file, bytes, <= DAIS_SYNC_SIZE_MAX */
+    uint64_t offset;               /* of this chunk's first byte; offset + len <= size */
+    bool final;                    /* exactly when offset + len == size */
+    /* The bytes (binary payload). Decode: borrowed from the message (valid while it lives).
+     * Encode: copied into the message; data NULL with len > 0 leaves the message without a
+     * payload: the caller sends the len bytes itself right after the envelope (the frame's
+     * bin_len is len), as the model store does to send file bytes without copying them. */
+    const uint8_t *data;
+    uint32_t len;
+} dais_msg_sync_chunk;
+
+int dais_sync_chunk_encode(const dais_msg_sync_chunk *c, dais_msg *m);
+int dais_sync_chunk_decode(const dais_msg *m, dais_msg_sync_chunk *c, dais_err *err);
+
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the protocol fuzz targets (frame, envelope, dgram) from an
 independent Python encoding of docs/protocol.md: one valid message of each type, plus a few
-malformed ones. Run from the repository root; the output is committed under
+malformed ones (MODEL_SYNC_* included). Run from the repository root; the output is committed under
 tests/fuzz/corpus/{frame,envelope,dgram}/."""
 import hashlib
 import hmac
@@ -79,6 +79,22 @@ msgs = {
     "cancel": ("CANCEL", {"request_id": "r1", "reason": "client_gone"}, b""),
     "drain": ("DRAIN", {"deadline_ms": 1000, "reason": "sigterm"}, b""),
     "error": ("ERROR", {"code": "busy", "message": "full", "request_id": "r1"}, b""),
+    # model synchronisation (port 8890): a resumed request, a middle chunk, the empty final
+    # chunk a cache check gets, and a refusal
+    "sync_request": ("MODEL_SYNC_REQUEST", {"node_id": "worker-1", "protocol_version": 1,
+                                            "model": "stories260K", "offset": 4096,
+                                            "auth": {"timestamp_ms": 1700000000000,
+                                                     "nonce": "22" * 16, "hmac": "ef" * 32}},
+                     b""),
+    "sync_chunk": ("MODEL_SYNC_CHUNK", {"model": "stories260K", "sha256": "27" * 32,
+                                        "size": 1185376, "offset": 0, "final": False},
+                   b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 4),
+    "sync_chunk_final": ("MODEL_SYNC_CHUNK", {"model": "stories260K", "sha256": "27" * 32,
+                                              "size": 1185376, "offset": 1185376,
+                                              "final": True}, b""),
+    "sync_error": ("ERROR", {"code": "unknown_model",
+                             "message": "unknown model 'x'; served: 'stories260K'",
+                             "in_reply_to": ID}, b""),
 }
 
 

@@ -109,6 +109,31 @@ static inline void fuzz_all_decoders(dais_msg *m)
             if (dais_error_decode(m, &e, &err) == 0) dais_error_encode(&e, out);
             break;
         }
+        case DAIS_MSG_MODEL_SYNC_REQUEST: {
+            dais_msg_sync_req q;
+            if (dais_sync_req_decode(m, &q, &err) == 0) {
+                char subject[512];
+                if (q.model[0] == '\0' || q.offset > DAIS_SYNC_SIZE_MAX ||
+                    dais_sync_auth_subject(q.node_id, q.model, q.offset, subject,
+                                           sizeof(subject)) != 0)
+                    abort(); /* a decoded request always yields its auth subject */
+                dais_auth_verify_discovery("t", 1, subject, &q.auth, 0, 1000, NULL);
+                if (dais_sync_req_encode(&q, out) != 0) abort();
+            }
+            break;
+        }
+        case DAIS_MSG_MODEL_SYNC_CHUNK: {
+            dais_msg_sync_chunk c;
+            if (dais_sync_chunk_decode(m, &c, &err) == 0) {
+                if (c.offset > c.size || c.len > c.size - c.offset ||
+                    c.final != (c.offset + c.len == c.size) || c.len != m->bin_len)
+                    abort();
+                for (uint32_t i = 0; i < c.len; i++)
+                    sink += c.data[i];
+                if (dais_sync_chunk_encode(&c, out) != 0) abort();
+            }
+            break;
+        }
         default:
             break;
         }
