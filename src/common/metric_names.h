@@ -57,6 +57,10 @@
 #define DAIS_M_HEARTBEATS_FORGED   "dais_heartbeats_forged_total"
 /* histogram (fast buckets): heartbeat round-trip time */
 #define DAIS_M_HEARTBEAT_RTT "dais_heartbeat_rtt_seconds"
+/* counter {result}: model sync connections on port 8890 (ok, unknown_model, bad_token, busy, …;
+ * master/modelstore.h); counter: model file bytes sent to workers */
+#define DAIS_M_MODEL_SYNC_REQUESTS "dais_model_sync_requests_total"
+#define DAIS_M_MODEL_SYNC_BYTES    "dais_model_sync_bytes_total"
 /* counters {result}: Kubernetes API discovery calls (ok, error) */
 #define DAIS_M_K8S_DISCOVERY "dais_k8s_discovery_requests_total"
 

@@ -6,6 +6,8 @@
  */
 #include "master/config.h"
 
+#include "proto/frame.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@ enum {
     K_MODELS,
     K_TOKEN,
     K_TOKEN_FILE,
+    K_RATE, /* a size per second, or 0 = unlimited */
 };
 
 #define DAIS_K8S_SA_DIR_TEXT "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -40,6 +43,10 @@ static const dais_opt options[] = {
      "(--addr)", "heartbeat UDP bind address"},
     {"--heartbeat-port", "DAIS_HEARTBEAT_PORT", "PORT", DAIS_OPT_PORT, 0, FIELD(heartbeat_port), 0,
      0, "8889", "heartbeat UDP port"},
+    {"--sync-addr", "DAIS_SYNC_ADDR", "ADDR", K_BIND, NE, FIELD(sync_addr), 0, 0, "(--addr)",
+     "model sync TCP bind address"},
+    {"--sync-port", "DAIS_SYNC_PORT", "PORT", DAIS_OPT_PORT, 0, FIELD(sync_port), 0, 0, "8890",
+     "model sync TCP port, opened with --model-dir (0 = any free port)"},
     {"--metrics-addr", "DAIS_METRICS_ADDR", "ADDR", K_BIND, NE, FIELD(metrics_addr), 0, 0,
      "(--addr)", "Prometheus /metrics bind address"},
     {"--metrics-port", "DAIS_METRICS_PORT", "PORT", DAIS_OPT_PORT, 0, FIELD(metrics_port), 0, 0,
@@ -52,6 +59,18 @@ static const dais_opt options[] = {
      "read the cluster token from a file (trailing newline ignored)"},
     {"--model", "DAIS_MODELS", "NAME[@SHA256]", K_MODELS, 0, 0, 0, 0, 0, "(any)",
      "a served model, repeatable (variable: comma-separated); @SHA256 pins the GGUF file"},
+    {"--model-dir", "DAIS_MODEL_DIR", "DIR", DAIS_OPT_STR, 0, FIELD(model_dir), 0, 0, "(off)",
+     "serve the *.gguf files in DIR to workers started with --pull-model (name = file name "
+     "without .gguf, or the file's SHA-256) on the sync port"},
+    {"--sync-transfers", "DAIS_SYNC_TRANSFERS", "N", DAIS_OPT_INT, 0, FIELD(sync_transfers), 1, 64,
+     "4", "model downloads served at once (more are answered busy and retry)"},
+    {"--sync-chunk", "DAIS_SYNC_CHUNK", "SIZE", DAIS_OPT_SIZE, 0, FIELD(sync_chunk), 0, 0, "4MiB",
+     "bytes per MODEL_SYNC_CHUNK frame (4KiB..64MiB)"},
+    {"--sync-timeout", "DAIS_SYNC_TIMEOUT", "DURATION", DAIS_OPT_DURATION, 0,
+     FIELD(sync_timeout_ms), 0, 0, "30s",
+     "drop a sync peer that sends no request, or takes no chunk, for this long"},
+    {"--sync-rate-limit", "DAIS_SYNC_RATE_LIMIT", "SIZE", K_RATE, 0, FIELD(sync_rate_limit), 0, 0,
+     "0", "bytes per second per model download (0 = unlimited)"},
     {"--id", "DAIS_NODE_ID", "ID", K_ID, NE, FIELD(node_id), 0, 0, "master",
      "this node's id in cluster messages"},
     {"--heartbeat-interval", "DAIS_HEARTBEAT_INTERVAL", "DURATION", DAIS_OPT_DURATION, 0,
@@ -125,6 +144,11 @@ void dais_master_config_default(dais_master_config *c)
     snprintf(c->cluster_addr, sizeof(c->cluster_addr), "0.0.0.0");
     snprintf(c->heartbeat_addr, sizeof(c->heartbeat_addr), "0.0.0.0");
     snprintf(c->metrics_addr, sizeof(c->metrics_addr), "0.0.0.0");
+    snprintf(c->sync_addr, sizeof(c->sync_addr), "0.0.0.0");
+    c->sync_port = 8890;
+    c->sync_transfers = 4;
+    c->sync_chunk = 4u << 20;
+    c->sync_timeout_ms = 30000;
     c->http_port = 8080;
     c->cluster_port = 8888;
     c->heartbeat_port = 8889;
@@ -264,6 +288,13 @@ static int apply_master(void *ctx, void *base, const dais_opt *o, const char *v,
             if (comma == NULL) return 0;
             p = comma + 1;
         }
+    case K_RATE: {
+        size_t rate = 0;
+        if (strcmp(v, "0") != 0 && dais_parse_size(v, &rate) != 0)
+            return dais_err_set(err, DAIS_EINVAL, "%s: '%s' is not 0 or a size per second", src, v);
+        memcpy((char *)base + o->off, &rate, sizeof(rate));
+        return 0;
+    }
     case K_TOKEN:
     case K_TOKEN_FILE:
         /* only flags give both: of the two variables, only the first one set is read */
@@ -305,6 +336,8 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
     dais_err derr;
     if (dais_detector_config_check(&dc, &derr) != 0)
         return dais_err_set(err, DAIS_EINVAL, "heartbeat settings: %s", derr.msg);
+    if (c->sync_chunk < 4096 || c->sync_chunk > DAIS_FRAME_DEFAULT_MAX_BIN)
+        return dais_err_set(err, DAIS_EINVAL, "--sync-chunk must be 4KiB..64MiB");
     if (c->default_max_tokens > c->max_tokens_limit)
         return dais_err_set(err, DAIS_EINVAL,
                             "--default-max-tokens (%u) is above --max-tokens-limit (%u)",

@@ -70,6 +70,15 @@ typedef struct dais_master_config {
 
     char trace_endpoint[DAIS_ADDR_MAX + 1]; /* OTLP/HTTP base URL, "" = tracing off */
 
+    /* Model synchronisation (master/modelstore.h, port 8890): off while model_dir is "". */
+    char model_dir[1024]; /* the *.gguf files served to workers that pull */
+    char sync_addr[DAIS_ADDR_MAX + 1];
+    uint16_t sync_port;       /* 0 = any free port (logged) */
+    uint32_t sync_transfers;  /* downloads served at once; more are answered busy */
+    size_t sync_chunk;        /* bytes per MODEL_SYNC_CHUNK */
+    uint32_t sync_timeout_ms; /* a peer silent (no request) or not reading this long */
+    size_t sync_rate_limit;   /* bytes/s per download, 0 = unlimited */
+
     /* Kubernetes discovery (master/k8s.h; docs/reliability.md): off by default. "" = the
      * in-cluster default (service-account files, KUBERNETES_SERVICE_HOST/_PORT). */
     bool k8s_discovery;

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/metric_names.h"
 #include "master/k8s.h"
+#include "master/modelstore.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -392,6 +393,29 @@ json_t *dais_master_k8s_json(const dais_master *m)
     return o;
 }
 
+/* ---- model store (port 8890, master/modelstore.h): its own threads, never this loop -------- */
+
+static int store_start(dais_master *m, dais_err *err)
+{
+    const dais_master_config *c = &m->cfg;
+    dais_modelstore_config sc;
+    dais_modelstore_config_default(&sc);
+    sc.dir = c->model_dir;
+    sc.addr = c->sync_addr;
+    sc.port = c->sync_port;
+    sc.node_id = c->node_id;
+    sc.token = c->token;
+    sc.token_len = c->token_len;
+    sc.auth_window_ms = (int64_t)c->auth_window_ms;
+    sc.max_transfers = c->sync_transfers;
+    sc.chunk_size = (uint32_t)c->sync_chunk;
+    sc.io_timeout_ms = c->sync_timeout_ms;
+    sc.rate_limit = c->sync_rate_limit;
+    sc.metrics = m->mx.reg;
+    m->store = dais_modelstore_start(&sc, err);
+    return m->store != NULL ? 0 : DAIS_EIO;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
 static void finish_stop(dais_master *m)
@@ -538,6 +562,7 @@ dais_master *dais_master_new(const dais_master_config *cfg, dais_err *err)
                                                   &m->mx.reg, 1, err);
         if (m->metrics_http == NULL) goto fail;
     }
+    if (cfg->model_dir[0] != '\0' && store_start(m, err) != 0) goto fail;
     if (cfg->k8s_discovery) {
         /* Discovery that cannot start (not in a cluster, unreadable service-account files)
          * does not keep the front door down: the master serves, says why in the log and in
@@ -593,6 +618,8 @@ void dais_master_free(dais_master *m)
 {
     if (m == NULL) return;
     m->stopping = true;
+    dais_modelstore_stop(m->store); /* joins its threads: transfers in progress are cut */
+    m->store = NULL;
     dais_k8s_discovery_stop(m->k8s);
     m->k8s = NULL;
     if (m->reg != NULL) dais_router_shutdown(m);

@@ -190,6 +190,8 @@ struct dais_master {
     struct event *hb_timer;
     uint64_t hb_timer_at; /* when hb_timer fires next (monotonic ns), 0 none */
 
+    struct dais_modelstore *store; /* the sync port (--model-dir); NULL when off */
+
     struct event *sig_int, *sig_term, *grace_poll, *grace_over;
     bool stopping;
 
