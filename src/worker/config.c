@@ -20,13 +20,22 @@ enum {
     K_TOKEN_FILE,
     K_ID,
     K_LAYERS,
+    K_PULL, /* a model name (a file name without .gguf) or a SHA-256 */
 };
 
 #define FIELD(f) offsetof(dais_worker_config, f), sizeof(((dais_worker_config *)0)->f)
 
 static const dais_opt options[] = {
-    {"--model", "DAIS_MODEL", "PATH", K_PATH, 0, FIELD(model), 0, 0, "(required)",
-     "GGUF model file to serve"},
+    {"--model", "DAIS_MODEL", "PATH", K_PATH, 0, FIELD(model), 0, 0,
+     "(required unless --pull-model)",
+     "GGUF model file to serve; with --pull-model, where the pulled file is kept"},
+    {"--pull-model", "DAIS_PULL_MODEL", "NAME", K_PULL, 0, FIELD(pull_model), 0, 0, "(off)",
+     "before starting, download model NAME (or its SHA-256) from the master's sync port, "
+     "unless the cached copy is already the master's file"},
+    {"--model-cache", "DAIS_MODEL_CACHE", "DIR", K_PATH, 0, FIELD(model_cache), 0, 0,
+     "$XDG_CACHE_HOME/dais/models", "where pulled models are kept (as NAME.gguf)"},
+    {"--sync-port", "DAIS_SYNC_PORT", "PORT", K_PORT, 0, FIELD(sync_port), 0, 0, "8890",
+     "the master's model sync port (its host is --master's)"},
     {"--master", "DAIS_MASTER", "HOST:PORT", K_HOSTPORT, 0, 0, 0, 0, 0, "localhost:8888",
      "master's cluster address; a DNS name is resolved (and retried) asynchronously"},
     {"--id", "DAIS_NODE_ID", "ID", K_ID, 0, FIELD(node_id), 0, 0, "(host name)",
@@ -88,8 +97,10 @@ static const dais_opt options[] = {
 
 void dais_worker_config_help(FILE *out)
 {
-    fprintf(out, "usage: dais worker --model PATH --master HOST:PORT [options]\n\n"
-                 "Runs a worker node: loads the model, registers with the master (NODE_DISCOVERY\n"
+    fprintf(out, "usage: dais worker --model PATH --master HOST:PORT [options]\n"
+                 "       dais worker --pull-model NAME --master HOST:PORT [options]\n\n"
+                 "Runs a worker node: loads the model (with --pull-model, first downloads it from\n"
+                 "the master's sync port), registers with the master (NODE_DISCOVERY\n"
                  "on its cluster port), answers heartbeats and serves inference requests with\n"
                  "continuous batching. Every option can also be set by its variable; flags win.\n"
                  "SIGTERM/SIGINT drain (tell the master, finish in-flight work, exit); a second\n"
@@ -214,6 +225,19 @@ static int apply_worker(void *ctx, void *base, const dais_opt *o, const char *v,
         memcpy(c->token, v, n + 1);
         c->token_len = n;
         return 0;
+    case K_PULL: {
+        /* it names a file in the cache: no path separators, no hidden files */
+        bool ok = n >= 1 && n <= 128 && v[0] != '.' && v[0] != ' ' && v[n - 1] != ' ' &&
+                  strchr(v, '/') == NULL;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (unsigned char)v[i] >= 0x20 && v[i] != 0x7f;
+        if (!ok)
+            return dais_err_set(err, DAIS_EINVAL,
+                                "%s: '%s' is not a model name (1-128 bytes, no '/', no control "
+                                "characters, not starting with '.')",
+                                src, v);
+        return dais_opt_set_str(o, base, v, src, err);
+    }
     case K_LAYERS:
         if (dais_worker_parse_layers(v, &c->layer_first, &c->layer_last) != 0)
             return dais_err_set(err, DAIS_EINVAL,
@@ -258,6 +282,7 @@ static void defaults(dais_worker_config *c)
     snprintf(c->node_id, sizeof(c->node_id), "%.128s", host);
     snprintf(c->addr, sizeof(c->addr), "0.0.0.0");
     c->heartbeat_port = 8889;
+    c->sync_port = 8890;
     c->metrics_port = 9090;
     c->metrics_enabled = true;
     c->threads = default_threads();
@@ -293,8 +318,23 @@ int dais_worker_config_parse(dais_worker_config *c, int argc, char **argv, dais_
     int rc = dais_opt_parse(&spec, c, argc, argv, set, err);
     if (rc == 1) dais_worker_config_help(out);
     if (rc != 0) return rc;
-    if (c->model[0] == '\0')
-        return dais_err_set(err, DAIS_EINVAL, "--model (DAIS_MODEL) is required");
+    if (c->model[0] == '\0' && c->pull_model[0] == '\0')
+        return dais_err_set(err, DAIS_EINVAL,
+                            "--model (DAIS_MODEL) or --pull-model (DAIS_PULL_MODEL) is required");
+    if (c->pull_model[0] != '\0' && c->sync_port == 0)
+        return dais_err_set(err, DAIS_EINVAL, "--sync-port must be 1..65535");
+    if (c->pull_model[0] != '\0' && c->model_cache[0] == '\0') {
+        /* $XDG_CACHE_HOME/dais/models, else ~/.cache/dais/models */
+        const char *xdg = env != NULL ? env("XDG_CACHE_HOME") : NULL;
+        const char *home = env != NULL ? env("HOME") : NULL;
+        if (xdg != NULL && xdg[0] == '/')
+            snprintf(c->model_cache, sizeof(c->model_cache), "%.4000s/dais/models", xdg);
+        else if (home != NULL && home[0] == '/')
+            snprintf(c->model_cache, sizeof(c->model_cache), "%.4000s/.cache/dais/models", home);
+        else
+            return dais_err_set(err, DAIS_EINVAL,
+                                "--pull-model needs --model-cache (no $XDG_CACHE_HOME or $HOME)");
+    }
     if (c->token_len == 0)
         return dais_err_set(err, DAIS_EINVAL,
                             "a cluster token is required: DAIS_CLUSTER_TOKEN, "

@@ -18,7 +18,11 @@
 #define DAIS_WORKER_TOKEN_MAX 1024
 
 typedef struct dais_worker_config {
-    char model[4096];                   /* GGUF path (required) */
+    char model[4096];                   /* GGUF path (required unless pull_model is set;
+                                           with it: where the pulled file is kept) */
+    char pull_model[129];               /* model to download from the master, "" = off */
+    char model_cache[4096];             /* directory of pulled models */
+    uint16_t sync_port;                 /* the master's model sync port */
     char master_host[256];              /* DNS name or IP of the master */
     uint16_t master_port;               /* its cluster port */
     char node_id[DAIS_NODE_ID_MAX + 1]; /* this worker's id */

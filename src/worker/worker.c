@@ -12,6 +12,7 @@
 #include "proto/dgram.h"
 #include "proto/frame.h"
 #include "proto/messages.h"
+#include "worker/modelsync.h"
 #include "worker/sched.h"
 
 #include <errno.h>
@@ -1162,14 +1163,25 @@ int dais_worker_run(const dais_worker_config *cfg)
     dais_err err;
     dais_err_clear(&err);
 
+    /* --pull-model: the file comes from the master's sync port first (worker/modelsync.h). */
+    char pulled[sizeof(cfg->model)];
+    const char *model_path = cfg->model;
+    if (cfg->pull_model[0] != '\0') {
+        if (dais_modelsync_pull(cfg, pulled, sizeof(pulled), &err) != 0) {
+            DAIS_ERROR("cannot get the model '%s' from the master: %s", cfg->pull_model, err.msg);
+            return 1;
+        }
+        model_path = pulled;
+    }
+
     uint64_t t0 = dais_now_ns();
-    w->model = dais_model_load(cfg->model, &err);
+    w->model = dais_model_load(model_path, &err);
     if (w->model == NULL) {
-        DAIS_ERROR("cannot load the model %s: %s", cfg->model, err.msg);
+        DAIS_ERROR("cannot load the model %s: %s", model_path, err.msg);
         return 1;
     }
     double load_s = (double)(dais_now_ns() - t0) / 1e9;
-    model_info(w, cfg->model);
+    model_info(w, model_path);
     const dais_hparams *hp = dais_model_hparams(w->model);
     w->n_ctx = cfg->ctx > 0 ? cfg->ctx : (hp->n_ctx_train < 2048 ? hp->n_ctx_train : 2048);
     if (w->n_ctx > hp->n_ctx_train) {
@@ -1183,7 +1195,7 @@ int dais_worker_run(const dais_worker_config *cfg)
         dais_model_free(w->model);
         return 1;
     }
-    DAIS_INFO("loaded %s (%s, sha256 %.12s…, %d layers, vocab %d) in %.2f s", cfg->model,
+    DAIS_INFO("loaded %s (%s, sha256 %.12s…, %d layers, vocab %d) in %.2f s", model_path,
               w->minfo.name, w->minfo.hash, hp->n_layers, hp->n_vocab, load_s);
     if (w->minfo.layer_first != 0 || w->minfo.layer_last != hp->n_layers)
         DAIS_INFO("pipeline shard: layers [%d, %d) of %d (%s stage)", w->minfo.layer_first,
