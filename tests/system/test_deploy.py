@@ -284,8 +284,10 @@ def test_services_select_pods_and_forward_to_declared_ports():
 
 
 def port_env(cmd):
-    """{variable: help} of the binary's *_PORT options."""
-    return {k: v for k, v in options(cmd).items() if k.endswith("_PORT")}
+    """{variable: help} of the binary's *_PORT options it listens on (not the master's ports a
+    worker connects to, such as the worker's DAIS_SYNC_PORT)."""
+    return {k: v for k, v in options(cmd).items()
+            if k.endswith("_PORT") and "the master's" not in v["help"]}
 
 
 @pytest.mark.parametrize("deploy,cmd", [("dais-master", "master"), ("dais-worker", "worker")])
