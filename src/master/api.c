@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,51 @@ static void handle_inference(dais_master *m, dais_http_req *req)
 
 /* ---- GET /health, /ready ------------------------------------------------------------------ */
 
+/* The pipeline stages that active shards of `model` hold: [{"layers": [first, last],
+ * "workers": [ids]}] in layer order, or NULL when no shard serves it (docs/sharding.md). */
+static json_t *stages_json(const dais_master *m, const char *model)
+{
+    json_t *a = NULL;
+    for (int32_t first = 0;; first++) {
+        /* the smallest first layer >= `first` any active shard starts at */
+        int32_t next = INT32_MAX;
+        for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+            const dais_worker *w = dais_registry_at(m->reg, i);
+            const dais_model_info *mi = &w->caps.model;
+            if (w->state != DAIS_WORKER_ACTIVE || strcmp(mi->name, model) != 0 ||
+                (mi->layer_first == 0 && mi->layer_last == mi->n_layers))
+                continue;
+            if (mi->layer_first >= first && mi->layer_first < next) next = mi->layer_first;
+        }
+        if (next == INT32_MAX) return a;
+        first = next;
+        /* one entry per distinct range starting there */
+        for (size_t i = 0; i < dais_registry_count(m->reg); i++) {
+            const dais_worker *w = dais_registry_at(m->reg, i);
+            const dais_model_info *mi = &w->caps.model;
+            bool whole = mi->layer_first == 0 && mi->layer_last == mi->n_layers;
+            if (w->state != DAIS_WORKER_ACTIVE || strcmp(mi->name, model) != 0 || whole ||
+                mi->layer_first != first)
+                continue;
+            if (a == NULL) a = json_array();
+            json_t *found = NULL;
+            for (size_t k = 0; k < json_array_size(a); k++) {
+                json_t *e = json_array_get(a, k), *l = json_object_get(e, "layers");
+                if (json_integer_value(json_array_get(l, 0)) == first &&
+                    json_integer_value(json_array_get(l, 1)) == mi->layer_last)
+                    found = e;
+            }
+            if (found == NULL) {
+                found = json_pack("{s:[I,I],s:[]}", "layers", (json_int_t)first,
+                                  (json_int_t)mi->layer_last, "workers");
+                if (found == NULL) continue;
+                json_array_append_new(a, found);
+            }
+            json_array_append_new(json_object_get(found, "workers"), json_string(w->id));
+        }
+    }
+}
+
 static json_t *models_json(const dais_master *m, bool *all_ready)
 {
     json_t *a = json_array();
@@ -110,11 +156,13 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
             }
             bool ready = dais_router_model_ready(m, w->caps.model.name);
             any_ready = any_ready || ready;
-            json_array_append_new(
-                a, json_pack("{s:o,s:I,s:b,s:I}", "name",
-                             dais_json_text(w->caps.model.name, strlen(w->caps.model.name)),
-                             "active_workers", (json_int_t)active, "ready", ready, "queued",
-                             (json_int_t)dais_router_queued(m, w->caps.model.name)));
+            json_t *e = json_pack("{s:o,s:I,s:b,s:I}", "name",
+                                  dais_json_text(w->caps.model.name, strlen(w->caps.model.name)),
+                                  "active_workers", (json_int_t)active, "ready", ready, "queued",
+                                  (json_int_t)dais_router_queued(m, w->caps.model.name));
+            json_t *st = stages_json(m, w->caps.model.name);
+            if (e != NULL && st != NULL) json_object_set_new(e, "pipeline_stages", st);
+            json_array_append_new(a, e);
         }
         *all_ready = any_ready;
         return a;
@@ -130,10 +178,12 @@ static json_t *models_json(const dais_master *m, bool *all_ready)
         /* an active whole-model worker, or active shards covering every layer */
         bool ready = dais_router_model_ready(m, name);
         if (!ready) *all_ready = false;
-        json_array_append_new(
-            a, json_pack("{s:o,s:I,s:b,s:I}", "name", dais_json_text(name, strlen(name)),
-                         "active_workers", (json_int_t)active, "ready", ready, "queued",
-                         (json_int_t)dais_router_queued(m, name)));
+        json_t *e = json_pack("{s:o,s:I,s:b,s:I}", "name", dais_json_text(name, strlen(name)),
+                              "active_workers", (json_int_t)active, "ready", ready, "queued",
+                              (json_int_t)dais_router_queued(m, name));
+        json_t *st = stages_json(m, name);
+        if (e != NULL && st != NULL) json_object_set_new(e, "pipeline_stages", st);
+        json_array_append_new(a, e);
     }
     return a;
 }

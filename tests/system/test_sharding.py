@@ -78,6 +78,9 @@ def test_an_incomplete_pipeline_is_not_ready(cluster, stories):
     r = cluster.get("/ready")
     assert r.status == 503
     assert [m["ready"] for m in r.json()["models"]] == [False]
+    # /api/cluster shows which layer ranges are covered, and by whom
+    stages = cluster.cluster_view()["models"][0]["pipeline_stages"]
+    assert stages == [{"layers": [0, 2], "workers": ["s0"]}, {"layers": [3, 5], "workers": ["s1"]}]
     r = cluster.infer("Once upon a time", max_tokens=4)
     assert r.status == 503 and r.header("Retry-After") is not None
     assert r.json()["error"]["code"] == "no_worker"
@@ -86,6 +89,8 @@ def test_an_incomplete_pipeline_is_not_ready(cluster, stories):
     r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
     assert r.status == 200 and r.json()["text"] == reference_text(64)
     assert r.json()["stages"] == ["s0", "mid", "s1"]
+    stages = cluster.cluster_view()["models"][0]["pipeline_stages"]
+    assert [s["layers"] for s in stages] == [[0, 2], [2, 3], [3, 5]]
 
 
 def test_a_whole_model_worker_is_preferred(cluster, stories):
