@@ -8,6 +8,7 @@
  * violation on a registered connection, or the connection's loss, ends that worker at once.
  */
 #include "master/master_impl.h"
+#include "master/k8s.h"
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -322,6 +323,17 @@ static void on_discovery(dais_mconn *c, const dais_msg *msg)
     }
     if (m->stopping) {
         reject(c, d.node_id, DAIS_REJECT_DRAINING, "the master is shutting down");
+        return;
+    }
+    if (m->cfg.k8s_admit && m->k8s != NULL &&
+        (m->k8s_pods == NULL || dais_k8s_podlist_find_ip(m->k8s_pods, c->peer_ip, false) == NULL)) {
+        /* --k8s-admit: only Running pods of the selector may join. A pod that started after
+         * the last list is listed again at once, so its retry (transient reason) gets in. */
+        char text[160];
+        snprintf(text, sizeof(text), "%s is not a Running pod of the last pod list%s", c->peer_ip,
+                 m->k8s_pods == NULL ? " (no list yet)" : "");
+        dais_k8s_discovery_poll_now(m->k8s);
+        reject(c, d.node_id, DAIS_REJECT_NOT_A_POD, text);
         return;
     }
     if (!dais_master_config_serves(&m->cfg, d.model.name, d.model.hash)) {

@@ -119,6 +119,9 @@ static const dais_opt options[] = {
      "off",
      "discover workers through the Kubernetes API: a registered worker whose address is not a "
      "Running pod of the selector any more is drained and removed (variable: 1/true)"},
+    {"--k8s-admit", "DAIS_K8S_ADMIT", NULL, DAIS_OPT_BOOL, 0, FIELD(k8s_admit), 0, 0, "off",
+     "with --k8s-discovery: refuse a registration (not_a_pod, retried) from an address that is "
+     "not a Running pod of the last pod list (variable: 1/true)"},
     {"--k8s-namespace", "DAIS_K8S_NAMESPACE", "NS", DAIS_OPT_STR, NE, FIELD(k8s_namespace), 0, 0,
      "(service-account namespace)", "namespace whose pods are listed"},
     {"--k8s-selector", "DAIS_K8S_SELECTOR", "SELECTOR", DAIS_OPT_STR, NE, FIELD(k8s_selector), 0, 0,
@@ -336,6 +339,8 @@ int dais_master_config_parse(dais_master_config *c, int argc, char **argv, dais_
     dais_err derr;
     if (dais_detector_config_check(&dc, &derr) != 0)
         return dais_err_set(err, DAIS_EINVAL, "heartbeat settings: %s", derr.msg);
+    if (c->k8s_admit && !c->k8s_discovery)
+        return dais_err_set(err, DAIS_EINVAL, "--k8s-admit needs --k8s-discovery");
     if (c->sync_chunk < 4096 || c->sync_chunk > DAIS_FRAME_DEFAULT_MAX_BIN)
         return dais_err_set(err, DAIS_EINVAL, "--sync-chunk must be 4KiB..64MiB");
     if (c->default_max_tokens > c->max_tokens_limit)

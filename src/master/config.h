@@ -82,6 +82,7 @@ typedef struct dais_master_config {
     /* Kubernetes discovery (master/k8s.h; docs/reliability.md): off by default. "" = the
      * in-cluster default (service-account files, KUBERNETES_SERVICE_HOST/_PORT). */
     bool k8s_discovery;
+    bool k8s_admit; /* with discovery: register only workers whose address is a Running pod */
     char k8s_namespace[64];
     char k8s_selector[1025];
     uint32_t k8s_interval_ms;

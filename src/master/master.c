@@ -332,7 +332,8 @@ static void k8s_result_cb(void *arg, dais_k8s_result *res)
     DAIS_DEBUG("k8s discovery: %zu pods listed, %u candidates, %zu workers removed", l->n, cand,
                n_gone);
     m->k8s_prev_ok_ns = now;
-    dais_k8s_podlist_free(l);
+    dais_k8s_podlist_free(m->k8s_pods); /* kept for --k8s-admit */
+    m->k8s_pods = l;
 }
 
 static int k8s_start(dais_master *m, dais_err *err)
@@ -622,6 +623,8 @@ void dais_master_free(dais_master *m)
     m->store = NULL;
     dais_k8s_discovery_stop(m->k8s);
     m->k8s = NULL;
+    dais_k8s_podlist_free(m->k8s_pods);
+    m->k8s_pods = NULL;
     if (m->reg != NULL) dais_router_shutdown(m);
     dais_httpd_free(m->api);
     if (m->reg != NULL) dais_cluster_close_all(m);

@@ -219,6 +219,7 @@ struct dais_master {
     uint64_t k8s_lists_ok, k8s_lists_failed;
     uint64_t k8s_workers_removed; /* workers removed because their pod left the list */
     uint64_t k8s_prev_ok_ns;      /* monotonic time of the previous successful list */
+    struct dais_k8s_podlist *k8s_pods; /* the last successful list (for --k8s-admit), or NULL */
 };
 
 /* ---- master.c: Kubernetes discovery ------------------------------------------------------- */

@@ -101,7 +101,8 @@ int dais_accept_decode(const dais_msg *m, dais_msg_accept *a, dais_err *err);
     X(UNKNOWN_MODEL, "unknown_model", false)                                                       \
     X(DUPLICATE_ID, "duplicate_id", true)                                                          \
     X(OVERLOADED, "overloaded", true)                                                              \
-    X(DRAINING, "draining", true)
+    X(DRAINING, "draining", true)                                                                  \
+    X(NOT_A_POD, "not_a_pod", true)
 
 enum dais_reject_reason {
     DAIS_REJECT_NONE = 0,

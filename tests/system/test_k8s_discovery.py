@@ -157,3 +157,37 @@ def test_discovery_off_by_default(cluster):
     cluster.start_master()
     v = k8s_view(cluster)
     assert v["enabled"] is False
+
+
+def test_admission_only_lets_listed_pods_register(cluster, stories, apiserver):
+    """--k8s-admit: a worker whose address is not a Running pod is refused (not_a_pod, retried);
+    once its pod is listed it joins; when its pod leaves, it is removed and stays out although
+    its process lives on."""
+    d = apiserver["dir"]
+    write(d, "pods.json", json.dumps([pod("other", "uid-other", ip="10.9.9.9")]))
+    start(cluster, apiserver, "--k8s-admit")
+    wait_for(lambda: k8s_view(cluster).get("successes", 0) >= 1, 10, what="a first pod list")
+    cluster.start_worker("w1", wait=False)
+    wait_for(lambda: cluster.cluster_view()["registrations"].get("not_a_pod", 0) >= 1, 10,
+             what="a not_a_pod rejection")
+    assert cluster.worker_view("w1") is None
+    assert cluster.workers["w1"].alive()  # a transient reason: it keeps trying
+    write(d, "pods.json", json.dumps([pod("w1", "uid-w1"),
+                                      pod("other", "uid-other", ip="10.9.9.9")]))
+    cluster.wait_state("w1", "active", timeout=15)
+    write(d, "pods.json", json.dumps([pod("other", "uid-other", ip="10.9.9.9")]))
+    wait_for(lambda: cluster.worker_view("w1") is None, 10, what="w1 removed")
+    refused = cluster.cluster_view()["registrations"]["not_a_pod"]
+    n0 = k8s_view(cluster)["successes"]
+    wait_for(lambda: k8s_view(cluster)["successes"] >= n0 + 4, 15, what="more lists")
+    assert cluster.worker_view("w1") is None  # its re-registrations are refused
+    assert cluster.workers["w1"].alive()
+    assert cluster.cluster_view()["registrations"]["not_a_pod"] > refused
+
+
+def test_admission_needs_discovery(cluster):
+    from conftest import DAIS_BIN
+    r = subprocess.run([DAIS_BIN, "master", "--k8s-admit"], capture_output=True, text=True,
+                       timeout=30, env={"DAIS_CLUSTER_TOKEN": "x" * 32})
+    assert r.returncode != 0 and "--k8s-admit needs --k8s-discovery" in r.stderr
+

@@ -178,6 +178,8 @@ static void test_accept_reject(void **state)
     dais_msg_free(r);
     dais_msg_free(m);
     assert_true(dais_reject_reason_transient(DAIS_REJECT_CLOCK_SKEW));
+    assert_true(dais_reject_reason_transient(DAIS_REJECT_NOT_A_POD));
+    assert_int_equal(dais_reject_reason_from_name("not_a_pod"), DAIS_REJECT_NOT_A_POD);
     assert_false(dais_reject_reason_transient(DAIS_REJECT_BAD_TOKEN));
     assert_false(dais_reject_reason_transient(DAIS_REJECT_NONE));
     assert_int_equal(dais_reject_from_auth(DAIS_AUTH_REPLAY), DAIS_REJECT_REPLAY);
