@@ -208,8 +208,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         uint32_t trip_at = w->breaker.cfg.consecutive_failures;
         if (st != DAIS_WORKER_DEAD && trip_at > 0 && streak_before < trip_at &&
             w->det.missed >= trip_at && dais_breaker_trip(&w->breaker, now))
-            DAIS_WARN("worker %s: %u heartbeats in a row unanswered; circuit breaker open",
-                      w->id, w->det.missed);
+            DAIS_WARN("worker %s: %u heartbeats in a row unanswered; circuit breaker open", w->id,
+                      w->det.missed);
         if (w->det.probes_missed > missed_before)
             dais_counter_add(m->mx.hb_lost, w->det.probes_missed - missed_before);
         if (st == DAIS_WORKER_DEAD) {

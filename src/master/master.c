@@ -350,8 +350,7 @@ static int k8s_start(dais_master *m, dais_err *err)
     kc.metrics = m->mx.reg;
     dais_k8s_client *cl = dais_k8s_client_new(&kc, err);
     if (cl == NULL) return err != NULL && err->code != 0 ? err->code : DAIS_EINVAL;
-    DAIS_INFO("k8s discovery: listing %s every %u ms", dais_k8s_client_url(cl),
-              c->k8s_interval_ms);
+    DAIS_INFO("k8s discovery: listing %s every %u ms", dais_k8s_client_url(cl), c->k8s_interval_ms);
     m->k8s = dais_k8s_discovery_start(cl, m->base, k8s_result_cb, m, err);
     if (m->k8s == NULL) return err != NULL && err->code != 0 ? err->code : DAIS_EINTERNAL;
     return 0;
@@ -372,12 +371,13 @@ json_t *dais_master_k8s_json(const dais_master *m)
         if (st.failures[r] > 0)
             json_object_set_new(fails, dais_k8s_reason_name((enum dais_k8s_reason)r),
                                 json_integer((json_int_t)st.failures[r]));
-    json_t *o = json_pack(
-        "{s:b,s:b,s:s,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I}", "enabled", 1, "active", 1, "selector", m->cfg.k8s_selector,
-        "interval_ms", (json_int_t)m->cfg.k8s_interval_ms, "polls", (json_int_t)st.polls,
-        "successes", (json_int_t)m->k8s_lists_ok, "failures_by_reason", fails, "failures",
-        (json_int_t)m->k8s_lists_failed, "pods_seen", (json_int_t)m->k8s_pods_seen, "candidates",
-        (json_int_t)m->k8s_candidates, "workers_removed", (json_int_t)m->k8s_workers_removed);
+    json_t *o = json_pack("{s:b,s:b,s:s,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I}", "enabled", 1, "active",
+                          1, "selector", m->cfg.k8s_selector, "interval_ms",
+                          (json_int_t)m->cfg.k8s_interval_ms, "polls", (json_int_t)st.polls,
+                          "successes", (json_int_t)m->k8s_lists_ok, "failures_by_reason", fails,
+                          "failures", (json_int_t)m->k8s_lists_failed, "pods_seen",
+                          (json_int_t)m->k8s_pods_seen, "candidates", (json_int_t)m->k8s_candidates,
+                          "workers_removed", (json_int_t)m->k8s_workers_removed);
     if (o == NULL) return NULL;
     json_object_set_new(o, "last_success_unix",
                         m->k8s_last_success_wall_s != 0

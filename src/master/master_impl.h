@@ -217,8 +217,8 @@ struct dais_master {
     uint32_t k8s_pods_seen;           /* pods in the last successful list */
     uint32_t k8s_candidates;          /* Running pods with an IP in it */
     uint64_t k8s_lists_ok, k8s_lists_failed;
-    uint64_t k8s_workers_removed; /* workers removed because their pod left the list */
-    uint64_t k8s_prev_ok_ns;      /* monotonic time of the previous successful list */
+    uint64_t k8s_workers_removed;      /* workers removed because their pod left the list */
+    uint64_t k8s_prev_ok_ns;           /* monotonic time of the previous successful list */
     struct dais_k8s_podlist *k8s_pods; /* the last successful list (for --k8s-admit), or NULL */
 };
 
