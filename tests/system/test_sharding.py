@@ -71,6 +71,35 @@ def test_concurrent_requests_share_the_pipeline(cluster, stories):
         assert r.json()["text"] == reference_text(64)
 
 
+def test_a_full_stage_queues_requests_instead_of_refusing(cluster, slow_model):
+    """Stages with one slot and no worker queue: a second request waits in the master's queue
+    until the pipeline is free, then runs (no 503), and both get the whole model's answer."""
+    cluster.start_master()
+    cluster.start_worker("w", model=slow_model)
+    cluster.wait_ready()
+    want = cluster.infer("hello", max_tokens=40, temperature=0, timeout=120).json()["text"]
+    cluster.workers["w"].stop()
+    for wid, rng in (("a", "0:4"), ("b", "4:8")):
+        cluster.start_worker(wid, "--layers", rng, "--slots", "1", "--queue", "0",
+                             model=slow_model)
+    wait_for(lambda: cluster.state("w") in (None, "dead"), 30, what="whole worker gone")
+    cluster.wait_ready()
+    out = [None, None]
+
+    def one(i):
+        out[i] = cluster.infer("hello", max_tokens=40, temperature=0, timeout=120)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    for r in out:
+        assert r is not None and r.status == 200, r
+        assert r.json()["text"] == want and r.json()["stages"] == ["a", "b"]
+    assert max(r.json()["timings"]["queue_ms"] for r in out) > 0
+
+
 def test_an_incomplete_pipeline_is_not_ready(cluster, stories):
     cluster.start_master()
     start_pipeline(cluster, ["0:2", "3:5"])
