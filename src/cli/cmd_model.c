@@ -3,12 +3,16 @@
  *   dais model info FILE     GGUF header, metadata and tensor table, then whether (and as what)
  *                            the engine can run it
  *   dais model synth … -o F  write a synthetic Llama GGUF with random weights (engine/synth.h)
+ *   dais model shard IN --layers A:B -o OUT
+ *                            write the shard file of one pipeline stage (engine/shard.h)
  */
 #include "common/clock.h"
 #include "common/error.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "engine/shard.h"
 #include "engine/synth.h"
+#include "worker/config.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -25,6 +29,7 @@ static void usage(FILE *out)
         out,
         "usage: dais model info FILE [--arrays N] [--hash]\n"
         "       dais model synth [shape options] --type TYPE -o FILE\n"
+        "       dais model shard FILE --layers A:B -o OUT\n"
         "\n"
         "info: prints the GGUF header, every metadata key (the first N elements of arrays,\n"
         "  default 16, -1 for all), the tensor table, then whether the engine can run the file\n"
@@ -42,7 +47,12 @@ static void usage(FILE *out)
         "  --rope-base B     RoPE frequency base (default 10000)\n"
         "  --tied            no output.weight (the embedding is reused)\n"
         "  -t, --threads N   threads for generating/quantizing (default: online CPUs)\n"
-        "  -o, --output FILE the file to write (required)\n");
+        "  -o, --output FILE the file to write (required)\n"
+        "\n"
+        "shard: writes the shard file of pipeline stage [A, B): FILE's metadata, the dais.shard.*\n"
+        "  keys (range, FILE's SHA-256) and only the tensors layers A..B-1 need (the embedding\n"
+        "  when A = 0, the output norm and matrix when B = the layer count). A worker serves it\n"
+        "  with --model OUT (its --layers default to A:B) and chains with stages of FILE.\n");
 }
 
 static int parse_i(const char *s, long lo, long hi, const char *what, long *out)
@@ -107,12 +117,21 @@ static int cmd_info(int argc, char **argv)
         fprintf(stderr, "dais model info: writing the description failed\n");
         return 1;
     }
-    dais_model *m = dais_model_load(path, &err);
+    dais_model *m = dais_model_load_any(path, &err);
     if (m == NULL) {
         printf("\nengine: cannot run this file: %s\n", err.msg);
         return 0;
     }
     const dais_hparams *hp = dais_model_hparams(m);
+    int32_t lf, ll;
+    if (dais_model_layer_range(m, &lf, &ll))
+        printf("\nengine: shard file: layers [%d, %d) of %d (%s stage), source sha256 %s\n"
+               "engine: serves only that range: dais worker --model %s --layers %d:%d",
+               lf, ll, hp->n_layers,
+               lf == 0              ? "first"
+               : ll == hp->n_layers ? "last"
+                                    : "middle",
+               dais_model_source_hash(m), path, lf, ll);
     printf("\nengine: runnable %s model%s%s%s: vocab %d, dim %d, layers %d, heads %d (kv %d, "
            "head dim %d), ffn %d, context %d, rope base %g%s, output %s\n"
            "engine: %.1f MB of weights read per token\n",
@@ -307,6 +326,71 @@ static int cmd_synth(int argc, char **argv)
     return 0;
 }
 
+static int cmd_shard(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"layers", required_argument, NULL, 'l'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *out = NULL;
+    int32_t first = -1, last = -1;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (dais_worker_parse_layers(optarg, &first, &last) != 0) {
+                fprintf(stderr,
+                        "dais model shard: --layers '%s' is not A:B with 0 <= A < B <= 1024\n",
+                        optarg);
+                return 1;
+            }
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "dais model shard: give exactly one source FILE\n");
+        return 1;
+    }
+    if (first < 0) {
+        fprintf(stderr, "dais model shard: --layers A:B is required\n");
+        return 1;
+    }
+    if (out == NULL) {
+        fprintf(stderr, "dais model shard: an output file is required (-o OUT)\n");
+        return 1;
+    }
+    const char *in = argv[optind];
+    uint64_t t0 = dais_now_ns();
+    dais_err err;
+    dais_shard_info si;
+    if (dais_shard_write(in, first, last, out, &si, &err) != 0) {
+        fprintf(stderr, "dais model shard: %s\n", err.msg);
+        return 1;
+    }
+    long size = -1;
+    FILE *f = fopen(out, "rb");
+    if (f != NULL && fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (f != NULL) fclose(f);
+    fprintf(stderr,
+            "dais model shard: wrote %s (layers [%d, %d) of %s, source sha256 %.12s…; %.1f MB) "
+            "in %.1f s\n",
+            out, si.layer_first, si.layer_last, in, si.source_sha256, (double)size / 1e6,
+            (double)(dais_now_ns() - t0) * 1e-9);
+    return 0;
+}
+
 int dais_cmd_model(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -315,7 +399,8 @@ int dais_cmd_model(int argc, char **argv)
     }
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(argv[1], "synth") == 0) return cmd_synth(argc - 1, argv + 1);
-    fprintf(stderr, "dais model: unknown subcommand '%s' (info, synth)\n", argv[1]);
+    if (strcmp(argv[1], "shard") == 0) return cmd_shard(argc - 1, argv + 1);
+    fprintf(stderr, "dais model: unknown subcommand '%s' (info, synth, shard)\n", argv[1]);
     usage(stderr);
     return 1;
 }

@@ -185,6 +185,10 @@ int dais_gguf_writer_set_arr(dais_gguf_writer *w, const char *key, uint32_t elem
 /* String array: n strings (NUL-terminated, copied), or with explicit lengths when lens != NULL. */
 int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const char *const *strs,
                                  const uint64_t *lens, uint64_t n);
+/* Copies one metadata entry of a parsed file (`kv` from `g`, any type, arrays included) under
+ * the same key, value type and value bytes: how `dais model shard` carries a source file's
+ * metadata over unchanged. Returns 0 or a negative code (sticky, as the setters). */
+int dais_gguf_writer_copy_kv(dais_gguf_writer *w, const dais_gguf *g, const dais_gguf_kv *kv);
 /* Adds a tensor. `ne` has n_dims (1..4) entries, each >= 1, ne[0] a multiple of the type's block
  * size; `data` holds dais_dtype_row_bytes(type, ne[0]) * ne[1] * … bytes (copied). Names are
  * 1..95 bytes and unique. */

@@ -320,6 +320,77 @@ int dais_gguf_writer_set_arr_str(dais_gguf_writer *w, const char *key, const cha
     return put_kv(w, key, DAIS_GGUF_ARRAY, p, total);
 }
 
+int dais_gguf_writer_copy_kv(dais_gguf_writer *w, const dais_gguf *g, const dais_gguf_kv *kv)
+{
+    if (w == NULL) return DAIS_EINVAL;
+    if (g == NULL || kv == NULL) return wfail(w, DAIS_EINVAL, "NULL file or metadata entry");
+    if (kv->key.len == 0 || kv->key.len > DAIS_GGUF_MAX_KEY)
+        return wfail(w, DAIS_EINVAL, "metadata key of %" PRIu64 " bytes", kv->key.len);
+    char *key = malloc((size_t)kv->key.len + 1); /* parsed keys hold no NUL byte */
+    if (key == NULL) return wfail(w, DAIS_ENOMEM, "out of memory");
+    memcpy(key, kv->key.ptr, (size_t)kv->key.len);
+    key[kv->key.len] = '\0';
+    int rc;
+    size_t es = scalar_bytes(kv->type);
+    if (es > 0) {
+        uint64_t bits = kv->v.u; /* i8..i64 sign-extended: the low bytes are the value */
+        if (kv->type == DAIS_GGUF_F32) {
+            float f = (float)kv->v.f; /* widened from f32 exactly, so this is exact */
+            uint32_t b;
+            memcpy(&b, &f, sizeof(b));
+            bits = b;
+        } else if (kv->type == DAIS_GGUF_F64) {
+            memcpy(&bits, &kv->v.f, sizeof(bits));
+        } else if (kv->type == DAIS_GGUF_BOOL) {
+            bits = kv->v.b ? 1 : 0;
+        } else if (kv->type == DAIS_GGUF_I8 || kv->type == DAIS_GGUF_I16 ||
+                   kv->type == DAIS_GGUF_I32 || kv->type == DAIS_GGUF_I64) {
+            bits = (uint64_t)kv->v.i;
+        }
+        rc = put_scalar(w, key, kv->type, bits, es);
+    } else if (kv->type == DAIS_GGUF_STRING) {
+        uint64_t n = kv->v.s.len;
+        uint8_t *p = malloc(8 + (size_t)n);
+        if (p == NULL) {
+            rc = wfail(w, DAIS_ENOMEM, "out of memory");
+        } else {
+            st64(p, n);
+            if (n > 0) memcpy(p + 8, kv->v.s.ptr, (size_t)n);
+            rc = put_kv(w, key, DAIS_GGUF_STRING, p, 8 + (size_t)n);
+        }
+    } else if (kv->type == DAIS_GGUF_ARRAY && kv->arr_type == DAIS_GGUF_STRING) {
+        const char **strs = kv->arr_n > 0 ? calloc((size_t)kv->arr_n, sizeof(*strs)) : NULL;
+        uint64_t *lens = kv->arr_n > 0 ? calloc((size_t)kv->arr_n, sizeof(*lens)) : NULL;
+        if (kv->arr_n > 0 && (strs == NULL || lens == NULL)) {
+            rc = wfail(w, DAIS_ENOMEM, "key '%.64s': out of memory", key);
+        } else {
+            rc = 0;
+            for (uint64_t i = 0; i < kv->arr_n && rc == 0; i++) {
+                dais_gguf_str s;
+                rc = dais_gguf_arr_str(g, kv, i, &s);
+                if (rc != 0) {
+                    rc = wfail(w, rc, "key '%.64s': string element %" PRIu64 " is unreadable", key,
+                               i);
+                } else {
+                    strs[i] = s.ptr;
+                    lens[i] = s.len;
+                }
+            }
+            if (rc == 0) rc = dais_gguf_writer_set_arr_str(w, key, strs, lens, kv->arr_n);
+        }
+        free(strs);
+        free(lens);
+    } else if (kv->type == DAIS_GGUF_ARRAY) {
+        /* Numeric arrays lie in the file as packed little-endian elements. */
+        rc = dais_gguf_writer_set_arr(w, key, kv->arr_type, kv->arr_data, kv->arr_n);
+    } else {
+        rc = wfail(w, DAIS_EINVAL, "key '%.64s': value type %" PRIu32 " cannot be copied", key,
+                   kv->type);
+    }
+    free(key);
+    return rc;
+}
+
 static int add_tensor(dais_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                       const uint64_t *ne, const void *data, bool copy)
 {

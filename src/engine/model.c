@@ -19,6 +19,7 @@
 #include "engine/model.h"
 
 #include "engine/attn.h"
+#include "engine/shard.h"
 
 #include <math.h>
 #include <openssl/evp.h>
@@ -58,6 +59,11 @@ struct dais_model {
     float *inv_freq;       /* (rope_dim / 2) RoPE frequencies after any scaling */
     layer *layers;         /* (n_layers) */
     uint64_t weight_bytes;
+    /* The layers the file holds: [0, n_layers) for a whole model; a shard file's range (its
+     * tensors outside the range are absent, their fields in `layers` NULL). */
+    int32_t layer_first, layer_last;
+    bool is_shard;
+    char source_hash[65]; /* a shard file's dais.shard.source_sha256 */
     pthread_mutex_t hash_mu;
     bool hash_done;
     char hash[65];
@@ -403,7 +409,7 @@ static int rope_setup(dais_model *m, dais_err *err)
  * Loading
  * ========================================================================================== */
 
-dais_model *dais_model_load(const char *path, dais_err *err)
+static dais_model *load(const char *path, bool allow_shard, dais_err *err)
 {
     dais_err_clear(err);
     dais_model *m = calloc(1, sizeof *m);
@@ -418,6 +424,26 @@ dais_model *dais_model_load(const char *path, dais_err *err)
     if (read_hparams(m->g, hp, err)) goto fail;
     m->q_dim = hp->n_heads * hp->head_dim;
     m->kv_dim = hp->n_kv_heads * hp->head_dim;
+    m->layer_first = 0;
+    m->layer_last = hp->n_layers;
+    dais_shard_info si;
+    int src = dais_shard_read(m->g, hp->n_layers, &si, err);
+    if (src == 0) {
+        if (!allow_shard) {
+            dais_err_set(err, DAIS_EUNSUPPORTED,
+                         "%s is a shard file: it holds only layers [%d, %d) of a %d-layer model "
+                         "(source sha256 %.12s…), so it can only serve that layer range",
+                         path, si.layer_first, si.layer_last, hp->n_layers, si.source_sha256);
+            goto fail;
+        }
+        m->is_shard = true;
+        m->layer_first = si.layer_first;
+        m->layer_last = si.layer_last;
+        memcpy(m->source_hash, si.source_sha256, sizeof(m->source_hash));
+    } else if (src != DAIS_ENOTFOUND) {
+        goto fail;
+    }
+    bool first_stage = m->layer_first == 0, last_stage = m->layer_last == hp->n_layers;
 
     m->tok = dais_tokenizer_from_gguf(m->g, err);
     if (m->tok == NULL) goto fail;
@@ -433,18 +459,25 @@ dais_model *dais_model_load(const char *path, dais_err *err)
 
     int64_t dim = hp->dim, L = hp->n_layers;
     uint64_t wb = 0, embd_bytes = 0;
-    if (find_matrix(m->g, "token_embd.weight", dim, hp->n_vocab, &m->embd, &embd_bytes, err))
-        goto fail;
-    m->embd_row_bytes = dais_dtype_row_bytes(m->embd.type, (uint64_t)dim, NULL);
-    wb += m->embd_row_bytes;
-    int rc = find_matrix(m->g, "output.weight", dim, hp->n_vocab, &m->output, &wb, err);
+    /* Only what the layer range uses: the embedding for the first stage, the output norm and
+     * matrix (the embedding again when tied) for the last. */
+    int rc =
+        last_stage ? find_matrix(m->g, "output.weight", dim, hp->n_vocab, &m->output, &wb, err) : 0;
     if (rc == DAIS_ENOTFOUND) {
         dais_err_clear(err);
         hp->tied_output = true;
-        m->output = m->embd;
-        wb += embd_bytes;
     } else if (rc) {
         goto fail;
+    }
+    if (first_stage || hp->tied_output) {
+        if (find_matrix(m->g, "token_embd.weight", dim, hp->n_vocab, &m->embd, &embd_bytes, err))
+            goto fail;
+        m->embd_row_bytes = dais_dtype_row_bytes(m->embd.type, (uint64_t)dim, NULL);
+    }
+    if (first_stage) wb += m->embd_row_bytes;
+    if (hp->tied_output) {
+        m->output = m->embd;
+        wb += embd_bytes;
     }
 
     m->norms = malloc((size_t)(2 * L + 1) * (size_t)dim * sizeof(float));
@@ -455,10 +488,12 @@ dais_model *dais_model_load(const char *path, dais_err *err)
         goto fail;
     }
     float *on = m->norms + (size_t)(2 * L) * (size_t)dim;
-    if (read_vector(m->g, "output_norm.weight", dim, on, &wb, err)) goto fail;
-    m->out_norm = on;
+    if (last_stage) {
+        if (read_vector(m->g, "output_norm.weight", dim, on, &wb, err)) goto fail;
+        m->out_norm = on;
+    }
 
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = m->layer_first; l < m->layer_last; l++) {
         layer *ly = &m->layers[l];
         char nm[96];
         float *an = m->norms + (size_t)(2 * l) * (size_t)dim, *fn = an + dim;
@@ -483,6 +518,28 @@ dais_model *dais_model_load(const char *path, dais_err *err)
 fail:
     dais_model_free(m);
     return NULL;
+}
+
+dais_model *dais_model_load(const char *path, dais_err *err)
+{
+    return load(path, false, err);
+}
+
+dais_model *dais_model_load_any(const char *path, dais_err *err)
+{
+    return load(path, true, err);
+}
+
+bool dais_model_layer_range(const dais_model *m, int32_t *first, int32_t *last)
+{
+    if (first != NULL) *first = m->layer_first;
+    if (last != NULL) *last = m->layer_last;
+    return m->is_shard;
+}
+
+const char *dais_model_source_hash(const dais_model *m)
+{
+    return m->is_shard ? m->source_hash : dais_model_hash(m);
 }
 
 void dais_model_free(dais_model *m)
@@ -564,7 +621,8 @@ const char *dais_model_hash(const dais_model *m)
 dais_kv *dais_kv_new(const dais_model *m, int32_t n_ctx, int32_t layer_first, int32_t layer_last)
 {
     if (m == NULL || n_ctx < 1 || n_ctx > DAIS_MODEL_MAX_CTX || layer_first < 0 ||
-        layer_first >= layer_last || layer_last > m->hp.n_layers)
+        layer_first >= layer_last || layer_last > m->hp.n_layers || layer_first < m->layer_first ||
+        layer_last > m->layer_last)
         return NULL;
     uint64_t n = (uint64_t)(layer_last - layer_first) * (uint64_t)n_ctx * (uint64_t)m->kv_dim;
     if (n > SIZE_MAX / sizeof(float)) return NULL;
@@ -872,6 +930,8 @@ static int check_batch(const dais_ctx *c, const dais_batch *b, dais_kv *const *k
         return DAIS_EINVAL;
     if ((b->layer_first == 0 && b->token == NULL) || (b->layer_first > 0 && b->act_in == NULL))
         return DAIS_EINVAL;
+    /* A shard file has no weights outside its range. */
+    if (b->layer_first < c->m->layer_first || b->layer_last > c->m->layer_last) return DAIS_ERANGE;
     bool to_logits = b->layer_last == hp->n_layers;
     if (!to_logits && b->act_out == NULL) return DAIS_EINVAL;
     if (to_logits && logits == NULL) {

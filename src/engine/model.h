@@ -63,7 +63,8 @@ typedef struct dais_hparams {
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int32_t rope_orig_ctx;
     bool rope_freqs_tensor; /* rope_freqs.weight present: its factors divide the frequencies */
-    bool tied_output;       /* output.weight absent: the embedding is reused */
+    bool tied_output;       /* output.weight absent: the embedding is reused (known only when
+                             * the file holds the last layer) */
 } dais_hparams;
 
 typedef struct dais_model dais_model;
@@ -73,17 +74,32 @@ typedef struct dais_model dais_model;
  * NULL with `err` naming the problem (the key, or the tensor with expected and found shape).
  * Any thread. */
 dais_model *dais_model_load(const char *path, dais_err *err);
+/* As dais_model_load, but also accepts a shard file (engine/shard.h): then only the tensors its
+ * layer range needs are looked for and validated (the embedding when it starts at layer 0; the
+ * output norm and matrix when it ends at the last layer), dais_kv_new refuses caches and
+ * dais_forward refuses batches outside the range. dais_model_load refuses a shard file with a
+ * message naming its range. Any thread. */
+dais_model *dais_model_load_any(const char *path, dais_err *err);
 void dais_model_free(dais_model *m); /* accepts NULL */
+
+/* The layers the file holds, [*first, *last) (either pointer may be NULL): [0, n_layers) for a
+ * whole model file. Returns true when `m` was loaded from a shard file. */
+bool dais_model_layer_range(const dais_model *m, int32_t *first, int32_t *last);
+/* The SHA-256 (hex) of the model the file comes from: a shard file's dais.shard.source_sha256,
+ * or dais_model_hash(m) for a whole file. This is what identifies the model across pipeline
+ * stages. Same threads and NULL return as dais_model_hash. */
+const char *dais_model_source_hash(const dais_model *m);
 
 const dais_hparams *dais_model_hparams(const dais_model *m);
 const dais_tokenizer *dais_model_tokenizer(const dais_model *m);
 const dais_gguf *dais_model_gguf(const dais_model *m);
-/* Hex SHA-256 of the file's bytes (64 hex digits + NUL). Computed on the first call, by
- * streaming the mapped file through OpenSSL (about 0.6 s per GB here), then cached; any
- * thread (a mutex serialises the first computation). Returns NULL only if OpenSSL fails. */
+/* Hex SHA-256 of the file's bytes (64 hex digits + NUL; a shard file's own bytes). Computed on the
+ * first call, by streaming the mapped file through OpenSSL (about 0.6 s per GB here), then cached;
+ * any thread (a mutex serialises the first computation). Returns NULL only if OpenSSL fails. */
 const char *dais_model_hash(const dais_model *m);
-/* Bytes of weights one forward pass over all layers reads for one token (every layer matrix
- * and norm, the output norm and matrix, one embedding row), for bandwidth figures. */
+/* Bytes of weights one forward pass over all layers the file holds reads for one token (every
+ * layer matrix and norm, the output norm and matrix, one embedding row — the last two only when
+ * held), for bandwidth figures. */
 uint64_t dais_model_weight_bytes(const dais_model *m);
 
 /* ---- KV cache ---------------------------------------------------------------------------- */
@@ -134,7 +150,8 @@ typedef struct dais_batch {
  * On success each used cache's length grows by its number of tokens.
  * Returns 0, DAIS_ECTXFULL when a position is at or past a cache's n_ctx, DAIS_EINVAL for a
  * bad batch (size 0 or over max_batch, token id out of range, positions out of order, bad
- * sequence index, wrong layer range, missing buffer). On error no cache is changed.
+ * sequence index, wrong layer range, missing buffer), DAIS_ERANGE when the model is a shard
+ * file and the batch's layers are not all inside its range. On error no cache is changed.
  * The thread that owns `c`. */
 int dais_forward(dais_ctx *c, const dais_batch *b, dais_kv *const *kvs, int32_t n_kv,
                  float *logits);

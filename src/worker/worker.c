@@ -62,6 +62,7 @@ typedef struct worker {
     struct event_base *base;
     struct evdns_base *dns;
     dais_model *model;
+    int32_t layer_first, layer_last; /* layers served: --layers, or the file's range */
     dais_model_info minfo;
     dais_sched *sched;
     int32_t n_ctx;
@@ -1134,15 +1135,14 @@ static void model_info(worker *w, const char *path)
         char *dot = strrchr(mi->name, '.');
         if (dot != NULL && strcmp(dot, ".gguf") == 0) *dot = '\0';
     }
-    snprintf(mi->hash, sizeof(mi->hash), "%s", dais_model_hash(w->model));
+    /* The SOURCE model's hash for a shard file: stages are chained by the model they come
+     * from, whether they hold the whole file or a shard file of it. */
+    const char *h = dais_model_source_hash(w->model);
+    snprintf(mi->hash, sizeof(mi->hash), "%s", h != NULL ? h : "");
     mi->n_vocab = hp->n_vocab;
     mi->n_layers = hp->n_layers;
-    mi->layer_first = 0;
-    mi->layer_last = hp->n_layers;
-    if (w->cfg->layer_last > 0) {
-        mi->layer_first = w->cfg->layer_first;
-        mi->layer_last = w->cfg->layer_last;
-    }
+    mi->layer_first = w->layer_first;
+    mi->layer_last = w->layer_last;
     mi->n_ctx_train = hp->n_ctx_train;
 }
 
@@ -1175,14 +1175,28 @@ int dais_worker_run(const dais_worker_config *cfg)
     }
 
     uint64_t t0 = dais_now_ns();
-    w->model = dais_model_load(model_path, &err);
+    w->model = dais_model_load_any(model_path, &err);
     if (w->model == NULL) {
         DAIS_ERROR("cannot load the model %s: %s", model_path, err.msg);
         return 1;
     }
     double load_s = (double)(dais_now_ns() - t0) / 1e9;
-    model_info(w, model_path);
     const dais_hparams *hp = dais_model_hparams(w->model);
+    /* The layers served: --layers, else the whole model; a shard file serves its own range,
+     * and --layers, when given, must name exactly that range. */
+    int32_t file_first, file_last;
+    bool shard_file = dais_model_layer_range(w->model, &file_first, &file_last);
+    w->layer_first = cfg->layer_last > 0 ? cfg->layer_first : file_first;
+    w->layer_last = cfg->layer_last > 0 ? cfg->layer_last : file_last;
+    if (shard_file && (w->layer_first != file_first || w->layer_last != file_last)) {
+        DAIS_ERROR("--layers %d:%d: %s is a shard file holding only layers %d:%d of %d; serve "
+                   "that range (omit --layers) or use the whole model file",
+                   cfg->layer_first, cfg->layer_last, model_path, file_first, file_last,
+                   hp->n_layers);
+        dais_model_free(w->model);
+        return 1;
+    }
+    model_info(w, model_path);
     w->n_ctx = cfg->ctx > 0 ? cfg->ctx : (hp->n_ctx_train < 2048 ? hp->n_ctx_train : 2048);
     if (w->n_ctx > hp->n_ctx_train) {
         DAIS_ERROR("--ctx %d is larger than the model's context %d", w->n_ctx, hp->n_ctx_train);
@@ -1197,6 +1211,9 @@ int dais_worker_run(const dais_worker_config *cfg)
     }
     DAIS_INFO("loaded %s (%s, sha256 %.12s…, %d layers, vocab %d) in %.2f s", model_path,
               w->minfo.name, w->minfo.hash, hp->n_layers, hp->n_vocab, load_s);
+    if (shard_file)
+        DAIS_INFO("shard file: holds layers [%d, %d) of the model with sha256 %.12s…", file_first,
+                  file_last, w->minfo.hash);
     if (w->minfo.layer_first != 0 || w->minfo.layer_last != hp->n_layers)
         DAIS_INFO("pipeline shard: layers [%d, %d) of %d (%s stage)", w->minfo.layer_first,
                   w->minfo.layer_last, hp->n_layers,
@@ -1268,8 +1285,8 @@ int dais_worker_run(const dais_worker_config *cfg)
                             .batch = cfg->batch,
                             .queue = cfg->queue,
                             .batch_hist = w->h_batch,
-                            .layer_first = cfg->layer_first,
-                            .layer_last = cfg->layer_last};
+                            .layer_first = w->layer_first,
+                            .layer_last = w->layer_last};
     w->sched = dais_sched_new(w->model, &sc, sched_wake, w, &err);
     if (w->sched == NULL) {
         DAIS_ERROR("cannot start the engine: %s", err.msg);

@@ -2,9 +2,11 @@
  * Fuzz target for the GGUF reader: parses the input as a GGUF image and, when it parses,
  * exercises every accessor on the result (typed getters on every key, every element of every
  * array, every tensor through both lookups and a read of its first and last data byte, and the
- * dump), so that anything the parser accepted is proven safe to use. Seeds: corpus/gguf/.
+ * dump, and the shard-file keys of engine/shard.h), so that anything the parser accepted is
+ * proven safe to use. Seeds: corpus/gguf/ (shard_last is a `dais model shard` file).
  */
 #include "engine/gguf.h"
+#include "engine/shard.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -74,6 +76,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sink += p[0] + p[t->nbytes - 1] + t->ne[0] + t->type;
     }
     if (dais_gguf_tensor_at(g, dais_gguf_n_tensors(g)) != NULL) abort();
+    dais_shard_info si;
+    int src = dais_shard_read(g, 1024, &si, &err);
+    if (src == 0 && (si.layer_first < 0 || si.layer_first >= si.layer_last ||
+                     si.layer_last > 1024 || strlen(si.source_sha256) != 64))
+        abort(); /* an accepted range and hash must be valid */
+    if (src != 0 && src != DAIS_ENOTFOUND && err.msg[0] == '\0') abort();
     if (devnull != NULL) {
         dais_gguf_dump(g, devnull, 8);
         dais_gguf_dump(g, devnull, -1);

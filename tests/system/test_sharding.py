@@ -224,3 +224,59 @@ def test_dais_run_shards(tmp_path, stories):
             p.kill()
             p.wait(10)
         log.close()
+
+
+# ---- shard files (`dais model shard`): stages that hold only their own tensors ----------------
+
+def make_shard(src, rng, out):
+    r = subprocess.run([DAIS_BIN, "model", "shard", src, "--layers", rng, "-o", out],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_shard_files_chain_into_the_whole_models_answer(cluster, stories, tmp_path):
+    a = make_shard(stories, "0:2", str(tmp_path / "a.gguf"))
+    b = make_shard(stories, "2:5", str(tmp_path / "b.gguf"))
+    whole = os.path.getsize(stories)
+    assert os.path.getsize(a) < 0.6 * whole and os.path.getsize(b) < 0.7 * whole
+    info = subprocess.run([DAIS_BIN, "model", "info", b], capture_output=True, text=True).stdout
+    assert '"dais.shard.layer_first" u32 = 2' in info and "shard file: layers [2, 5) of 5" in info
+    cluster.start_master()
+    cluster.start_worker("s0", model=a)          # no --layers: the file's own range
+    cluster.start_worker("s1", "--layers", "2:5", model=b)
+    cluster.wait_ready()
+    view = {w["id"]: w["capabilities"]["model"] for w in cluster.cluster_view()["workers"]}
+    src_hash = subprocess.run(["sha256sum", stories], capture_output=True,
+                              text=True).stdout.split()[0]
+    # Both stages report the SOURCE file's hash, so the master chains them.
+    assert view["s0"]["hash"] == src_hash and view["s1"]["hash"] == src_hash
+    assert (view["s0"]["layer_first"], view["s0"]["layer_last"]) == (0, 2)
+    assert (view["s1"]["layer_first"], view["s1"]["layer_last"]) == (2, 5)
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+    assert r.status == 200, r.body
+    assert r.json()["text"] == reference_text(64)
+    assert r.json()["stages"] == ["s0", "s1"]
+
+
+def test_a_shard_file_chains_with_a_whole_file_stage(cluster, stories, tmp_path):
+    b = make_shard(stories, "3:5", str(tmp_path / "b.gguf"))
+    cluster.start_master()
+    cluster.start_worker("w0", "--layers", "0:3")     # the whole file, first three layers
+    cluster.start_worker("s1", model=b)              # a shard file of the rest
+    cluster.wait_ready()
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+    assert r.status == 200, r.body
+    assert r.json()["text"] == reference_text(64)
+    assert r.json()["stages"] == ["w0", "s1"]
+
+
+def test_a_shard_file_refuses_another_range_and_whole_model_use(cluster, stories, tmp_path):
+    a = make_shard(stories, "0:2", str(tmp_path / "a.gguf"))
+    cluster.start_master()
+    w = cluster.start_worker("bad", "--layers", "0:3", model=a, wait=False)
+    wait_for(lambda: not w.alive(), 15, what="the worker to exit")
+    assert "shard file holding only layers 0:2" in w.tail()
+    r = subprocess.run([DAIS_BIN, "generate", "-m", a, "-p", "Once", "-n", "4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "shard file" in r.stderr and "[0, 2)" in r.stderr
