@@ -5,6 +5,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/metric_names.h"
+#include "engine/shard.h"
 #include "proto/auth.h"
 #include "proto/frame_fd.h"
 #include "proto/messages.h"
@@ -69,8 +70,10 @@ struct dais_modelstore {
     bool acceptor_started;
     atomic_bool stopping;
 
-    pthread_mutex_t mu;      /* slots, the replay cache, the hash cache */
-    pthread_mutex_t hash_mu; /* one hash computation at a time (they are disk-bound) */
+    pthread_mutex_t mu;       /* slots, the replay cache, the hash cache */
+    pthread_mutex_t hash_mu;  /* one hash computation at a time (they are disk-bound) */
+    pthread_mutex_t shard_mu; /* one shard file generated at a time; guards shard_dir */
+    char shard_dir[1024];     /* generated shard files ("" until the first is asked for) */
     slot *slots;
     dais_replay_cache *replay;
     hash_entry cache[HASH_CACHE_MAX];
@@ -438,6 +441,102 @@ int dais_modelstore_resolve(dais_modelstore *s, const char *model, char name[129
     return 0;
 }
 
+/* ---- shard files ---------------------------------------------------------------------------- */
+
+/* The shard file of layers [first, last) of the served file `src` (open): generated once into
+ * the store's private shard directory ($TMPDIR or /tmp, "dais-shards.XXXXXX", mode 0700,
+ * removed at stop) under shard_mu, then opened like a served file (hash cached under the key
+ * "<name>#<first>-<last>"). Replaces *src with the shard (same served name). DAIS_EINVAL with
+ * err when the range does not fit the model; DAIS_EFORMAT / DAIS_EUNSUPPORTED when the engine
+ * cannot load the file; DAIS_EIO when it cannot be written. A range that is the whole model
+ * leaves *src as it is (the file itself is served). */
+static int open_shard(dais_modelstore *s, opened *src, int32_t first, int32_t last, dais_err *err)
+{
+    char path[1400], key[NAME_LEN_MAX + 1];
+    int rc = 0;
+    /* The range against the model's layer count (the metadata only: a quick parse). */
+    snprintf(path, sizeof(path), "%s/%s.gguf", s->dir, src->name);
+    dais_gguf *g = dais_gguf_open(path, err);
+    if (g == NULL) return DAIS_EFORMAT;
+    uint32_t n_layers = 0;
+    rc = dais_gguf_get_u32(g, "llama.block_count", &n_layers, NULL);
+    dais_gguf_free(g);
+    if (rc != 0 || n_layers == 0)
+        return dais_err_set(err, DAIS_EFORMAT, "'%s' has no valid llama.block_count", src->name);
+    if ((uint32_t)last > n_layers)
+        return dais_err_set(err, DAIS_EINVAL, "layers [%d, %d): '%s' has %u layers", (int)first,
+                            (int)last, src->name, n_layers);
+    if (first == 0 && (uint32_t)last == n_layers) return 0; /* the whole file it is */
+    pthread_mutex_lock(&s->shard_mu);
+    if (s->shard_dir[0] == '\0') {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(s->shard_dir, sizeof(s->shard_dir), "%s/dais-shards.XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (mkdtemp(s->shard_dir) == NULL) {
+            rc = dais_err_set(err, DAIS_EIO, "cannot create a directory for shard files: %s",
+                              strerror(errno));
+            s->shard_dir[0] = '\0';
+        }
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "%s/%s.%d-%d.gguf", s->shard_dir, src->sha, (int)first,
+                 (int)last);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            char in[2048];
+            snprintf(in, sizeof(in), "%s/%s.gguf", s->dir, src->name);
+            uint64_t t0 = dais_now_ns();
+            dais_shard_info si;
+            rc = dais_shard_write(in, first, last, path, &si, err);
+            if (rc == 0 && strcmp(si.source_sha256, src->sha) != 0) {
+                rc =
+                    dais_err_set(err, DAIS_EIO, "'%s' changed while its shard was made", src->name);
+                unlink(path);
+            }
+            if (rc == 0)
+                DAIS_INFO("model store: made the shard file of layers [%d, %d) of '%s' in %.2f s",
+                          (int)first, (int)last, src->name, (double)(dais_now_ns() - t0) / 1e9);
+        }
+    }
+    pthread_mutex_unlock(&s->shard_mu);
+    if (rc != 0) return rc;
+    opened o = {.fd = -1};
+    o.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (o.fd < 0) return dais_err_set(err, DAIS_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    snprintf(key, sizeof(key), "%.100s#%d-%d", src->name, (int)first, (int)last);
+    if (fstat(o.fd, &st) != 0) {
+        rc = dais_err_set(err, DAIS_EIO, "cannot stat %s", path);
+    } else {
+        rc = file_hash(s, key, o.fd, &st, o.sha, err);
+        o.size = (uint64_t)st.st_size;
+    }
+    if (rc != 0) {
+        close(o.fd);
+        return rc;
+    }
+    memcpy(o.name, src->name, sizeof(o.name));
+    close(src->fd);
+    *src = o;
+    return 0;
+}
+
+/* Removes the generated shard files and their directory. */
+static void remove_shards(dais_modelstore *s)
+{
+    if (s->shard_dir[0] == '\0') return;
+    DIR *d = opendir(s->shard_dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char p[1400];
+        snprintf(p, sizeof(p), "%s/%s", s->shard_dir, e->d_name);
+        unlink(p);
+    }
+    if (d != NULL) closedir(d);
+    rmdir(s->shard_dir);
+}
+
 /* ---- one transfer --------------------------------------------------------------------------- */
 
 /* Sends ERROR code/message to `target` (a node id, or "worker" before the request was read)
@@ -632,7 +731,8 @@ static enum dais_sync_result serve(dais_modelstore *s, int fd, const char *peer)
     }
     char subject[512];
     enum dais_auth_verdict v = DAIS_AUTH_MALFORMED;
-    if (dais_sync_auth_subject(q.node_id, q.model, q.offset, subject, sizeof(subject)) == 0) {
+    if (dais_sync_auth_subject_layers(q.node_id, q.model, q.offset, q.layer_first, q.layer_last,
+                                      subject, sizeof(subject)) == 0) {
         pthread_mutex_lock(&s->mu);
         v = dais_auth_verify_discovery(s->token, s->cfg.token_len, subject, &q.auth, dais_wall_ms(),
                                        s->cfg.auth_window_ms, s->replay);
@@ -655,6 +755,17 @@ static enum dais_sync_result serve(dais_modelstore *s, int fd, const char *peer)
                    unknown ? err.msg : "the model file cannot be read");
         DAIS_WARN("model sync: %s (%s): %s", q.node_id, peer, err.msg);
         return unknown ? DAIS_SYNC_UNKNOWN_MODEL : DAIS_SYNC_ERROR;
+    }
+    if (q.layer_last > 0 && (rc = open_shard(s, &o, q.layer_first, q.layer_last, &err)) != 0) {
+        close(o.fd);
+        if (rc == DAIS_ECANCELLED) return DAIS_SYNC_ABORTED;
+        /* A range or a file the engine refuses will not change by retrying: bad_request. */
+        bool bad = rc == DAIS_EINVAL || rc == DAIS_EFORMAT || rc == DAIS_EUNSUPPORTED;
+        send_error(s, fd, q.node_id, in_reply_to, bad ? "bad_request" : "internal",
+                   bad ? err.msg : "the shard file cannot be made");
+        DAIS_WARN("model sync: %s (%s): layers [%d, %d) of '%s': %s", q.node_id, peer,
+                  (int)q.layer_first, (int)q.layer_last, q.model, err.msg);
+        return bad ? DAIS_SYNC_BAD_REQUEST : DAIS_SYNC_ERROR;
     }
     if (q.offset > o.size) {
         snprintf(text, sizeof(text), "offset %llu is beyond the size %llu of '%s'",
@@ -862,6 +973,7 @@ dais_modelstore *dais_modelstore_start(const dais_modelstore_config *c, dais_err
     atomic_init(&s->stopping, false);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->hash_mu, NULL);
+    pthread_mutex_init(&s->shard_mu, NULL);
     if ((size_t)snprintf(s->dir, sizeof(s->dir), "%s", c->dir) >= sizeof(s->dir) ||
         (size_t)snprintf(s->addr, sizeof(s->addr), "%s", c->addr) >= sizeof(s->addr) ||
         (size_t)snprintf(s->node_id, sizeof(s->node_id), "%s", c->node_id) >= sizeof(s->node_id)) {
@@ -961,6 +1073,8 @@ void dais_modelstore_stop(dais_modelstore *s)
     free(s->slots);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->hash_mu);
+    remove_shards(s);
+    pthread_mutex_destroy(&s->shard_mu);
     memset(s->token, 0, sizeof(s->token));
     free(s);
 }

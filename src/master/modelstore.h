@@ -12,6 +12,10 @@
  * store's own replay window, resolves the model, and streams the file from the requested
  * offset with pread into MODEL_SYNC_CHUNK frames on its socket (each chunk must be taken by
  * the peer within io_timeout; an optional rate limit paces the chunks), then closes.
+ * A request with `layers` [A, B] is served the shard file of those layers (engine/shard.h),
+ * made from the named file the first time that range is asked for, by the transfer thread that
+ * asks (one generation at a time, under its own lock: nothing but transfers waits), in a private
+ * directory outside `dir` ($TMPDIR or /tmp, "dais-shards.XXXXXX", removed by stop).
  * dais_modelstore_stop wakes every thread (shutdown(2) on live connections) and joins them.
  * Every error a peer can cause is answered with ERROR and a close, never more.
  */

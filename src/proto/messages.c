@@ -1039,6 +1039,16 @@ int dais_sync_auth_subject(const char *node_id, const char *model, uint64_t offs
     return n < 0 || (size_t)n >= cap ? DAIS_EINVAL : 0;
 }
 
+int dais_sync_auth_subject_layers(const char *node_id, const char *model, uint64_t offset,
+                                  int32_t layer_first, int32_t layer_last, char *out, size_t cap)
+{
+    int rc = dais_sync_auth_subject(node_id, model, offset, out, cap);
+    if (rc != 0 || layer_last == 0) return rc;
+    size_t used = strlen(out);
+    int n = snprintf(out + used, cap - used, "\nlayers %d:%d", (int)layer_first, (int)layer_last);
+    return n < 0 || (size_t)n >= cap - used ? DAIS_EINVAL : 0;
+}
+
 int dais_sync_req_encode(const dais_msg_sync_req *r, dais_msg *m)
 {
     int rc = begin(m, DAIS_MSG_MODEL_SYNC_REQUEST);
@@ -1053,6 +1063,15 @@ int dais_sync_req_encode(const dais_msg_sync_req *r, dais_msg *m)
         dais_jv_set_str(auth, "nonce", r->auth.nonce) ||
         dais_jv_set_str(auth, "hmac", r->auth.hmac))
         return DAIS_EINVAL;
+    if (r->layer_last > 0) {
+        if (r->layer_first < 0 || r->layer_first >= r->layer_last || r->layer_last > 1024)
+            return DAIS_EINVAL;
+        json_t *a = json_array();
+        if (a == NULL || json_array_append_new(a, json_integer(r->layer_first)) != 0 ||
+            json_array_append_new(a, json_integer(r->layer_last)) != 0 ||
+            json_object_set_new(o, "layers", a) != 0)
+            return DAIS_EINVAL;
+    }
     return 0;
 }
 
@@ -1077,6 +1096,20 @@ int dais_sync_req_decode(const dais_msg *m, dais_msg_sync_req *r, dais_err *err)
         0)
         return rc;
     r->offset = (uint64_t)v;
+    const json_t *layers = json_object_get(o, "layers");
+    if (layers != NULL && !json_is_null(layers)) {
+        const json_t *a0 = json_array_get(layers, 0), *a1 = json_array_get(layers, 1);
+        if (!json_is_array(layers) || json_array_size(layers) != 2 || !json_is_integer(a0) ||
+            !json_is_integer(a1))
+            return dais_err_set(err, DAIS_EPROTO, "layers must be an array [first, last]");
+        json_int_t f = json_integer_value(a0), l = json_integer_value(a1);
+        if (f < 0 || f >= l || l > 1024)
+            return dais_err_set(err, DAIS_EPROTO,
+                                "layers [%lld, %lld] is not 0 <= first < last <= 1024",
+                                (long long)f, (long long)l);
+        r->layer_first = (int32_t)f;
+        r->layer_last = (int32_t)l;
+    }
     if ((rc = dais_jv_obj(o, NULL, "auth", true, &auth, err)) != 0 ||
         (rc = dais_jv_int(auth, "auth", "timestamp_ms", true, INT64_MIN, INT64_MAX, 0,
                           &r->auth.timestamp_ms, err)) != 0 ||

@@ -370,7 +370,10 @@ typedef struct dais_msg_sync_req {
     uint32_t protocol_version;          /* DAIS_PROTO_VERSION */
     char model[DAIS_NAME_MAX + 1];      /* a served name, or 64 lowercase hex (the SHA-256) */
     uint64_t offset;                    /* first byte wanted, 0..DAIS_SYNC_SIZE_MAX */
-    dais_auth auth;                     /* proof over dais_sync_auth_subject(...) */
+    /* Optional `layers` [first, last]: the shard file of those layers instead of the whole
+     * file (engine/shard.h); 0 <= first < last <= 1024. 0, 0 = the whole file. */
+    int32_t layer_first, layer_last;
+    dais_auth auth; /* proof over dais_sync_auth_subject_layers(...) */
 } dais_msg_sync_req;
 
 int dais_sync_req_encode(const dais_msg_sync_req *r, dais_msg *m);
@@ -385,6 +388,11 @@ int dais_sync_req_decode(const dais_msg *m, dais_msg_sync_req *r, dais_err *err)
  * does not fit or a part holds a newline. */
 int dais_sync_auth_subject(const char *node_id, const char *model, uint64_t offset, char *out,
                            size_t cap);
+/* The same for a request that may carry `layers`: with layer_last > 0 the subject ends with
+ * "\nlayers " first ":" last, so a proof for one shard never passes for another or for the
+ * whole file; with layer_last == 0 it is dais_sync_auth_subject's. */
+int dais_sync_auth_subject_layers(const char *node_id, const char *model, uint64_t offset,
+                                  int32_t layer_first, int32_t layer_last, char *out, size_t cap);
 
 typedef struct dais_msg_sync_chunk {
     char model[DAIS_NAME_MAX + 1]; /* the served name (also when asked by hash) */

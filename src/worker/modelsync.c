@@ -223,9 +223,12 @@ static int request(const pull *p, uint64_t offset, int *fd, dais_err *err)
     snprintf(q.model, sizeof(q.model), "%s", c->pull_model);
     q.protocol_version = DAIS_PROTO_VERSION;
     q.offset = offset;
+    q.layer_first = c->layer_last > 0 ? c->layer_first : 0; /* --layers: only that stage's */
+    q.layer_last = c->layer_last > 0 ? c->layer_last : 0;   /* tensors (a shard file) */
     char subject[512];
     dais_msg *m = NULL;
-    if (dais_sync_auth_subject(q.node_id, q.model, offset, subject, sizeof(subject)) != 0 ||
+    if (dais_sync_auth_subject_layers(q.node_id, q.model, offset, q.layer_first, q.layer_last,
+                                      subject, sizeof(subject)) != 0 ||
         dais_auth_make_discovery(c->token, c->token_len, subject, dais_wall_ms(), &q.auth) != 0 ||
         (m = dais_msg_new(DAIS_MSG_MODEL_SYNC_REQUEST, c->node_id, "master")) == NULL ||
         dais_sync_req_encode(&q, m) != 0) {
@@ -547,9 +550,12 @@ int dais_modelsync_pull(const dais_worker_config *cfg, char *path, size_t cap, d
     if (p == NULL) return dais_err_set(err, DAIS_ENOMEM, "no memory");
     p->cfg = cfg;
     snprintf(p->port, sizeof(p->port), "%u", (unsigned)cfg->sync_port);
-    int n = cfg->model[0] != '\0' ? snprintf(p->dest, sizeof(p->dest), "%s", cfg->model)
-                                  : snprintf(p->dest, sizeof(p->dest), "%s/%s.gguf",
-                                             cfg->model_cache, cfg->pull_model);
+    int n =
+        cfg->model[0] != '\0' ? snprintf(p->dest, sizeof(p->dest), "%s", cfg->model)
+        : cfg->layer_last > 0
+            ? snprintf(p->dest, sizeof(p->dest), "%s/%s.layers-%d-%d.gguf", cfg->model_cache,
+                       cfg->pull_model, (int)cfg->layer_first, (int)cfg->layer_last)
+            : snprintf(p->dest, sizeof(p->dest), "%s/%s.gguf", cfg->model_cache, cfg->pull_model);
     int rc = 0, lockfd = -1;
     if (n < 0 || (size_t)n >= sizeof(p->dest) || (size_t)n >= cap) {
         rc = dais_err_set(err, DAIS_EINVAL, "the model path is too long");

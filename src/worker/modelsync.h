@@ -5,7 +5,10 @@
  * dais_modelsync_pull runs before the model is loaded, on the main thread, and blocks until
  * the file is on disk and is the master's file, byte for byte:
  *
- *   dest = --model when given, else <--model-cache>/<NAME>.gguf; bytes arrive in dest.part.
+ *   dest = --model when given, else <--model-cache>/<NAME>.gguf (<NAME>.layers-A-B.gguf with
+ *   --layers A:B); bytes arrive in dest.part. With --layers the request asks for the shard file
+ *   of those layers (`layers` [A, B]), which the master makes once from its file; a range that
+ *   is the whole model gets the whole file.
  *   1. dest exists: ask from offset = its size. The master's first answer carries its file's
  *      size and SHA-256; the same size and the same hash of ours mean the cached copy is the
  *      master's file: nothing is downloaded. Otherwise the stale copy is deleted.

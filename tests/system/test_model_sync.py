@@ -214,3 +214,38 @@ def test_corrupted_part_is_caught_by_the_hash_and_downloaded_again(cluster, slow
     assert not (cache / "big.gguf.part").exists()
     speed = re.search(r"117\.5 MB in [0-9.]+ s \(([0-9.]+) MB/s\)", log).group(1)
     print(f"loopback download of the 118 MB model: {speed} MB/s")
+
+
+def test_pull_only_a_stages_tensors(cluster, stories, tmp_path):
+    """--pull-model NAME --layers A:B asks for the shard file of those layers (`layers` in
+    MODEL_SYNC_REQUEST): the master makes it once outside its --model-dir and sends it, so each
+    stage downloads less than the whole file, and the two stages still give the whole model's
+    answer."""
+    mdir = models_dir(tmp_path, stories260K=stories)
+    size = os.path.getsize(stories)
+    start_sync_master(cluster, mdir)
+    c0, c1 = str(tmp_path / "cache0"), str(tmp_path / "cache1")
+    start_pull_worker(cluster, "s0", "stories260K", c0, "--layers", "0:2")
+    after_first = sync_bytes(cluster)
+    assert 0 < after_first < 0.6 * size
+    start_pull_worker(cluster, "s1", "stories260K", c1, "--layers", "2:5")
+    second = sync_bytes(cluster) - after_first
+    assert 0 < second < 0.7 * size
+    p0 = os.path.join(c0, "stories260K.layers-0-2.gguf")
+    assert os.path.getsize(p0) == after_first
+    assert os.listdir(mdir) == ["stories260K.gguf"]   # nothing generated in --model-dir
+    cluster.wait_ready()
+    view = {w["id"]: w["capabilities"]["model"] for w in cluster.cluster_view()["workers"]}
+    assert view["s0"]["hash"] == view["s1"]["hash"] == sha256_of(stories)
+    r = cluster.infer("Once upon a time", max_tokens=60, temperature=0)
+    assert r.status == 200, r.body
+    assert r.json()["text"] == reference_text(64) and r.json()["stages"] == ["s0", "s1"]
+    # A third stage of an existing range is served the file made for the first (made once).
+    start_pull_worker(cluster, "s0b", "stories260K", str(tmp_path / "cache2"), "--layers", "0:2")
+    assert sync_bytes(cluster) - after_first - second == after_first
+    assert log_of(cluster.master).count("made the shard file of layers [0, 2)") == 1
+    # A range beyond the model is refused for good, with the reason.
+    w = start_pull_worker(cluster, "bad", "stories260K", str(tmp_path / "cache3"),
+                          "--layers", "3:9", wait=False)
+    wait_for(lambda: not w.alive(), 30, what="the worker to give up")
+    assert "has 5 layers" in log_of(w)
