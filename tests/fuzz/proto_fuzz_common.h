@@ -114,8 +114,8 @@ static inline void fuzz_all_decoders(dais_msg *m)
             if (dais_sync_req_decode(m, &q, &err) == 0) {
                 char subject[512];
                 if (q.model[0] == '\0' || q.offset > DAIS_SYNC_SIZE_MAX ||
-                    dais_sync_auth_subject(q.node_id, q.model, q.offset, subject,
-                                           sizeof(subject)) != 0)
+                    dais_sync_auth_subject_layers(q.node_id, q.model, q.offset, q.layer_first,
+                                                  q.layer_last, subject, sizeof(subject)) != 0)
                     abort(); /* a decoded request always yields its auth subject */
                 dais_auth_verify_discovery("t", 1, subject, &q.auth, 0, 1000, NULL);
                 if (dais_sync_req_encode(&q, out) != 0) abort();
