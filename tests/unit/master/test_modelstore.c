@@ -3,9 +3,11 @@
  * worker speaking the sync protocol: served names, downloads from any offset in chunks, by
  * name and by hash, the hash cache, every refusal (offset beyond the size, unknown model,
  * wrong token, replay, clock skew, version, malformed request), busy beyond max_transfers,
- * idle peers dropped, and a stop that ends a transfer in progress.
+ * idle peers dropped, and a stop that ends a transfer in progress; shard files asked for with
+ * `layers` (stories260K, from DAIS_SHARED).
  */
 #include "common/clock.h"
+#include "engine/shard.h"
 #include "master/modelstore.h"
 #include "proto/auth.h"
 #include "proto/frame_fd.h"
@@ -449,6 +451,114 @@ static void test_bad_config(void **state)
     dais_modelstore_stop(NULL);
 }
 
+/* ---- shard files (`layers` in the request) -------------------------------------------------- */
+
+static int fw_ask_layers(dais_modelstore *s, const char *model, uint64_t offset, int32_t first,
+                         int32_t last)
+{
+    int fd = fw_connect(s);
+    dais_msg_sync_req q;
+    make_req(&q, model, offset, TOKEN, dais_wall_ms());
+    q.layer_first = first;
+    q.layer_last = last;
+    char subject[512];
+    assert_int_equal(
+        dais_sync_auth_subject_layers("w1", model, offset, first, last, subject, sizeof(subject)),
+        0);
+    assert_int_equal(
+        dais_auth_make_discovery(TOKEN, strlen(TOKEN), subject, dais_wall_ms(), &q.auth), 0);
+    fw_send_req(fd, &q);
+    return fd;
+}
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    rewind(f);
+    uint8_t *b = malloc((size_t)n);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* A request with layers gets the shard file the engine writes for that range (made once, in a
+ * private directory under $TMPDIR that stop removes); a whole-model range gets the file; a
+ * range beyond the model or a file the engine cannot load is bad_request. */
+static void test_shards(void **state)
+{
+    (void)state;
+    const char *shared = getenv("DAIS_SHARED");
+    char src[600], model[600], ref[700], tmpdir[600];
+    snprintf(src, sizeof(src), "%s/models/stories260K.gguf", shared ? shared : "../shared");
+    if (access(src, R_OK) != 0) skip();
+    size_t msize;
+    uint8_t *mbytes = read_all(src, &msize);
+    write_file("st.gguf", mbytes, msize);
+    snprintf(model, sizeof(model), "%s/st.gguf", g_dir);
+    snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", g_dir);
+    assert_int_equal(mkdir(tmpdir, 0700), 0);
+    const char *old_tmp = getenv("TMPDIR");
+    char saved[600] = "";
+    if (old_tmp != NULL) snprintf(saved, sizeof(saved), "%s", old_tmp);
+    setenv("TMPDIR", tmpdir, 1);
+
+    /* The reference: the engine's own shard file of the same range. */
+    snprintf(ref, sizeof(ref), "%s/ref.bin", tmpdir);
+    dais_err err;
+    assert_int_equal(dais_shard_write(model, 2, 5, ref, NULL, &err), 0);
+    size_t rsize;
+    uint8_t *rbytes = read_all(ref, &rsize);
+    unlink(ref);
+    char rsha[65], msha[65];
+    sha_hex(rbytes, rsize, rsha);
+    sha_hex(mbytes, msize, msha);
+
+    dais_modelstore *s = start(2, 64 << 10, 5000, 0);
+    uint8_t *buf = malloc(msize);
+    assert_non_null(buf);
+    for (int round = 0; round < 2; round++) { /* the second is served the file made once */
+        memset(buf, 0, msize);
+        fw_download(fw_ask_layers(s, "st", 0, 2, 5), "st", rsha, rsize, 0, 64 << 10, buf);
+        assert_memory_equal(buf, rbytes, rsize);
+    }
+    /* resumed, and asked by the source's hash */
+    fw_download(fw_ask_layers(s, msha, 1000, 2, 5), "st", rsha, rsize, 1000, 64 << 10, buf);
+    assert_memory_equal(buf + 1000, rbytes + 1000, rsize - 1000);
+    /* the whole range is the file itself */
+    fw_download(fw_ask_layers(s, "st", 0, 0, 5), "st", msha, msize, 0, 64 << 10, buf);
+    assert_memory_equal(buf, mbytes, msize);
+    fw_expect_error(fw_ask_layers(s, "st", 0, 3, 9), "bad_request", "has 5 layers");
+    fw_expect_error(fw_ask_layers(s, "a", 0, 0, 1), "bad_request", NULL);
+    /* A proof for the whole file does not pass for a shard. */
+    int fd = fw_connect(s);
+    dais_msg_sync_req q;
+    make_req(&q, "st", 0, TOKEN, dais_wall_ms());
+    q.layer_first = 2;
+    q.layer_last = 5;
+    fw_send_req(fd, &q);
+    fw_expect_error(fd, "bad_token", NULL);
+    dais_modelstore_stop(s);
+
+    /* stop removed the generated files and their directory */
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", tmpdir);
+    assert_int_equal(system(cmd), 0);
+    if (saved[0] != '\0')
+        setenv("TMPDIR", saved, 1);
+    else
+        unsetenv("TMPDIR");
+    rmdir(tmpdir);
+    unlink(model);
+    free(buf);
+    free(rbytes);
+    free(mbytes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_busy_idle_and_stop),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_shards),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
