@@ -130,8 +130,12 @@ struct dais_mreq {
     int32_t n_stages;
     dais_mstage stages[DAIS_MAX_STAGES - 1];
     char seq_id[DAIS_REQUEST_ID_MAX + 1]; /* the stages' sequence id: "<id>.<attempt>" */
-    int32_t chunk;                        /* most positions per SHARD_ACTIVATION */
-    int32_t waiting_stage;                /* stage last fed (for a stall's blame), -1 = last */
+    /* The request's id on its worker for this attempt: `id` for the first dispatch, then
+     * "<id>.<attempt>", so frames of an earlier attempt still winding down on the same worker
+     * (a cancelled one sends its final frame later) never match the new one. */
+    char wid[DAIS_REQUEST_ID_MAX + 1];
+    int32_t chunk;         /* most positions per SHARD_ACTIVATION */
+    int32_t waiting_stage; /* stage last fed (for a stall's blame), -1 = last */
     char stage_ids[DAIS_MAX_STAGES * (DAIS_NODE_ID_MAX + 3)]; /* "\"w0\",\"w1\"" for the reply */
 };
 

@@ -262,7 +262,7 @@ static void req_free(dais_mreq *r)
 
 static void send_cancel(dais_mreq *r, const char *reason)
 {
-    if (r->worker != NULL) cancel_on(r->m, r->worker, r->id, reason);
+    if (r->worker != NULL) cancel_on(r->m, r->worker, r->wid, reason);
 }
 
 /* ---- replies ------------------------------------------------------------------------------ */
@@ -489,7 +489,11 @@ static int dispatch(dais_mreq *r, dais_worker *w, dais_worker *const *stages, in
     if (msg == NULL) return DAIS_ENOMEM;
     dais_msg_infer_req q;
     memset(&q, 0, sizeof(q));
-    snprintf(q.request_id, sizeof(q.request_id), "%s", r->id);
+    if (r->attempts == 0)
+        snprintf(r->wid, sizeof(r->wid), "%s", r->id);
+    else
+        snprintf(r->wid, sizeof(r->wid), "%s.%u", r->id, r->attempts + 1);
+    snprintf(q.request_id, sizeof(q.request_id), "%s", r->wid);
     snprintf(q.model, sizeof(q.model), "%s", r->model);
     q.add_bos = true;
     q.params = r->api.params;
@@ -1001,7 +1005,7 @@ void dais_router_submit(dais_master *m, dais_http_req *http, dais_api_request *a
 static dais_mreq *find_on_worker(dais_worker *w, const char *id)
 {
     for (dais_mreq *r = w->reqs; r != NULL; r = r->wnext)
-        if (strcmp(r->id, id) == 0) return r;
+        if (strcmp(r->wid, id) == 0) return r;
     return NULL;
 }
 
@@ -1168,7 +1172,7 @@ int dais_router_on_shard(dais_master *m, dais_worker *w, const dais_msg *msg)
         bool to_last = i + 1 >= r->n_stages;
         dais_worker *next = to_last ? r->worker : r->stages[i + 1].w;
         r->waiting_stage = to_last ? -1 : i + 1;
-        if (send_shard(r, next, to_last ? r->id : r->seq_id, DAIS_SHARD_HIDDEN, a.pos, a.n_tokens,
+        if (send_shard(r, next, to_last ? r->wid : r->seq_id, DAIS_SHARD_HIDDEN, a.pos, a.n_tokens,
                        NULL, msg->bin, msg->bin_len, a.dim) != 0) {
             if (to_last) {
                 dais_worker *last = r->worker;
@@ -1297,6 +1301,17 @@ void dais_router_on_error(dais_master *m, dais_worker *w, const dais_msg_error *
             return;
         }
         if (code == DAIS_PERR_DRAINING) w->draining = true;
+        if (code == DAIS_PERR_BUSY || code == DAIS_PERR_DRAINING) {
+            /* full or leaving, not broken: the attempt ends without blame, routed again */
+            dais_worker *last = r->worker;
+            DAIS_DEBUG("request %s: stage %s answered %s; routing again", r->id, w->id, e->code);
+            send_cancel(r, "stage_busy");
+            worker_unlink(r, O_NEUTRAL);
+            dais_counter_inc(m->mx.retries);
+            recover_or_fail(r, why);
+            if (last != NULL) dais_router_worker_ready(m, last);
+            return;
+        }
         stage_failed(r, i, why);
         return;
     }

@@ -970,6 +970,19 @@ void dais_sched_free(dais_sched *s)
     free(s);
 }
 
+/* Requests queued or in slots that are not cancelled. A cancelled one is about to free its
+ * place (at the engine's next step), so admission does not count it: a master that ends a
+ * request and sends the next one at once is not told busy. */
+static int32_t live_locked(dais_sched *s)
+{
+    int32_t n = 0;
+    for (sreq *q = s->pend_head; q != NULL; q = q->next)
+        n += !q->cancel;
+    for (int32_t i = 0; i < s->cfg.slots; i++)
+        n += s->slots[i].req != NULL && !s->slots[i].req->cancel;
+    return n;
+}
+
 /* A request id is a duplicate when a live (not cancelled) request of the same owner has it;
  * requests of a closed connection that are still winding down do not count, so a master that
  * reconnects may resend the same id at once. */
@@ -1027,7 +1040,7 @@ int dais_sched_submit(dais_sched *s, dais_msg_infer_req *req, uint64_t owner, ui
         *perr = DAIS_PERR_DRAINING;
         snprintf(msg, msg_cap, "worker is draining");
         rc = DAIS_EBUSY;
-    } else if (s->n_pend + s->n_active >= s->cfg.slots + s->cfg.queue) {
+    } else if (live_locked(s) >= s->cfg.slots + s->cfg.queue) {
         *perr = DAIS_PERR_BUSY;
         snprintf(msg, msg_cap, "all %d slots and %d queue places are taken", s->cfg.slots,
                  s->cfg.queue);
@@ -1122,7 +1135,7 @@ int dais_sched_shard_input(dais_sched *s, dais_msg_shard *a, uint64_t owner, uin
                        "no sequence '%s' is open (input at position %d; a sequence opens at 0)",
                        a->request_id, a->pos);
         if (s->closed) SHARD_FAIL(DAIS_PERR_DRAINING, "worker is draining");
-        if (s->n_pend + s->n_active >= s->cfg.slots + s->cfg.queue)
+        if (live_locked(s) >= s->cfg.slots + s->cfg.queue)
             SHARD_FAIL(DAIS_PERR_BUSY, "all %d slots and %d queue places are taken", s->cfg.slots,
                        s->cfg.queue);
         q = fresh;
