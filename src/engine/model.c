@@ -28,6 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 /* ============================================================================================
  * Structures
@@ -67,6 +70,11 @@ struct dais_model {
     pthread_mutex_t hash_mu;
     bool hash_done;
     char hash[65];
+    /* The file's identity when it was mapped (stat before and after the open agreed), for the
+     * hash cache; id_ok false: unknown, the cache is not used. */
+    bool id_ok;
+    uint64_t id_dev, id_ino, id_size;
+    int64_t id_mtime_s, id_mtime_ns;
 };
 
 struct dais_kv {
@@ -418,8 +426,22 @@ static dais_model *load(const char *path, bool allow_shard, dais_err *err)
         return NULL;
     }
     pthread_mutex_init(&m->hash_mu, NULL);
+    struct stat before, after;
+    bool stat_ok = stat(path, &before) == 0;
     m->g = dais_gguf_open(path, err);
     if (m->g == NULL) goto fail;
+    if (stat_ok && stat(path, &after) == 0 && before.st_dev == after.st_dev &&
+        before.st_ino == after.st_ino && before.st_size == after.st_size &&
+        before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+        before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+        (uint64_t)after.st_size == dais_gguf_file_size(m->g)) {
+        m->id_ok = true;
+        m->id_dev = (uint64_t)after.st_dev;
+        m->id_ino = (uint64_t)after.st_ino;
+        m->id_size = (uint64_t)after.st_size;
+        m->id_mtime_s = (int64_t)after.st_mtim.tv_sec;
+        m->id_mtime_ns = (int64_t)after.st_mtim.tv_nsec;
+    }
     dais_hparams *hp = &m->hp;
     if (read_hparams(m->g, hp, err)) goto fail;
     m->q_dim = hp->n_heads * hp->head_dim;
@@ -579,12 +601,82 @@ static const uint8_t *file_base(const dais_model *m)
     return (const uint8_t *)t->data - t->offset - dais_gguf_data_offset(m->g);
 }
 
+/* ---- the hash cache ------------------------------------------------------------------------
+ * Hashing a model file costs about 0.6 s per GB at every start. The result is kept in
+ * $XDG_CACHE_HOME/dais/hashes (or ~/.cache/dais/hashes), one small file per model file named by
+ * its device and inode, holding its size, modification time and SHA-256: the hash is reused
+ * only while all of them still match (the quick check rsync and make rely on). Best effort: a
+ * cache that cannot be read or written is simply not used. DAIS_HASH_CACHE=0 turns it off. */
+
+static bool hash_cache_path(const dais_model *m, char *out, size_t cap, bool make_dirs)
+{
+    const char *off = getenv("DAIS_HASH_CACHE");
+    if (!m->id_ok || (off != NULL && strcmp(off, "0") == 0)) return false;
+    char dir[PATH_MAX];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg != NULL && xdg[0] == '/')
+        n = snprintf(dir, sizeof(dir), "%s/dais/hashes", xdg);
+    else if (home != NULL && home[0] == '/')
+        n = snprintf(dir, sizeof(dir), "%s/.cache/dais/hashes", home);
+    else
+        return false;
+    if (n < 0 || (size_t)n >= sizeof(dir)) return false;
+    if (make_dirs) {
+        /* each missing component, 0700 */
+        for (char *q = dir + 1; *q != '\0'; q++) {
+            if (*q != '/') continue;
+            *q = '\0';
+            mkdir(dir, 0700);
+            *q = '/';
+        }
+        mkdir(dir, 0700);
+    }
+    n = snprintf(out, cap, "%s/%llx-%llx", dir, (unsigned long long)m->id_dev,
+                 (unsigned long long)m->id_ino);
+    return n > 0 && (size_t)n < cap;
+}
+
+static bool hash_cache_get(const dais_model *m, char hex[65])
+{
+    char path[PATH_MAX + 64];
+    if (!hash_cache_path(m, path, sizeof(path), false)) return false;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return false;
+    unsigned long long size = 0;
+    long long ms = 0, mns = 0;
+    char h[80];
+    bool ok = fscanf(f, "%llu %lld %lld %70s", &size, &ms, &mns, h) == 4;
+    fclose(f);
+    if (!ok || size != m->id_size || ms != m->id_mtime_s || mns != m->id_mtime_ns ||
+        strlen(h) != 64)
+        return false;
+    for (int i = 0; i < 64; i++)
+        if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) return false;
+    memcpy(hex, h, 65);
+    return true;
+}
+
+static void hash_cache_put(const dais_model *m, const char hex[65])
+{
+    char path[PATH_MAX + 64], tmp[PATH_MAX + 96];
+    if (!hash_cache_path(m, path, sizeof(path), true)) return;
+    snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) return;
+    bool ok = fprintf(f, "%llu %lld %lld %s\n", (unsigned long long)m->id_size,
+                      (long long)m->id_mtime_s, (long long)m->id_mtime_ns, hex) > 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
 const char *dais_model_hash(const dais_model *m)
 {
     /* The cache fields are logically const: written once, under the mutex. */
     dais_model *mm = (dais_model *)m;
     const char *res = NULL;
     pthread_mutex_lock(&mm->hash_mu);
+    if (!mm->hash_done && hash_cache_get(m, mm->hash)) mm->hash_done = true;
     if (!mm->hash_done) {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned char dg[EVP_MAX_MD_SIZE];
@@ -607,6 +699,7 @@ const char *dais_model_hash(const dais_model *m)
             for (unsigned i = 0; i < 32; i++)
                 snprintf(mm->hash + 2 * i, 3, "%02x", dg[i]);
             mm->hash_done = true;
+            hash_cache_put(m, mm->hash);
         }
     }
     if (mm->hash_done) res = mm->hash;

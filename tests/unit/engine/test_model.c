@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 static char tmpdir[64];
 
@@ -49,7 +51,11 @@ static int setup(void **state)
 {
     (void)state;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dais_test_model_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    if (mkdtemp(tmpdir) == NULL) return -1;
+    /* the model-hash cache goes into the test's directory, not the user's */
+    setenv("XDG_CACHE_HOME", tmpdir, 1);
+    unsetenv("DAIS_HASH_CACHE");
+    return 0;
 }
 
 static int teardown(void **state)
@@ -1083,6 +1089,63 @@ static void test_synth_errors(void **s)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The hash cache: a model's SHA-256 is kept under $XDG_CACHE_HOME/dais/hashes keyed by the
+ * file's device and inode and reused only while its size and modification time match. */
+static void test_hash_cache(void **s)
+{
+    (void)s;
+    dais_synth_params p = shape(DAIS_Q8_0);
+    const char *path = synth("cached.gguf", &p);
+    dais_model *m = load(path);
+    char real[65];
+    snprintf(real, sizeof real, "%s", dais_model_hash(m));
+    dais_model_free(m);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    char entry[512];
+    snprintf(entry, sizeof entry, "%s/dais/hashes/%llx-%llx", tmpdir, (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    FILE *f = fopen(entry, "r");
+    assert_non_null(f); /* written by the first hash */
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_non_null(strstr(line, real));
+
+    /* the entry is what a second load uses (shown by planting another hash in it) */
+    const char *fake = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    f = fopen(entry, "w");
+    fprintf(f, "%llu %lld %lld %s\n", (unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec,
+            (long long)st.st_mtim.tv_nsec, fake);
+    fclose(f);
+    m = load(path);
+    assert_string_equal(dais_model_hash(m), fake);
+    dais_model_free(m);
+    /* turned off: hashed again */
+    setenv("DAIS_HASH_CACHE", "0", 1);
+    m = load(path);
+    assert_string_equal(dais_model_hash(m), real);
+    dais_model_free(m);
+    unsetenv("DAIS_HASH_CACHE");
+    /* a changed modification time makes the entry stale: hashed again, entry rewritten */
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {st.st_mtim.tv_sec + 10, 5}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+    m = load(path);
+    assert_string_equal(dais_model_hash(m), real);
+    dais_model_free(m);
+    f = fopen(entry, "r");
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_non_null(strstr(line, real));
+    /* a malformed entry is ignored */
+    f = fopen(entry, "w");
+    fprintf(f, "garbage\n");
+    fclose(f);
+    m = load(path);
+    assert_string_equal(dais_model_hash(m), real);
+    dais_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1101,6 +1164,7 @@ int main(void)
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_hash_and_weight_bytes),
+        cmocka_unit_test(test_hash_cache),
         cmocka_unit_test(test_synth_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
