@@ -472,9 +472,11 @@ static bool on_frame(dais_mconn *c, const dais_msg *msg)
     case DAIS_MSG_MODEL_UPDATE:
     case DAIS_MSG_MODEL_SYNC_REQUEST:
     case DAIS_MSG_MODEL_SYNC_CHUNK: {
+        /* model sync has its own port (8890); MODEL_UPDATE is reserved (docs/protocol.md) */
         char text[96];
-        snprintf(text, sizeof(text), "%s is not implemented by this master",
-                 dais_msg_type_name(msg->type));
+        snprintf(text, sizeof(text), "%s is not served on the cluster port%s",
+                 dais_msg_type_name(msg->type),
+                 msg->type == DAIS_MSG_MODEL_UPDATE ? "" : " (model sync is on --sync-port)");
         send_proto_error(c, "unsupported", text);
         return true;
     }
