@@ -1131,12 +1131,13 @@ static void stage_failed(dais_mreq *r, int32_t i, const char *why)
     DAIS_WARN("request %s: pipeline stage %d (%s) failed: %s", r->id, i, id, why);
     r->stages[i].blamed = true;
     if (sw != NULL) sw->failures_total++;
+    dais_master *m = r->m;
     dais_worker *last = r->worker;
     send_cancel(r, "stage_failed");
     worker_unlink(r, O_NEUTRAL);
     snprintf(r->worker_id, sizeof(r->worker_id), "%s", id);
-    recover_or_fail(r, why);
-    if (last != NULL) dais_router_worker_ready(r->m, last);
+    recover_or_fail(r, why); /* may free r */
+    if (last != NULL) dais_router_worker_ready(m, last);
 }
 
 static dais_mstage *find_stage(dais_worker *w, const char *seq_id)
