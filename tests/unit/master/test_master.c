@@ -225,6 +225,9 @@ static dais_msg *frame_recv(int fd)
 }
 
 /* Connects and sends NODE_DISCOVERY; returns the master's answer. */
+/* The layer range the next fw_register announces; -1: the whole model. */
+static int32_t g_layer_first = -1, g_layer_last = -1;
+
 static dais_msg *fw_register(fake_worker *w, const char *id, const char *token, const char *model)
 {
     memset(w, 0, sizeof(*w));
@@ -252,8 +255,8 @@ static dais_msg *fw_register(fake_worker *w, const char *id, const char *token, 
     memset(d.model.hash, 'a', 64);
     d.model.n_vocab = 512;
     d.model.n_layers = 5;
-    d.model.layer_first = 0;
-    d.model.layer_last = 5;
+    d.model.layer_first = g_layer_first >= 0 ? g_layer_first : 0;
+    d.model.layer_last = g_layer_last >= 0 ? g_layer_last : 5;
     d.model.n_ctx_train = 512;
     d.n_ctx = 512;
     d.slots = 2;
@@ -942,6 +945,151 @@ static void test_garbage_on_cluster_port(void **state)
     http_free(&r);
 }
 
+/* Reads frames from w until one of `type` arrives (CANCELs for earlier attempts may come
+ * first). */
+static dais_msg *fw_expect_type(fake_worker *w, enum dais_msg_type type)
+{
+    for (int i = 0; i < 16; i++) {
+        dais_msg *m = frame_recv(w->tcp);
+        assert_non_null(m);
+        if (m->type == type) return m;
+        dais_msg_free(m);
+    }
+    fail_msg("no %s arrived", dais_msg_type_name(type));
+    return NULL;
+}
+
+static void fw_shard(fake_worker *w, const char *id, enum dais_shard_kind kind, int32_t pos,
+                     int32_t n, const int32_t *tokens, const float *hidden, int32_t dim)
+{
+    dais_msg_shard a = {.kind = kind, .pos = pos, .n_tokens = n, .dim = dim};
+    snprintf(a.request_id, sizeof(a.request_id), "%s", id);
+    a.tokens = (int32_t *)tokens;
+    a.hidden = (float *)hidden;
+    dais_msg *m = dais_msg_new(DAIS_MSG_SHARD_ACTIVATION, w->id, "master");
+    assert_int_equal(dais_shard_encode(&a, m), 0);
+    frame_send(w->tcp, m);
+    dais_msg_free(m);
+}
+
+/* Two fake stages, [0,2) and [2,5): the master sends the request to the last stage with
+ * pipeline set, relays the prompt ids, the hidden states and the next token, closes the first
+ * stage's sequence when the request ends; a first stage that keeps failing ends the request
+ * with 503 after its attempts (and the master survives freeing it mid-failure). */
+static void test_pipeline_relay_and_stage_failure(void **state)
+{
+    (void)state;
+    fake_worker head, tail;
+    g_layer_first = 0, g_layer_last = 2;
+    dais_msg *m = fw_register(&head, "head", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    g_layer_first = 2, g_layer_last = 5;
+    m = fw_register(&tail, "tail", TOKEN, MODEL);
+    assert_int_equal(m->type, DAIS_MSG_NODE_ACCEPT);
+    dais_msg_free(m);
+    g_layer_first = g_layer_last = -1;
+    fw_heartbeats(&head, 120);
+    fw_heartbeats(&tail, 120);
+    assert_true(wait_state("head", "active", 1000) && wait_state("tail", "active", 1000));
+
+    int fd = tcp_connect(g_http);
+    http_send(fd, "POST", "/api/inference",
+              "{\"prompt\":\"x\",\"max_tokens\":2,\"temperature\":0}");
+    dais_msg_infer_req q;
+    fw_expect_request(&tail, &q);
+    assert_true(q.pipeline);
+    char rid[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(rid, sizeof(rid), "%s", q.request_id);
+    dais_infer_req_clear(&q);
+    static const int32_t prompt[3] = {1, 403, 407}, t1[1] = {261};
+    fw_respond(&tail, rid, 0, false, true, "", prompt, 3, DAIS_FINISH_NONE);
+    /* the prompt's ids reach the first stage under the attempt's sequence id */
+    m = fw_expect_type(&head, DAIS_MSG_SHARD_ACTIVATION);
+    dais_msg_shard a;
+    dais_err err;
+    assert_int_equal(dais_shard_decode(m, &a, &err), 0);
+    dais_msg_free(m);
+    assert_int_equal(a.kind, DAIS_SHARD_TOKENS);
+    assert_int_equal(a.pos, 0);
+    assert_int_equal(a.n_tokens, 3);
+    assert_memory_equal(a.tokens, prompt, sizeof(prompt));
+    char sid[DAIS_REQUEST_ID_MAX + 1];
+    snprintf(sid, sizeof(sid), "%s", a.request_id);
+    assert_true(strncmp(sid, rid, strlen(rid)) == 0 && sid[strlen(rid)] == '.');
+    dais_shard_clear(&a);
+    /* its hidden states go on to the last stage, under the request's id, bytes unchanged */
+    float h[3 * 4];
+    for (int i = 0; i < 12; i++)
+        h[i] = (float)i * 0.5f - 1.0f;
+    fw_shard(&head, sid, DAIS_SHARD_HIDDEN, 0, 3, NULL, h, 4);
+    m = fw_expect_type(&tail, DAIS_MSG_SHARD_ACTIVATION);
+    assert_int_equal(dais_shard_decode(m, &a, &err), 0);
+    dais_msg_free(m);
+    assert_string_equal(a.request_id, rid);
+    assert_int_equal(a.kind, DAIS_SHARD_HIDDEN);
+    assert_int_equal(a.dim, 4);
+    assert_memory_equal(a.hidden, h, sizeof(h));
+    dais_shard_clear(&a);
+    /* the last stage's next token goes round to the first stage at its position */
+    fw_shard(&tail, rid, DAIS_SHARD_TOKENS, 3, 1, t1, NULL, 0);
+    m = fw_expect_type(&head, DAIS_MSG_SHARD_ACTIVATION);
+    assert_int_equal(dais_shard_decode(m, &a, &err), 0);
+    dais_msg_free(m);
+    assert_string_equal(a.request_id, sid);
+    assert_int_equal(a.pos, 3);
+    assert_int_equal(a.tokens[0], 261);
+    dais_shard_clear(&a);
+    /* the answer ends; the first stage is told to close its sequence */
+    fw_respond(&tail, rid, 1, true, false, "Once", t1, 1, DAIS_FINISH_LENGTH);
+    http_resp r;
+    http_read(fd, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"stages\":[\"head\",\"tail\"]"));
+    http_free(&r);
+    m = fw_expect_type(&head, DAIS_MSG_CANCEL);
+    dais_msg_cancel c;
+    assert_int_equal(dais_cancel_decode(m, &c, &err), 0);
+    dais_msg_free(m);
+    assert_string_equal(c.request_id, sid);
+    assert_string_equal(c.reason, "done");
+
+    /* a first stage that fails every attempt: each ends on both stages, then 503 */
+    http_send(fd, "POST", "/api/inference", "{\"prompt\":\"x\",\"max_tokens\":2}");
+    for (int attempt = 0; attempt < 3; attempt++) {
+        fw_expect_request(&tail, &q);
+        snprintf(rid, sizeof(rid), "%s", q.request_id);
+        dais_infer_req_clear(&q);
+        fw_respond(&tail, rid, 0, false, true, "", prompt, 3, DAIS_FINISH_NONE);
+        m = fw_expect_type(&head, DAIS_MSG_SHARD_ACTIVATION);
+        assert_int_equal(dais_shard_decode(m, &a, &err), 0);
+        dais_msg_free(m);
+        dais_msg *e = dais_msg_new(DAIS_MSG_ERROR, "head", "master");
+        dais_msg_error me;
+        memset(&me, 0, sizeof(me));
+        snprintf(me.code, sizeof(me.code), "internal");
+        snprintf(me.message, sizeof(me.message), "stage broke");
+        snprintf(me.request_id, sizeof(me.request_id), "%s", a.request_id);
+        dais_shard_clear(&a);
+        assert_int_equal(dais_error_encode(&me, e), 0);
+        frame_send(head.tcp, e);
+        dais_msg_free(e);
+        m = fw_expect_type(&tail, DAIS_MSG_CANCEL); /* the last stage drops its attempt */
+        assert_int_equal(dais_cancel_decode(m, &c, &err), 0);
+        dais_msg_free(m);
+        assert_string_equal(c.request_id, rid);
+    }
+    http_read(fd, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "worker_failed"));
+    assert_non_null(strstr(r.body, "stage broke"));
+    http_free(&r);
+    close(fd);
+    fw_close(&head);
+    fw_close(&tail);
+    assert_true(wait_state("tail", "dead", 2000) || !wait_state("tail", "active", 100));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -955,6 +1103,7 @@ int main(void)
         cmocka_unit_test(test_stalled_worker_failover),
         cmocka_unit_test(test_forged_datagrams_dropped),
         cmocka_unit_test(test_garbage_on_cluster_port),
+        cmocka_unit_test(test_pipeline_relay_and_stage_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
