@@ -48,6 +48,23 @@ typedef struct layer {
     dais_matrix w_down;     /* (dim rows, ffn_dim) */
 } layer;
 
+/* What the hash cache keys a file by (see dais_model_hash). */
+typedef struct file_id {
+    bool ok;
+    uint64_t dev, ino, size;
+    int64_t mtime_s, mtime_ns;
+} file_id;
+
+static void file_id_of(const struct stat *st, file_id *id)
+{
+    id->ok = true;
+    id->dev = (uint64_t)st->st_dev;
+    id->ino = (uint64_t)st->st_ino;
+    id->size = (uint64_t)st->st_size;
+    id->mtime_s = (int64_t)st->st_mtim.tv_sec;
+    id->mtime_ns = (int64_t)st->st_mtim.tv_nsec;
+}
+
 struct dais_model {
     dais_gguf *g;
     dais_tokenizer *tok;
@@ -71,10 +88,8 @@ struct dais_model {
     bool hash_done;
     char hash[65];
     /* The file's identity when it was mapped (stat before and after the open agreed), for the
-     * hash cache; id_ok false: unknown, the cache is not used. */
-    bool id_ok;
-    uint64_t id_dev, id_ino, id_size;
-    int64_t id_mtime_s, id_mtime_ns;
+     * hash cache; fid.ok false: unknown, the cache is not used. */
+    file_id fid;
 };
 
 struct dais_kv {
@@ -434,14 +449,8 @@ static dais_model *load(const char *path, bool allow_shard, dais_err *err)
         before.st_ino == after.st_ino && before.st_size == after.st_size &&
         before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
         before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
-        (uint64_t)after.st_size == dais_gguf_file_size(m->g)) {
-        m->id_ok = true;
-        m->id_dev = (uint64_t)after.st_dev;
-        m->id_ino = (uint64_t)after.st_ino;
-        m->id_size = (uint64_t)after.st_size;
-        m->id_mtime_s = (int64_t)after.st_mtim.tv_sec;
-        m->id_mtime_ns = (int64_t)after.st_mtim.tv_nsec;
-    }
+        (uint64_t)after.st_size == dais_gguf_file_size(m->g))
+        file_id_of(&after, &m->fid);
     dais_hparams *hp = &m->hp;
     if (read_hparams(m->g, hp, err)) goto fail;
     m->q_dim = hp->n_heads * hp->head_dim;
@@ -608,10 +617,10 @@ static const uint8_t *file_base(const dais_model *m)
  * only while all of them still match (the quick check rsync and make rely on). Best effort: a
  * cache that cannot be read or written is simply not used. DAIS_HASH_CACHE=0 turns it off. */
 
-static bool hash_cache_path(const dais_model *m, char *out, size_t cap, bool make_dirs)
+static bool hash_cache_path(const file_id *id, char *out, size_t cap, bool make_dirs)
 {
     const char *off = getenv("DAIS_HASH_CACHE");
-    if (!m->id_ok || (off != NULL && strcmp(off, "0") == 0)) return false;
+    if (!id->ok || (off != NULL && strcmp(off, "0") == 0)) return false;
     char dir[PATH_MAX];
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     int n;
@@ -632,15 +641,15 @@ static bool hash_cache_path(const dais_model *m, char *out, size_t cap, bool mak
         }
         mkdir(dir, 0700);
     }
-    n = snprintf(out, cap, "%s/%llx-%llx", dir, (unsigned long long)m->id_dev,
-                 (unsigned long long)m->id_ino);
+    n = snprintf(out, cap, "%s/%llx-%llx", dir, (unsigned long long)id->dev,
+                 (unsigned long long)id->ino);
     return n > 0 && (size_t)n < cap;
 }
 
-static bool hash_cache_get(const dais_model *m, char hex[65])
+static bool hash_cache_get(const file_id *id, char hex[65])
 {
     char path[PATH_MAX + 64];
-    if (!hash_cache_path(m, path, sizeof(path), false)) return false;
+    if (!hash_cache_path(id, path, sizeof(path), false)) return false;
     FILE *f = fopen(path, "r");
     if (f == NULL) return false;
     unsigned long long size = 0;
@@ -648,8 +657,7 @@ static bool hash_cache_get(const dais_model *m, char hex[65])
     char h[80];
     bool ok = fscanf(f, "%llu %lld %lld %70s", &size, &ms, &mns, h) == 4;
     fclose(f);
-    if (!ok || size != m->id_size || ms != m->id_mtime_s || mns != m->id_mtime_ns ||
-        strlen(h) != 64)
+    if (!ok || size != id->size || ms != id->mtime_s || mns != id->mtime_ns || strlen(h) != 64)
         return false;
     for (int i = 0; i < 64; i++)
         if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) return false;
@@ -657,17 +665,35 @@ static bool hash_cache_get(const dais_model *m, char hex[65])
     return true;
 }
 
-static void hash_cache_put(const dais_model *m, const char hex[65])
+static void hash_cache_put(const file_id *id, const char hex[65])
 {
     char path[PATH_MAX + 64], tmp[PATH_MAX + 96];
-    if (!hash_cache_path(m, path, sizeof(path), true)) return;
+    if (!hash_cache_path(id, path, sizeof(path), true)) return;
     snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (f == NULL) return;
-    bool ok = fprintf(f, "%llu %lld %lld %s\n", (unsigned long long)m->id_size,
-                      (long long)m->id_mtime_s, (long long)m->id_mtime_ns, hex) > 0;
+    bool ok = fprintf(f, "%llu %lld %lld %s\n", (unsigned long long)id->size,
+                      (long long)id->mtime_s, (long long)id->mtime_ns, hex) > 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+bool dais_model_hash_cache_lookup(const char *path, char hex[65])
+{
+    struct stat st;
+    file_id id = {0};
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    file_id_of(&st, &id);
+    return hash_cache_get(&id, hex);
+}
+
+void dais_model_hash_cache_store(const char *path, const char hex[65])
+{
+    struct stat st;
+    file_id id = {0};
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    file_id_of(&st, &id);
+    hash_cache_put(&id, hex);
 }
 
 const char *dais_model_hash(const dais_model *m)
@@ -676,7 +702,7 @@ const char *dais_model_hash(const dais_model *m)
     dais_model *mm = (dais_model *)m;
     const char *res = NULL;
     pthread_mutex_lock(&mm->hash_mu);
-    if (!mm->hash_done && hash_cache_get(m, mm->hash)) mm->hash_done = true;
+    if (!mm->hash_done && hash_cache_get(&m->fid, mm->hash)) mm->hash_done = true;
     if (!mm->hash_done) {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned char dg[EVP_MAX_MD_SIZE];
@@ -699,7 +725,7 @@ const char *dais_model_hash(const dais_model *m)
             for (unsigned i = 0; i < 32; i++)
                 snprintf(mm->hash + 2 * i, 3, "%02x", dg[i]);
             mm->hash_done = true;
-            hash_cache_put(m, mm->hash);
+            hash_cache_put(&m->fid, mm->hash);
         }
     }
     if (mm->hash_done) res = mm->hash;

@@ -97,6 +97,11 @@ const dais_gguf *dais_model_gguf(const dais_model *m);
  * first call, by streaming the mapped file through OpenSSL (about 0.6 s per GB here), then cached;
  * any thread (a mutex serialises the first computation). Returns NULL only if OpenSSL fails. */
 const char *dais_model_hash(const dais_model *m);
+/* The hash cache behind dais_model_hash (docs/engine.md), for a file by path: lookup fills hex
+ * (64 lowercase hex digits + NUL) from a valid entry and returns true; store records hex as the
+ * hash of the file as it is now (for a caller that has just verified it). Best effort. */
+bool dais_model_hash_cache_lookup(const char *path, char hex[65]);
+void dais_model_hash_cache_store(const char *path, const char hex[65]);
 /* Bytes of weights one forward pass over all layers the file holds reads for one token (every
  * layer matrix and norm, the output norm and matrix, one embedding row — the last two only when
  * held), for bandwidth figures. */

@@ -1,5 +1,6 @@
 /* Downloading the model from the master's sync port before the worker starts (modelsync.h). */
 #include "worker/modelsync.h"
+#include "engine/model.h"
 
 #include "common/backoff.h"
 #include "common/clock.h"
@@ -350,7 +351,10 @@ static enum outcome check_dest(pull *p, dais_err *err)
         }
         if (master_size == size) {
             uint64_t t0 = dais_now_ns();
-            if (hash_file(p->dest, size, ours, err) != 0) return PULL_FAIL;
+            if (!dais_model_hash_cache_lookup(p->dest, ours)) {
+                if (hash_file(p->dest, size, ours, err) != 0) return PULL_FAIL;
+                dais_model_hash_cache_store(p->dest, ours);
+            }
             same = strcmp(ours, master_sha) == 0;
             DAIS_DEBUG("model sync: hashed %s in %.2f s", p->dest,
                        (double)(dais_now_ns() - t0) / 1e9);
@@ -528,6 +532,7 @@ static enum outcome download(pull *p, dais_err *err)
         goto out;
     }
     fsync_dir_of(p->dest);
+    dais_model_hash_cache_store(p->dest, sha); /* verified: the load need not hash it again */
     DAIS_INFO("model sync: downloaded '%s' into %s: %.1f MB in %.2f s (%.1f MB/s), sha256 %s "
               "verified",
               model, p->dest, mb(size - offset), secs, secs > 0 ? mb(size - offset) / secs : 0.0,

@@ -1137,6 +1137,14 @@ static void test_hash_cache(void **s)
     assert_non_null(fgets(line, sizeof line, f));
     fclose(f);
     assert_non_null(strstr(line, real));
+    /* by path, for a caller that verified the file itself (model sync) */
+    char hex[65];
+    assert_true(dais_model_hash_cache_lookup(path, hex));
+    assert_string_equal(hex, real);
+    dais_model_hash_cache_store(path, fake);
+    assert_true(dais_model_hash_cache_lookup(path, hex));
+    assert_string_equal(hex, fake);
+    assert_false(dais_model_hash_cache_lookup(tmp_path("no-such-file"), hex));
     /* a malformed entry is ignored */
     f = fopen(entry, "w");
     fprintf(f, "garbage\n");
