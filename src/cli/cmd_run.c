@@ -464,6 +464,13 @@ int dais_cmd_run(int argc, char **argv)
         if (fds[i] >= 0) continue;
         bool udp = i == P_HB || (i >= P_FIXED && (i - P_FIXED) % 2 == 0);
         fds[i] = hold_port(udp ? SOCK_DGRAM : SOCK_STREAM, 0, &ports[i]);
+        if (fds[i] >= 0 && ports[i] == o.port) {
+            /* The API port is not bound yet, so the kernel may offer it: keep it held while
+             * taking another. */
+            int api = fds[i];
+            fds[i] = hold_port(udp ? SOCK_DGRAM : SOCK_STREAM, 0, &ports[i]);
+            close(api);
+        }
         if (fds[i] < 0 || ports[i] == o.port) {
             fprintf(stderr, "dais run: cannot find a free port: %s\n", strerror(errno));
             for (int k = 0; k < n_ports; k++)
