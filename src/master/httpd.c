@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "master/http_parse.h"
+#include "master/sendnow.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -248,37 +249,6 @@ static void start_closing(conn *c)
 
 /* ---- writing responses ------------------------------------------------------------------ */
 
-/* Writes as much of `out` as the socket takes now: non-blocking, and without SIGPIPE for a
- * peer that is gone. Returns false on a socket error other than "try again". */
-static bool out_send(struct evbuffer *out, evutil_socket_t fd)
-{
-    while (evbuffer_get_length(out) > 0) {
-        struct evbuffer_iovec v[16];
-        struct iovec iov[16];
-        int n = evbuffer_peek(out, -1, NULL, v, 16);
-        if (n > 16) n = 16;
-        size_t total = 0;
-        for (int i = 0; i < n; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-            total += v[i].iov_len;
-        }
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)n;
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-        /* A bufferevent freezes the front of its output buffer; libevent's own write thaws
-         * it the same way around the drain. */
-        evbuffer_unfreeze(out, 1);
-        evbuffer_drain(out, (size_t)w);
-        evbuffer_freeze(out, 1);
-        if ((size_t)w < total) break; /* the socket is full */
-    }
-    return true;
-}
-
 /* Sends queued output at once, from the caller's stack, instead of enabling EV_WRITE and
  * waiting a loop turn for writability (an epoll_ctl to add the event, an epoll_wait, a writev
  * and an epoll_ctl to remove it, per response). EV_WRITE is enabled only while output is left
@@ -291,7 +261,7 @@ static void conn_flush(conn *c)
     struct bufferevent *bev = c->bev;
     struct evbuffer *out = bufferevent_get_output(bev);
     if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE)) return;
-    if (!out_send(out, bufferevent_getfd(bev))) {
+    if (!dais_send_now(out, bufferevent_getfd(bev))) {
         conn_doom(c);
         return;
     }
